@@ -1,0 +1,110 @@
+//! Hot paths of resize-svc and filter-svc on a 1920x1080 JPEG photo.
+//!
+//! `cargo bench -p imageflow-imaging -- --warm-up-time 1 --measurement-time 3`
+
+use std::hint::black_box;
+
+use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
+use imageflow_imaging::{
+    EncodeOptions, FilterKind, FilterSpec, ImageFormat, Limits, ResizeQuality, ResizeSpec,
+    apply_filter, decode, decode_at_least, encode, filter_encoded, resize, resize_encoded,
+    resize_encoded_full_decode,
+};
+
+fn photo() -> Vec<u8> {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/photo-1920x1080.jpg"
+    );
+    std::fs::read(path).unwrap_or_else(|e| panic!("reading {path}: {e}"))
+}
+
+fn resize_benches(c: &mut Criterion) {
+    let data = photo();
+    let limits = Limits::default();
+    let spec = ResizeSpec {
+        width: 800,
+        height: 600,
+        keep_aspect: true,
+        quality: ResizeQuality::Good,
+        output_format: None,
+    };
+    let mut g = c.benchmark_group("resize_1920x1080_jpeg_to_800x450_good");
+    g.bench_function("resize_encoded (DCT 1/2 decode)", |b| {
+        b.iter(|| resize_encoded(black_box(&data), &limits, &spec))
+    });
+    g.bench_function("resize_encoded_full_decode", |b| {
+        b.iter(|| resize_encoded_full_decode(black_box(&data), &limits, &spec))
+    });
+    g.bench_function("step: decode full", |b| {
+        b.iter(|| decode(black_box(&data), &limits))
+    });
+    g.bench_function("step: decode_at_least 800x450", |b| {
+        b.iter(|| decode_at_least(black_box(&data), &limits, 800, 450))
+    });
+    let half = decode_at_least(&data, &limits, 800, 450).map(|d| d.image);
+    let half = half.unwrap_or_else(|e| panic!("{e}"));
+    g.bench_function("step: resize 960x540 -> 800x450", |b| {
+        b.iter(|| resize(black_box(&half), 800, 450, ResizeQuality::Good))
+    });
+    let small = resize(&half, 800, 450, ResizeQuality::Good).unwrap_or_else(|e| panic!("{e}"));
+    let opts = EncodeOptions {
+        format: ImageFormat::Jpeg,
+        jpeg_quality: 85,
+    };
+    g.bench_function("step: encode 800x450 q85", |b| {
+        b.iter(|| encode(black_box(&small), &opts))
+    });
+    g.finish();
+}
+
+fn filter_specs() -> Vec<(String, FilterSpec)> {
+    [
+        (FilterKind::Blur, 2.0),
+        (FilterKind::Blur, 10.0),
+        (FilterKind::Gaussian, 1.0),
+        (FilterKind::Gaussian, 5.0),
+        (FilterKind::Sharpen, 1.0),
+        (FilterKind::Brightness, 1.2),
+        (FilterKind::Contrast, 1.2),
+        (FilterKind::Saturation, 1.5),
+        (FilterKind::Grayscale, 1.0),
+    ]
+    .into_iter()
+    .map(|(kind, intensity)| {
+        (
+            format!("{kind} {intensity}"),
+            FilterSpec { kind, intensity },
+        )
+    })
+    .collect()
+}
+
+fn filter_benches(c: &mut Criterion) {
+    let data = photo();
+    let limits = Limits::default();
+    let image = decode(&data, &limits)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .image;
+    let mut g = c.benchmark_group("filter_1920x1080");
+    for (name, spec) in filter_specs() {
+        g.bench_function(name.as_str(), |b| {
+            b.iter_batched_ref(
+                || image.clone(),
+                |img| apply_filter(img, &spec),
+                BatchSize::LargeInput,
+            )
+        });
+    }
+    g.finish();
+    let mut g = c.benchmark_group("filter_encoded_1920x1080_jpeg_q90");
+    for (name, spec) in filter_specs() {
+        g.bench_function(name.as_str(), |b| {
+            b.iter(|| filter_encoded(black_box(&data), &limits, &spec, None, None))
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, resize_benches, filter_benches);
+criterion_main!(benches);

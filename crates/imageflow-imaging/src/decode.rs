@@ -1,0 +1,400 @@
+//! Decoding with limits checked from the header before any pixel buffer exists.
+//!
+//! JPEG goes through libjpeg-turbo (with DCT-domain downscaling for [`decode_at_least`]),
+//! PNG and WebP through the `image` crate. EXIF orientation is applied after decoding, so
+//! every dimension this module reports is the displayed (oriented) one.
+//!
+//! # Truncated and damaged JPEG data
+//!
+//! libjpeg-turbo reports damage to the entropy-coded data ("Premature end of JPEG file",
+//! "Corrupt JPEG data: bad Huffman code", ...) as a *warning* and fills what it could not
+//! decode with grey. This crate refuses such input with [`ImagingError::Corrupt`] rather
+//! than return a half-grey picture. Warnings that lose no pixels (extraneous bytes before a
+//! marker, an unknown JFIF revision, an unknown Adobe transform, a bad ICC marker) are
+//! accepted, because many cameras and editors write them.
+
+use std::cell::RefCell;
+use std::io::Cursor;
+
+use image::{DynamicImage, ImageDecoder};
+use turbojpeg::{Colorspace, DecompressHeader, Decompressor, PixelFormat, ScalingFactor};
+
+use crate::error::ImagingError;
+use crate::format::{ImageFormat, sniff_format};
+use crate::image::Image;
+use crate::limits::Limits;
+use crate::orientation::{Orientation, apply_orientation, read_orientation};
+
+/// What [`probe`] learns from the header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ImageInfo {
+    /// The container format, from the magic bytes.
+    pub format: ImageFormat,
+    /// Displayed width (after EXIF orientation).
+    pub width: u32,
+    /// Displayed height (after EXIF orientation).
+    pub height: u32,
+}
+
+/// A decoded image and where it came from.
+#[derive(Debug)]
+pub struct Decoded {
+    /// The pixels, EXIF orientation applied. For [`decode_at_least`] possibly smaller than
+    /// the source.
+    pub image: Image,
+    /// The source format.
+    pub format: ImageFormat,
+    /// Full displayed width of the source, whatever scale was decoded.
+    pub original_width: u32,
+    /// Full displayed height of the source, whatever scale was decoded.
+    pub original_height: u32,
+}
+
+/// Reads the header only: format, displayed size, and the limits check. No pixel buffer is
+/// allocated, so this is cheap enough to run before admitting a request.
+pub fn probe(data: &[u8], limits: &Limits) -> Result<ImageInfo, ImagingError> {
+    let header = Header::read(data, limits)?;
+    let (width, height) = header.oriented_size();
+    Ok(ImageInfo {
+        format: header.format,
+        width,
+        height,
+    })
+}
+
+/// Decodes at full size. The header is read and checked against `limits` before any pixel
+/// buffer is allocated, so a decompression bomb (a tiny file declaring 100000x100000) costs
+/// microseconds. EXIF orientation is applied.
+pub fn decode(data: &[u8], limits: &Limits) -> Result<Decoded, ImagingError> {
+    let header = Header::read(data, limits)?;
+    header.decode(data, 0, 0)
+}
+
+/// Like [`decode`], but a JPEG may be decoded at 1/2, 1/4 or 1/8 scale in the DCT domain:
+/// the largest reduction whose result is still at least `min_width` x `min_height` in
+/// displayed (oriented) coordinates. A big reduction then decodes only what it needs.
+/// PNG and WebP are decoded at full size. `original_width`/`original_height` always report
+/// the full displayed source size, and the limits apply to that full size.
+pub fn decode_at_least(
+    data: &[u8],
+    limits: &Limits,
+    min_width: u32,
+    min_height: u32,
+) -> Result<Decoded, ImagingError> {
+    let header = Header::read(data, limits)?;
+    header.decode(data, min_width, min_height)
+}
+
+/// Everything known before decoding pixels.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Header {
+    pub(crate) format: ImageFormat,
+    /// Stored width, before orientation.
+    width: u32,
+    /// Stored height, before orientation.
+    height: u32,
+    orientation: Orientation,
+    jpeg: Option<DecompressHeader>,
+}
+
+impl Header {
+    /// Checks the input size, sniffs the format, reads the dimensions and EXIF orientation,
+    /// and checks the dimensions against `limits`.
+    pub(crate) fn read(data: &[u8], limits: &Limits) -> Result<Self, ImagingError> {
+        limits.check_input(data)?;
+        let format = sniff_format(data).ok_or(ImagingError::UnsupportedFormat)?;
+        let (width, height, jpeg) = match format {
+            ImageFormat::Jpeg => {
+                let h = with_decompressor(|d| d.read_header(data)).map_err(|e| {
+                    ImagingError::Corrupt(format!("JPEG header could not be read: {e}"))
+                })?;
+                let w = u32::try_from(h.width).unwrap_or(u32::MAX);
+                let hh = u32::try_from(h.height).unwrap_or(u32::MAX);
+                (w, hh, Some(h))
+            }
+            ImageFormat::Png => {
+                let (w, h) = png_header_size(data)?;
+                (w, h, None)
+            }
+            ImageFormat::Webp => {
+                let decoder = image::codecs::webp::WebPDecoder::new(Cursor::new(data))
+                    .map_err(|e| corrupt(ImageFormat::Webp, "header could not be read", &e))?;
+                let (w, h) = decoder.dimensions();
+                (w, h, None)
+            }
+        };
+        if width == 0 || height == 0 {
+            return Err(ImagingError::Corrupt(format!(
+                "{format} header declares a {width}x{height} image; both sides must be at least 1"
+            )));
+        }
+        limits.check_dimensions(width, height)?;
+        let orientation = read_orientation(data, format);
+        Ok(Header {
+            format,
+            width,
+            height,
+            orientation,
+            jpeg,
+        })
+    }
+
+    /// Displayed `(width, height)` of the full source.
+    pub(crate) fn oriented_size(&self) -> (u32, u32) {
+        self.orientation.oriented(self.width, self.height)
+    }
+
+    /// Decodes the pixels (JPEG possibly DCT-scaled so the displayed result is at least
+    /// `min_width` x `min_height`; pass 0, 0 for full size) and applies the orientation.
+    pub(crate) fn decode(
+        &self,
+        data: &[u8],
+        min_width: u32,
+        min_height: u32,
+    ) -> Result<Decoded, ImagingError> {
+        let image = match (self.format, self.jpeg) {
+            (ImageFormat::Jpeg, Some(jpeg)) => {
+                // The scale is chosen in stored coordinates: swap the wish when the
+                // orientation swaps the sides.
+                let (need_w, need_h) = if self.orientation.swaps_dimensions() {
+                    (min_height, min_width)
+                } else {
+                    (min_width, min_height)
+                };
+                let scale = if (min_width == 0 && min_height == 0) || jpeg.is_lossless {
+                    ScalingFactor::ONE
+                } else {
+                    choose_scale(jpeg.width, jpeg.height, need_w, need_h)
+                };
+                decode_jpeg(data, &jpeg, scale)?
+            }
+            (ImageFormat::Png, _) => {
+                let decoder = image::codecs::png::PngDecoder::with_limits(
+                    Cursor::new(data),
+                    image_limits(self.width, self.height),
+                )
+                .map_err(|e| corrupt(ImageFormat::Png, "header could not be read", &e))?;
+                from_dynamic(self.format, DynamicImage::from_decoder(decoder))?
+            }
+            (ImageFormat::Webp, _) | (ImageFormat::Jpeg, None) => {
+                let decoder = image::codecs::webp::WebPDecoder::new(Cursor::new(data))
+                    .map_err(|e| corrupt(ImageFormat::Webp, "header could not be read", &e))?;
+                from_dynamic(self.format, DynamicImage::from_decoder(decoder))?
+            }
+        };
+        let image = apply_orientation(image, self.orientation);
+        let (original_width, original_height) = self.oriented_size();
+        Ok(Decoded {
+            image,
+            format: self.format,
+            original_width,
+            original_height,
+        })
+    }
+}
+
+/// The largest DCT reduction (1/8, 1/4, 1/2) that keeps the stored size at least
+/// `need_w` x `need_h`; 1/1 when none does.
+fn choose_scale(width: usize, height: usize, need_w: u32, need_h: u32) -> ScalingFactor {
+    let need_w = need_w as usize;
+    let need_h = need_h as usize;
+    [
+        ScalingFactor::ONE_EIGHTH,
+        ScalingFactor::ONE_QUARTER,
+        ScalingFactor::ONE_HALF,
+    ]
+    .into_iter()
+    .find(|s| s.scale(width) >= need_w && s.scale(height) >= need_h)
+    .unwrap_or(ScalingFactor::ONE)
+}
+
+thread_local! {
+    /// One libjpeg-turbo decompressor per thread: `tj3Init` allocates, and the hot path
+    /// decodes thousands of images per thread.
+    static DECOMPRESSOR: RefCell<Option<Decompressor>> = const { RefCell::new(None) };
+}
+
+/// Runs `f` with this thread's decompressor. After an error the instance is dropped, so
+/// no state from a damaged stream can leak into the next call.
+fn with_decompressor<T>(
+    f: impl FnOnce(&mut Decompressor) -> turbojpeg::Result<T>,
+) -> turbojpeg::Result<T> {
+    DECOMPRESSOR.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        let decompressor = match slot.as_mut() {
+            Some(d) => d,
+            None => slot.insert(Decompressor::new()?),
+        };
+        let result = f(decompressor);
+        if result.is_err() {
+            *slot = None;
+        }
+        result
+    })
+}
+
+/// A progressive JPEG with thousands of scans is a known denial-of-service pattern; real
+/// encoders write about ten.
+const MAX_JPEG_SCANS: u32 = 500;
+
+fn decode_jpeg(
+    data: &[u8],
+    header: &DecompressHeader,
+    scale: ScalingFactor,
+) -> Result<Image, ImagingError> {
+    let width = scale.scale(header.width);
+    let height = scale.scale(header.height);
+    let cmyk = matches!(header.colorspace, Colorspace::CMYK | Colorspace::YCCK);
+    let (format, channels) = if cmyk {
+        (PixelFormat::CMYK, 4)
+    } else {
+        (PixelFormat::RGB, 3)
+    };
+    let mut pixels = vec![0u8; width * height * channels];
+    let result = with_decompressor(|d| {
+        d.set_scaling_factor(scale)?;
+        d.set_scan_limit(MAX_JPEG_SCANS)?;
+        d.decompress(
+            data,
+            turbojpeg::Image {
+                pixels: pixels.as_mut_slice(),
+                width,
+                pitch: width * channels,
+                height,
+                format,
+            },
+        )
+    });
+    match result {
+        Ok(()) => {}
+        Err(turbojpeg::Error::TurboJpegError(msg)) if is_harmless_jpeg_warning(&msg) => {}
+        Err(e) => {
+            return Err(ImagingError::Corrupt(format!(
+                "JPEG data could not be decoded (truncated or damaged?): {}",
+                strip_tj_prefix(&e)
+            )));
+        }
+    }
+    if cmyk {
+        pixels = cmyk_to_rgb(&pixels);
+    }
+    // Both sides are at most the header's, which passed the u32 limits check.
+    Ok(Image::from_parts(width as u32, height as u32, 3, pixels))
+}
+
+fn strip_tj_prefix(e: &turbojpeg::Error) -> String {
+    match e {
+        turbojpeg::Error::TurboJpegError(msg) => msg.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// libjpeg warnings after which every pixel was still decoded.
+fn is_harmless_jpeg_warning(msg: &str) -> bool {
+    const HARMLESS: [&str; 4] = [
+        "extraneous bytes before marker",
+        "Warning: unknown JFIF revision",
+        "Unknown Adobe color transform",
+        "bad ICC marker",
+    ];
+    HARMLESS.iter().any(|w| msg.contains(w))
+}
+
+/// Adobe CMYK JPEGs store inverted ink values, so the displayed colour is `c * k / 255`.
+fn cmyk_to_rgb(cmyk: &[u8]) -> Vec<u8> {
+    let mut rgb = Vec::with_capacity(cmyk.len() / 4 * 3);
+    for px in cmyk.chunks_exact(4) {
+        let k = u16::from(px[3]);
+        for &c in &px[..3] {
+            rgb.push(((u16::from(c) * k + 127) / 255) as u8);
+        }
+    }
+    rgb
+}
+
+/// Width and height from the PNG IHDR chunk (bytes 16..24), without the PNG decoder.
+fn png_header_size(data: &[u8]) -> Result<(u32, u32), ImagingError> {
+    let ihdr = data.get(8..24).ok_or_else(|| {
+        ImagingError::Corrupt(format!(
+            "PNG is {} bytes, too short to hold the IHDR header",
+            data.len()
+        ))
+    })?;
+    if &ihdr[4..8] != b"IHDR" {
+        return Err(ImagingError::Corrupt(
+            "PNG does not start with an IHDR chunk".to_owned(),
+        ));
+    }
+    let width = u32::from_be_bytes([ihdr[8], ihdr[9], ihdr[10], ihdr[11]]);
+    let height = u32::from_be_bytes([ihdr[12], ihdr[13], ihdr[14], ihdr[15]]);
+    Ok((width, height))
+}
+
+/// Limits for the `image` decoders: the declared size already passed our check, so these
+/// only stop a decoder from allocating far more than the image needs (16-bit RGBA plus
+/// room for metadata chunks).
+fn image_limits(width: u32, height: u32) -> image::Limits {
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(width);
+    limits.max_image_height = Some(height);
+    limits.max_alloc = Some(u64::from(width) * u64::from(height) * 8 + 64 * 1024 * 1024);
+    limits
+}
+
+fn from_dynamic(
+    format: ImageFormat,
+    decoded: image::ImageResult<DynamicImage>,
+) -> Result<Image, ImagingError> {
+    let dynamic = decoded.map_err(|e| corrupt(format, "data could not be decoded", &e))?;
+    let (width, height) = (dynamic.width(), dynamic.height());
+    let image = if dynamic.color().has_alpha() {
+        Image::from_parts(width, height, 4, dynamic.into_rgba8().into_raw())
+    } else {
+        Image::from_parts(width, height, 3, dynamic.into_rgb8().into_raw())
+    };
+    Ok(image)
+}
+
+fn corrupt(format: ImageFormat, what: &str, e: &image::ImageError) -> ImagingError {
+    match e {
+        image::ImageError::Limits(l) => ImagingError::Corrupt(format!(
+            "{format} {what}: it needs more memory than its size justifies ({l})"
+        )),
+        other => ImagingError::Corrupt(format!("{format} {what} (truncated or damaged?): {other}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scale_choice() {
+        let s = |w, h, nw, nh| {
+            let f = choose_scale(w, h, nw, nh);
+            (f.num(), f.denom())
+        };
+        assert_eq!(s(1920, 1080, 800, 450), (1, 2));
+        assert_eq!(s(1920, 1080, 240, 135), (1, 8));
+        assert_eq!(s(1920, 1080, 241, 135), (1, 4));
+        assert_eq!(s(1920, 1080, 1000, 10), (1, 1));
+        assert_eq!(s(1, 1, 1, 1), (1, 8));
+    }
+
+    #[test]
+    fn harmless_warnings() {
+        assert!(is_harmless_jpeg_warning(
+            "Corrupt JPEG data: 2 extraneous bytes before marker 0xd9"
+        ));
+        assert!(!is_harmless_jpeg_warning("Premature end of JPEG file"));
+        assert!(!is_harmless_jpeg_warning(
+            "Corrupt JPEG data: bad Huffman code"
+        ));
+    }
+
+    #[test]
+    fn cmyk_inverted() {
+        assert_eq!(cmyk_to_rgb(&[255, 0, 128, 255]), vec![255, 0, 128]);
+        assert_eq!(cmyk_to_rgb(&[255, 255, 255, 0]), vec![0, 0, 0]);
+    }
+}

@@ -1,0 +1,38 @@
+//! Pure image operations for ImageFlowCanvas: limited decoding, encoding, resizing and
+//! filters. No I/O, no async, no gRPC: the services call these functions from their
+//! blocking-work pool.
+//!
+//! * [`decode`] / [`decode_at_least`] / [`probe`]: JPEG (libjpeg-turbo, DCT-domain
+//!   downscaling), PNG and WebP, with [`Limits`] checked from the header before any pixel
+//!   buffer is allocated, and EXIF orientation applied.
+//! * [`resize`] (`fast_image_resize`) and [`fit_dimensions`]; [`resize_encoded`] is the
+//!   whole resize-svc hot path.
+//! * [`apply_filter`] with the filters of [`FilterKind`]; [`filter_encoded`] is the
+//!   filter-svc hot path.
+//! * [`encode`]: JPEG (libjpeg-turbo), PNG, lossless WebP.
+//!
+//! Pixels are 8-bit interleaved RGB, or RGBA when the source has alpha ([`Image`]).
+//! Nothing here panics on untrusted input; every failure is an [`ImagingError`] whose
+//! message a person can act on.
+
+mod decode;
+mod encode;
+mod error;
+mod filter;
+mod format;
+mod image;
+mod limits;
+mod orientation;
+mod resize;
+
+pub use crate::decode::{Decoded, ImageInfo, decode, decode_at_least, probe};
+pub use crate::encode::{EncodeOptions, Encoded, encode};
+pub use crate::error::ImagingError;
+pub use crate::filter::{FilterKind, FilterSpec, apply_filter, filter_encoded, gaussian_kernel};
+pub use crate::format::{ImageFormat, sniff_format};
+pub use crate::image::Image;
+pub use crate::limits::Limits;
+pub use crate::orientation::{Orientation, apply_orientation, read_orientation};
+pub use crate::resize::{
+    ResizeQuality, ResizeSpec, fit_dimensions, resize, resize_encoded, resize_encoded_full_decode,
+};

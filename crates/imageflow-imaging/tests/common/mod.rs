@@ -1,0 +1,139 @@
+//! Shared helpers for the integration tests: fixtures and image statistics.
+#![allow(dead_code)]
+
+use imageflow_imaging::{Image, Limits, decode};
+
+pub fn fixture(name: &str) -> Vec<u8> {
+    let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
+    std::fs::read(&path).unwrap_or_else(|e| panic!("reading {path}: {e}"))
+}
+
+pub fn decode_fixture(name: &str) -> Image {
+    decode(&fixture(name), &Limits::default())
+        .unwrap_or_else(|e| panic!("decoding {name}: {e}"))
+        .image
+}
+
+/// Mean absolute difference per sample between two images of the same shape.
+pub fn mean_abs_diff(a: &Image, b: &Image) -> f64 {
+    assert_eq!(
+        (a.width(), a.height(), a.channels()),
+        (b.width(), b.height(), b.channels())
+    );
+    let sum: u64 = a
+        .pixels()
+        .iter()
+        .zip(b.pixels())
+        .map(|(&x, &y)| u64::from(x.abs_diff(y)))
+        .sum();
+    sum as f64 / a.pixels().len() as f64
+}
+
+/// Per-pixel luma as f64 (Rec.601).
+pub fn luma(img: &Image) -> Vec<f64> {
+    let c = img.channels() as usize;
+    img.pixels()
+        .chunks_exact(c)
+        .map(|p| 0.299 * f64::from(p[0]) + 0.587 * f64::from(p[1]) + 0.114 * f64::from(p[2]))
+        .collect()
+}
+
+/// Mean of the colour channels (alpha excluded).
+pub fn mean(img: &Image) -> f64 {
+    let c = img.channels() as usize;
+    let (mut s, mut n) = (0u64, 0u64);
+    for p in img.pixels().chunks_exact(c) {
+        for &v in &p[..3] {
+            s += u64::from(v);
+            n += 1;
+        }
+    }
+    s as f64 / n as f64
+}
+
+/// Standard deviation of the colour channels (alpha excluded).
+pub fn std_dev(img: &Image) -> f64 {
+    let c = img.channels() as usize;
+    let m = mean(img);
+    let (mut s, mut n) = (0f64, 0f64);
+    for p in img.pixels().chunks_exact(c) {
+        for &v in &p[..3] {
+            s += (f64::from(v) - m).powi(2);
+            n += 1.0;
+        }
+    }
+    (s / n).sqrt()
+}
+
+/// Mean absolute 4-neighbour Laplacian of the luma over interior pixels: a measure of
+/// high-frequency energy.
+pub fn mean_abs_laplacian(img: &Image) -> f64 {
+    let (w, h) = (img.width() as usize, img.height() as usize);
+    let y = luma(img);
+    let mut s = 0f64;
+    for yy in 1..h - 1 {
+        for xx in 1..w - 1 {
+            let i = yy * w + xx;
+            s += (4.0 * y[i] - y[i - 1] - y[i + 1] - y[i - w] - y[i + w]).abs();
+        }
+    }
+    s / ((w - 2) * (h - 2)) as f64
+}
+
+/// Mean over pixels of (max channel - min channel): a measure of chroma.
+pub fn chroma_spread(img: &Image) -> f64 {
+    let c = img.channels() as usize;
+    let mut s = 0u64;
+    let mut n = 0u64;
+    for p in img.pixels().chunks_exact(c) {
+        let (mx, mn) = (p[0].max(p[1]).max(p[2]), p[0].min(p[1]).min(p[2]));
+        s += u64::from(mx - mn);
+        n += 1;
+    }
+    s as f64 / n as f64
+}
+
+pub fn all_gray(img: &Image) -> bool {
+    let c = img.channels() as usize;
+    img.pixels()
+        .chunks_exact(c)
+        .all(|p| p[0] == p[1] && p[1] == p[2])
+}
+
+/// A valid PNG (signature + IHDR with a correct CRC) declaring `width` x `height` RGB,
+/// followed by `rest` (e.g. nothing, or a bogus IDAT).
+pub fn png_header(width: u32, height: u32) -> Vec<u8> {
+    let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
+    let mut chunk = b"IHDR".to_vec();
+    chunk.extend_from_slice(&width.to_be_bytes());
+    chunk.extend_from_slice(&height.to_be_bytes());
+    chunk.extend_from_slice(&[8, 2, 0, 0, 0]); // 8-bit, RGB, deflate, adaptive, no interlace
+    out.extend_from_slice(&13u32.to_be_bytes());
+    out.extend_from_slice(&chunk);
+    out.extend_from_slice(&crc32(&chunk).to_be_bytes());
+    out
+}
+
+/// Appends a chunk with a correct CRC.
+pub fn push_png_chunk(png: &mut Vec<u8>, kind: &[u8; 4], data: &[u8]) {
+    let mut chunk = kind.to_vec();
+    chunk.extend_from_slice(data);
+    png.extend_from_slice(&(data.len() as u32).to_be_bytes());
+    png.extend_from_slice(&chunk);
+    png.extend_from_slice(&crc32(&chunk).to_be_bytes());
+}
+
+fn crc32(data: &[u8]) -> u32 {
+    let mut crc = 0xFFFF_FFFFu32;
+    for &b in data {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}

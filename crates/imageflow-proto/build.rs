@@ -1,0 +1,46 @@
+//! Generates the `imageflow.v1` messages and services plus a file descriptor set
+//! for gRPC reflection. `protoc` comes from the `protoc-bin-vendored` crate, so a
+//! build needs nothing installed beyond cargo; `PROTOC` still wins when set.
+
+use std::path::PathBuf;
+
+const PROTOS: &[&str] = &[
+    "imageflow/v1/common.proto",
+    "imageflow/v1/resize.proto",
+    "imageflow/v1/filter.proto",
+    "imageflow/v1/ai_detection.proto",
+];
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let proto_root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../proto");
+    let protoc = match std::env::var_os("PROTOC") {
+        Some(path) => PathBuf::from(path),
+        None => protoc_bin_vendored::protoc_bin_path()?,
+    };
+    tonic_build_with(&proto_root, protoc)?;
+    // Listing every file keeps cargo from re-running the build script on any
+    // change in the crate (its default when no rerun-if-changed is printed).
+    for proto in PROTOS {
+        println!(
+            "cargo:rerun-if-changed={}",
+            proto_root.join(proto).display()
+        );
+    }
+    println!("cargo:rerun-if-changed=build.rs");
+    println!("cargo:rerun-if-env-changed=PROTOC");
+    Ok(())
+}
+
+fn tonic_build_with(
+    proto_root: &std::path::Path,
+    protoc: PathBuf,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
+    let files: Vec<PathBuf> = PROTOS.iter().map(|p| proto_root.join(p)).collect();
+    let mut config = tonic_prost_build::Config::new();
+    config.protoc_executable(protoc);
+    tonic_prost_build::configure()
+        .file_descriptor_set_path(out_dir.join("imageflow_descriptor.bin"))
+        .compile_with_config(config, &files, &[proto_root.to_path_buf()])?;
+    Ok(())
+}

@@ -1,0 +1,298 @@
+//! Settings shared by every gRPC service, read from an env map so tests need not
+//! touch the process environment. Each setting is declared once in [`SETTINGS`],
+//! which also feeds `--help`.
+
+use std::{collections::HashMap, net::SocketAddr, str::FromStr, time::Duration};
+
+use imageflow_imaging::Limits;
+use imageflow_storage::{StorageConfig, StoreOptions};
+
+/// What differs between services: their name and their limits (DESIGN section 9).
+#[derive(Clone, Copy, Debug)]
+pub struct ServiceDefaults {
+    /// Binary name, as in `resize-svc --version`.
+    pub binary: &'static str,
+    /// OpenTelemetry `service.name`, e.g. `imageflow-resize`.
+    pub service_name: &'static str,
+    pub max_concurrent_requests: usize,
+    pub request_timeout: Duration,
+}
+
+/// One documented setting.
+#[derive(Debug)]
+pub struct Setting {
+    pub name: &'static str,
+    pub default: &'static str,
+    pub help: &'static str,
+}
+
+/// Every variable a service reads (storage variables belong to the storage crate
+/// but are listed so `--help` is complete).
+pub const SETTINGS: &[Setting] = &[
+    Setting {
+        name: "GRPC_LISTEN_ADDR",
+        default: "0.0.0.0:9090",
+        help: "address the gRPC server binds",
+    },
+    Setting {
+        name: "MAX_CONCURRENT_REQUESTS",
+        default: "per service (resize 50, filter 50, ai 20)",
+        help: "requests served at once; more get RESOURCE_EXHAUSTED with retry-after-ms",
+    },
+    Setting {
+        name: "REQUEST_TIMEOUT_SECONDS",
+        default: "per service (30, ai 60)",
+        help: "upper bound on one request; a shorter grpc-timeout from the caller wins",
+    },
+    Setting {
+        name: "CPU_WORKERS",
+        default: "number of CPUs",
+        help: "image decode/encode/inference jobs run at once (the blocking door)",
+    },
+    Setting {
+        name: "GRPC_MAX_MESSAGE_BYTES",
+        default: "67108864",
+        help: "largest gRPC message accepted or sent",
+    },
+    Setting {
+        name: "MAX_IMAGE_BYTES",
+        default: "67108864",
+        help: "largest encoded input image",
+    },
+    Setting {
+        name: "MAX_IMAGE_PIXELS",
+        default: "50000000",
+        help: "largest decoded or requested image (width x height); bombs are refused from the header",
+    },
+    Setting {
+        name: "SHUTDOWN_GRACE_SECONDS",
+        default: "20",
+        help: "how long in-flight requests may drain after SIGTERM",
+    },
+    Setting {
+        name: "STORAGE_URL",
+        default: "file://./data (bucket imageflow-files)",
+        help: "file:///abs/dir or s3://bucket",
+    },
+    Setting {
+        name: "S3_ENDPOINT",
+        default: "AWS default",
+        help: "S3/MinIO endpoint URL (path-style addressing)",
+    },
+    Setting {
+        name: "AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_REGION",
+        default: "AWS default chain / us-east-1",
+        help: "S3 credentials and region",
+    },
+    Setting {
+        name: "STORAGE_MAX_OBJECT_BYTES",
+        default: "64MiB",
+        help: "largest object read from or written to storage",
+    },
+    Setting {
+        name: "RUST_LOG",
+        default: "info",
+        help: "log filter; logs are JSON lines on stdout",
+    },
+];
+
+/// A bad value, named so the operator can fix it in one read.
+#[derive(Debug, thiserror::Error)]
+#[error("{variable}: {message}")]
+pub struct ConfigError {
+    pub variable: String,
+    pub message: String,
+}
+
+impl From<imageflow_storage::ConfigError> for ConfigError {
+    fn from(err: imageflow_storage::ConfigError) -> Self {
+        // The storage error already reads "VARIABLE: message".
+        let text = err.to_string();
+        match text.split_once(": ") {
+            Some((variable, message)) => Self {
+                variable: variable.to_string(),
+                message: message.to_string(),
+            },
+            None => Self {
+                variable: "STORAGE_URL".into(),
+                message: text,
+            },
+        }
+    }
+}
+
+/// Validated settings of one service process.
+#[derive(Clone, Debug)]
+pub struct ServiceConfig {
+    pub defaults: ServiceDefaults,
+    pub grpc_listen_addr: SocketAddr,
+    pub max_concurrent_requests: usize,
+    pub request_timeout: Duration,
+    pub cpu_workers: usize,
+    pub max_message_bytes: usize,
+    pub limits: Limits,
+    pub shutdown_grace: Duration,
+    pub storage: StorageConfig,
+    pub store_options: StoreOptions,
+}
+
+impl ServiceConfig {
+    /// Defaults, then the variables in `env`; the first bad value is the error.
+    pub fn from_env(
+        env: &HashMap<String, String>,
+        defaults: ServiceDefaults,
+    ) -> Result<Self, ConfigError> {
+        let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let mut limits = Limits::default();
+        limits.max_input_bytes = parse(env, "MAX_IMAGE_BYTES", limits.max_input_bytes, positive)?;
+        limits.max_pixels = parse(env, "MAX_IMAGE_PIXELS", limits.max_pixels, positive)?;
+        let store_options = StoreOptions::from_env(env)?;
+        Ok(Self {
+            defaults,
+            grpc_listen_addr: parse(
+                env,
+                "GRPC_LISTEN_ADDR",
+                SocketAddr::from(([0, 0, 0, 0], 9090)),
+                |_| true,
+            )?,
+            max_concurrent_requests: parse(
+                env,
+                "MAX_CONCURRENT_REQUESTS",
+                defaults.max_concurrent_requests,
+                positive,
+            )?,
+            request_timeout: Duration::from_secs_f64(parse(
+                env,
+                "REQUEST_TIMEOUT_SECONDS",
+                defaults.request_timeout.as_secs_f64(),
+                |s: &f64| s.is_finite() && *s > 0.0 && *s <= 3600.0,
+            )?),
+            cpu_workers: parse(env, "CPU_WORKERS", cpus, |n: &usize| (1..=1024).contains(n))?,
+            max_message_bytes: parse(env, "GRPC_MAX_MESSAGE_BYTES", 64 << 20, |n: &usize| {
+                (1024..=(1 << 30)).contains(n)
+            })?,
+            limits,
+            shutdown_grace: Duration::from_secs_f64(parse(
+                env,
+                "SHUTDOWN_GRACE_SECONDS",
+                20.0,
+                |s: &f64| s.is_finite() && *s >= 0.0 && *s <= 3600.0,
+            )?),
+            storage: StorageConfig::from_env(env)?,
+            store_options,
+        })
+    }
+
+    /// `--help` text: what the binary is and every setting with its default.
+    pub fn help(defaults: &ServiceDefaults, summary: &str) -> String {
+        let mut text = format!(
+            "{} {}\n{summary}\n\nUsage: {} [--help | --version]\n\nSettings (environment variables):\n",
+            defaults.binary,
+            env!("CARGO_PKG_VERSION"),
+            defaults.binary
+        );
+        for s in SETTINGS {
+            text.push_str(&format!(
+                "  {}\n      {} (default: {})\n",
+                s.name, s.help, s.default
+            ));
+        }
+        text
+    }
+}
+
+fn positive<T: PartialOrd + Default>(value: &T) -> bool {
+    *value > T::default()
+}
+
+fn parse<T>(
+    env: &HashMap<String, String>,
+    name: &'static str,
+    default: T,
+    valid: impl Fn(&T) -> bool,
+) -> Result<T, ConfigError>
+where
+    T: FromStr + std::fmt::Display,
+{
+    let Some(raw) = env.get(name).map(|s| s.trim()).filter(|s| !s.is_empty()) else {
+        return Ok(default);
+    };
+    match raw.parse::<T>() {
+        Ok(value) if valid(&value) => Ok(value),
+        _ => Err(ConfigError {
+            variable: name.into(),
+            message: format!("{raw:?} is not a valid value (default {default})"),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DEFAULTS: ServiceDefaults = ServiceDefaults {
+        binary: "resize-svc",
+        service_name: "imageflow-resize",
+        max_concurrent_requests: 50,
+        request_timeout: Duration::from_secs(30),
+    };
+
+    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_apply_when_nothing_is_set() {
+        let config = ServiceConfig::from_env(&env(&[]), DEFAULTS).unwrap();
+        assert_eq!(config.grpc_listen_addr.to_string(), "0.0.0.0:9090");
+        assert_eq!(config.max_concurrent_requests, 50);
+        assert_eq!(config.request_timeout, Duration::from_secs(30));
+        assert!(config.cpu_workers >= 1);
+    }
+
+    #[test]
+    fn values_from_the_map_win() {
+        let config = ServiceConfig::from_env(
+            &env(&[
+                ("GRPC_LISTEN_ADDR", "127.0.0.1:7000"),
+                ("MAX_CONCURRENT_REQUESTS", "3"),
+                ("REQUEST_TIMEOUT_SECONDS", "1.5"),
+                ("MAX_IMAGE_PIXELS", "1000"),
+            ]),
+            DEFAULTS,
+        )
+        .unwrap();
+        assert_eq!(config.grpc_listen_addr.port(), 7000);
+        assert_eq!(config.max_concurrent_requests, 3);
+        assert_eq!(config.request_timeout, Duration::from_millis(1500));
+        assert_eq!(config.limits.max_pixels, 1000);
+    }
+
+    #[test]
+    fn a_bad_value_names_its_variable() {
+        for (name, value) in [
+            ("GRPC_LISTEN_ADDR", "localhost"),
+            ("MAX_CONCURRENT_REQUESTS", "0"),
+            ("MAX_CONCURRENT_REQUESTS", "many"),
+            ("REQUEST_TIMEOUT_SECONDS", "-1"),
+            ("CPU_WORKERS", "0"),
+            ("GRPC_MAX_MESSAGE_BYTES", "10"),
+            ("STORAGE_URL", "ftp://example"),
+        ] {
+            let err = ServiceConfig::from_env(&env(&[(name, value)]), DEFAULTS).unwrap_err();
+            assert_eq!(err.variable, name, "{err}");
+            assert!(err.to_string().starts_with(name), "{err}");
+        }
+    }
+
+    #[test]
+    fn help_lists_every_setting() {
+        let text = ServiceConfig::help(&DEFAULTS, "Resizes images.");
+        for s in SETTINGS {
+            assert!(text.contains(s.name), "{} missing from --help", s.name);
+        }
+    }
+}

@@ -1,0 +1,40 @@
+//! What every imageflow gRPC service shares, so `resize-svc`, `filter-svc` and
+//! `ai-detect-svc` only hold their own image logic:
+//!
+//! * [`config`]: settings from the environment (DESIGN section 8), `--help`;
+//! * [`admission`]: the concurrency limit and the one door to blocking work;
+//! * [`io`]: input by object or by bytes, outputs under `executions/{id}/`;
+//! * [`error`]: one mapping from typed errors to `tonic::Status`;
+//! * [`health`] and [`server`]: health that follows the store, reflection,
+//!   graceful shutdown.
+
+pub mod admission;
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod health;
+pub mod io;
+pub mod request;
+pub mod server;
+
+use std::time::Duration;
+
+use imageflow_imaging::Limits;
+use imageflow_storage::Store;
+
+pub use admission::{Admission, BlockingDoor};
+pub use config::{ConfigError, ServiceConfig, ServiceDefaults};
+pub use error::ServiceError;
+pub use health::Health;
+pub use server::{Prepared, ServeError, prepare, serve, shutdown_signal};
+
+/// The shared state a service's handlers work with. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct ServiceRuntime {
+    pub store: Store,
+    pub admission: Admission,
+    pub door: BlockingDoor,
+    pub limits: Limits,
+    pub request_timeout: Duration,
+    pub health: Health,
+}

@@ -1,0 +1,161 @@
+//! Serving one service: health, reflection, the service's own routes on a
+//! pre-bound listener, readiness that follows the store, and a graceful
+//! shutdown in the order Kubernetes needs (NOT_SERVING, drain with a bound).
+
+use std::{future::Future, time::Duration};
+
+use imageflow_storage::Store;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::service::Routes;
+
+use crate::{Admission, BlockingDoor, ServiceConfig, ServiceRuntime, health::Health};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("storage: {0}")]
+    Storage(#[from] imageflow_storage::StorageError),
+    #[error("reflection: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    #[error("gRPC server: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// A service ready to be given its routes: the runtime its handlers share and
+/// the health service to mount next to them.
+#[derive(Debug)]
+pub struct Prepared {
+    pub runtime: ServiceRuntime,
+    health_routes: Routes,
+}
+
+/// Connects the store (no network call yet: readiness is checked in the
+/// background) and builds the shared runtime. `services` are the gRPC names
+/// whose health is reported.
+pub async fn prepare(
+    config: &ServiceConfig,
+    services: Vec<&'static str>,
+) -> Result<Prepared, ServeError> {
+    let store = Store::connect(&config.storage, config.store_options.clone()).await?;
+    let (reporter, health_server) = tonic_health::server::health_reporter();
+    let health = Health::new(reporter, services).await;
+    let runtime = ServiceRuntime {
+        store,
+        admission: Admission::new(config.max_concurrent_requests),
+        door: BlockingDoor::new(config.cpu_workers),
+        limits: config.limits,
+        request_timeout: config.request_timeout,
+        health,
+    };
+    Ok(Prepared {
+        runtime,
+        health_routes: Routes::new(health_server),
+    })
+}
+
+/// Serves until `shutdown` resolves, then drains for at most the configured
+/// grace period.
+pub async fn serve(
+    config: &ServiceConfig,
+    prepared: Prepared,
+    service_routes: impl FnOnce(Routes) -> Routes,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    let Prepared {
+        runtime,
+        health_routes,
+    } = prepared;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(imageflow_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let routes = service_routes(health_routes.add_service(reflection));
+
+    let readiness = tokio::spawn(become_ready(runtime.clone()));
+
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let health = runtime.health.clone();
+    let grace = config.shutdown_grace;
+    let (drain_started_tx, drain_started_rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        shutdown.await;
+        tracing::info!("shutdown requested: NOT_SERVING, draining in-flight requests");
+        health.set_serving(false).await;
+        let _ = drain_started_tx.send(());
+        let _ = stop_tx.send(());
+    });
+
+    tracing::info!(
+        addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+        max_concurrent_requests = runtime.admission.limit(),
+        storage = runtime.store.backend_name(),
+        "gRPC server listening"
+    );
+    let server = tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .add_routes(routes)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
+            let _ = stop_rx.await;
+        });
+
+    let result = tokio::select! {
+        result = server => result.map_err(ServeError::from),
+        () = async {
+            let _ = drain_started_rx.await;
+            tokio::time::sleep(grace).await;
+        } => {
+            tracing::warn!(grace_seconds = grace.as_secs_f64(), in_flight = runtime.admission.in_flight(), "drain did not finish within the grace period; closing");
+            Ok(())
+        }
+    };
+    readiness.abort();
+    result
+}
+
+/// Flips health to SERVING once the store answers; retries with a capped
+/// backoff and says why it is still waiting.
+async fn become_ready(runtime: ServiceRuntime) {
+    let mut delay = Duration::from_millis(100);
+    loop {
+        match runtime.store.check_ready().await {
+            Ok(()) => {
+                runtime.health.set_serving(true).await;
+                tracing::info!(
+                    storage = runtime.store.backend_name(),
+                    "storage reachable: SERVING"
+                );
+                return;
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, retry_in_ms = delay.as_millis() as u64, "storage not ready: NOT_SERVING");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+/// Resolves on SIGTERM (Kubernetes) or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+}

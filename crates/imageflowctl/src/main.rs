@@ -1,0 +1,72 @@
+//! `imageflowctl`: talk to the ImageFlowCanvas services from a shell.
+//!
+//! `imageflowctl process in.jpg -o out.jpg --resize 800x600 --filter gaussian:2`
+//! sends the image through resize-svc and then each filter in order, by bytes,
+//! and prints one line per hop with the time the service reported.
+//! `imageflowctl bench resize --endpoint ... --input photo.jpg` measures a service.
+
+#![allow(clippy::print_stdout)] // a command line prints its results
+
+mod bench;
+mod process;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "imageflowctl", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Resize and filter one image through the running services.
+    Process(process::ProcessArgs),
+    /// Measure a running resize-svc or filter-svc: p50/p95/p99 and requests/s.
+    Bench(bench::BenchArgs),
+    /// Ask a service's standard gRPC health endpoint; exit 0 only when SERVING.
+    Health {
+        /// e.g. http://127.0.0.1:9090
+        endpoint: String,
+        /// Service name to ask about ("" = the whole server).
+        #[arg(long, default_value = "")]
+        service: String,
+    },
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Process(args) => process::run(args).await,
+        Command::Bench(args) => bench::run(args).await,
+        Command::Health { endpoint, service } => health(&endpoint, &service).await,
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("imageflowctl: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn health(endpoint: &str, service: &str) -> anyhow::Result<()> {
+    use tonic_health::pb::{
+        HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+    };
+    let channel = process::connect(endpoint).await?;
+    let status = HealthClient::new(channel)
+        .check(HealthCheckRequest {
+            service: service.to_string(),
+        })
+        .await?
+        .into_inner()
+        .status();
+    eprintln!("{endpoint} {service:?}: {status:?}");
+    anyhow::ensure!(status == ServingStatus::Serving, "not serving");
+    Ok(())
+}

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# The test command: installs what is missing, starts the real peers on
+# loopback, checks format and lints, runs the whole suite, stops what it started.
+set -euo pipefail
+# shellcheck source=scripts/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+cd "$REPO_ROOT"
+
+"$REPO_ROOT/scripts/setup.sh"
+
+run_dir="$(mktemp -d)"
+cleanup() {
+    "$REPO_ROOT/scripts/s3-test-server.sh" stop "$run_dir/s3" >/dev/null 2>&1 || true
+    rm -rf "$run_dir"
+}
+trap cleanup EXIT
+
+log "starting s3s-fs on loopback"
+s3_port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+eval "$("$REPO_ROOT/scripts/s3-test-server.sh" start "$run_dir/s3" "$s3_port")"
+
+log "shellcheck"
+shellcheck -x scripts/*.sh .ci/run
+
+log "cargo fmt --check"
+cargo fmt --all -- --check
+
+log "cargo clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+log "cargo test"
+cargo test --workspace --locked --no-fail-fast
+
+log "all tests passed"
