@@ -1,0 +1,359 @@
+//! Persistent, balanced gRPC channels to the services and the one call per
+//! component. Each configured endpoint's host name is re-resolved every few
+//! seconds, so a Kubernetes headless service spreads calls over every pod and
+//! follows scale-ups; a pod that goes away leaves the set on the next round.
+
+use std::{
+    collections::HashSet,
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use imageflow_proto::v1::{
+    DetectionRequest, FilterRequest, FilterType, ImageData, ProcessingStatus, ResizeQuality,
+    ResizeRequest, ai_detection_service_client::AiDetectionServiceClient, detection_request,
+    filter_request, filter_service_client::FilterServiceClient, resize_request,
+    resize_service_client::ResizeServiceClient,
+};
+use tokio::sync::mpsc::Sender;
+use tonic::{
+    Code, Status,
+    transport::{Channel, Endpoint, channel::Change},
+};
+
+use crate::{
+    model::{BoundingBox, Detection},
+    registry::StepCall,
+};
+
+const RESOLVE_EVERY: Duration = Duration::from_secs(5);
+/// Largest message the backend accepts from a service (an annotated image).
+const MAX_MESSAGE_BYTES: usize = 64 << 20;
+
+/// A balanced channel to one service, with the number of endpoints behind it.
+#[derive(Clone, Debug)]
+pub struct ServiceChannel {
+    pub name: &'static str,
+    channel: Channel,
+    live: Arc<AtomicUsize>,
+    configured: Arc<Vec<String>>,
+}
+
+impl ServiceChannel {
+    /// Starts resolving `urls` (http://host:port) in the background.
+    pub fn new(name: &'static str, urls: &[String]) -> Self {
+        let (channel, changes) = Channel::balance_channel::<SocketAddr>(64);
+        let live = Arc::new(AtomicUsize::new(0));
+        let targets: Vec<(String, u16)> = urls
+            .iter()
+            .filter_map(|u| {
+                let uri: http::Uri = u.parse().ok()?;
+                let host = uri.host()?.trim_matches(['[', ']']).to_string();
+                Some((host, uri.port_u16().unwrap_or(80)))
+            })
+            .collect();
+        tokio::spawn(resolve_loop(name, targets, changes, live.clone()));
+        Self {
+            name,
+            channel,
+            live,
+            configured: Arc::new(urls.to_vec()),
+        }
+    }
+
+    /// Endpoints resolved right now.
+    pub fn endpoints(&self) -> usize {
+        self.live.load(Ordering::Relaxed)
+    }
+
+    pub fn configured(&self) -> &[String] {
+        &self.configured
+    }
+
+    fn ready_channel(&self) -> Result<Channel, Status> {
+        if self.endpoints() == 0 {
+            return Err(Status::unavailable(format!(
+                "no address resolved yet for {} ({})",
+                self.name,
+                self.configured.join(", ")
+            )));
+        }
+        Ok(self.channel.clone())
+    }
+}
+
+fn endpoint(addr: SocketAddr) -> Option<Endpoint> {
+    Endpoint::from_shared(format!("http://{addr}"))
+        .ok()
+        .map(|e| {
+            e.connect_timeout(Duration::from_secs(2))
+                .tcp_nodelay(true)
+                .http2_keep_alive_interval(Duration::from_secs(30))
+                .keep_alive_timeout(Duration::from_secs(10))
+                .keep_alive_while_idle(true)
+        })
+}
+
+async fn resolve_loop(
+    name: &'static str,
+    targets: Vec<(String, u16)>,
+    changes: Sender<Change<SocketAddr, Endpoint>>,
+    live: Arc<AtomicUsize>,
+) {
+    let mut current: HashSet<SocketAddr> = HashSet::new();
+    let mut warned = false;
+    loop {
+        let mut resolved = HashSet::new();
+        for (host, port) in &targets {
+            match tokio::net::lookup_host((host.as_str(), *port)).await {
+                Ok(addrs) => resolved.extend(addrs),
+                Err(err) => {
+                    if !warned {
+                        tracing::warn!(service = name, host, error = %err, "cannot resolve service endpoint; retrying");
+                    }
+                }
+            }
+        }
+        // A failed lookup keeps the last good set rather than dropping every endpoint.
+        if !resolved.is_empty() {
+            for gone in current.difference(&resolved) {
+                if changes.send(Change::Remove(*gone)).await.is_err() {
+                    return;
+                }
+            }
+            for new in resolved.difference(&current) {
+                if let Some(e) = endpoint(*new)
+                    && changes.send(Change::Insert(*new, e)).await.is_err()
+                {
+                    return;
+                }
+            }
+            if resolved != current {
+                tracing::info!(
+                    service = name,
+                    endpoints = resolved.len(),
+                    "service endpoints updated"
+                );
+            }
+            current = resolved;
+            warned = false;
+        } else {
+            warned = true;
+        }
+        live.store(current.len(), Ordering::Relaxed);
+        tokio::time::sleep(RESOLVE_EVERY).await;
+    }
+}
+
+/// The three services.
+#[derive(Clone, Debug)]
+pub struct Services {
+    pub resize: ServiceChannel,
+    pub filter: ServiceChannel,
+    pub detect: ServiceChannel,
+}
+
+impl Services {
+    pub fn new(resize: &[String], filter: &[String], detect: &[String]) -> Self {
+        Self {
+            resize: ServiceChannel::new("resize", resize),
+            filter: ServiceChannel::new("filter", filter),
+            detect: ServiceChannel::new("ai_detection", detect),
+        }
+    }
+
+    pub fn all(&self) -> [&ServiceChannel; 3] {
+        [&self.resize, &self.filter, &self.detect]
+    }
+}
+
+/// What one successful call produced.
+#[derive(Debug, Default)]
+pub struct CallResult {
+    /// The image the service wrote; `None` when it wrote none (detection
+    /// without drawing).
+    pub output: Option<ImageData>,
+    pub detections: Vec<Detection>,
+    /// The service's own processing time.
+    pub service_time: Duration,
+    pub message: String,
+}
+
+/// A failed call: the gRPC status plus the server's retry hint.
+#[derive(Debug)]
+pub struct CallError {
+    pub status: Status,
+    pub retry_after: Option<Duration>,
+}
+
+impl CallError {
+    /// Failures worth another attempt: the service was down, overloaded or slow.
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self.status.code(),
+            Code::Unavailable | Code::ResourceExhausted | Code::DeadlineExceeded | Code::Aborted
+        )
+    }
+
+    pub fn describe(&self, service: &str) -> String {
+        let code = imageflow_service::error::code_name(self.status.code());
+        format!("{service}: {code}: {}", self.status.message())
+    }
+}
+
+impl From<Status> for CallError {
+    fn from(status: Status) -> Self {
+        let retry_after = status
+            .metadata()
+            .get("retry-after-ms")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+            .map(Duration::from_millis);
+        Self {
+            status,
+            retry_after,
+        }
+    }
+}
+
+/// Calls the service of `call` on the object `input`, within `timeout`.
+pub async fn call(
+    services: &Services,
+    call: &StepCall,
+    input: &ImageData,
+    execution_id: &str,
+    timeout: Duration,
+) -> Result<CallResult, CallError> {
+    let image = Some(ImageData {
+        bucket: input.bucket.clone(),
+        object_key: input.object_key.clone(),
+        ..Default::default()
+    });
+    let started = Instant::now();
+    let result = match call {
+        StepCall::Resize {
+            width,
+            height,
+            maintain_aspect_ratio,
+            quality,
+        } => {
+            let mut client = ResizeServiceClient::new(services.resize.ready_channel()?)
+                .max_decoding_message_size(MAX_MESSAGE_BYTES);
+            let mut request = tonic::Request::new(ResizeRequest {
+                input: image.map(resize_request::Input::InputImage),
+                target_width: *width,
+                target_height: *height,
+                maintain_aspect_ratio: *maintain_aspect_ratio,
+                quality: match *quality {
+                    "fast" => ResizeQuality::Fast,
+                    "best" => ResizeQuality::Best,
+                    _ => ResizeQuality::Good,
+                } as i32,
+                execution_id: execution_id.to_string(),
+            });
+            request.set_timeout(timeout);
+            let response = client.resize_image(request).await?.into_inner();
+            (response.result, Vec::new())
+        }
+        StepCall::Filter {
+            filter_type,
+            intensity,
+        } => {
+            let mut client = FilterServiceClient::new(services.filter.ready_channel()?)
+                .max_decoding_message_size(MAX_MESSAGE_BYTES);
+            let mut parameters = std::collections::HashMap::new();
+            if *intensity == 0.0 {
+                // proto3 cannot tell 0 from unset; the service reads a real 0 here.
+                parameters.insert("intensity".to_string(), "0".to_string());
+            }
+            let mut request = tonic::Request::new(FilterRequest {
+                input: image.map(filter_request::Input::InputImage),
+                filter_type: filter_type_wire(filter_type) as i32,
+                intensity: *intensity,
+                parameters,
+                execution_id: execution_id.to_string(),
+            });
+            request.set_timeout(timeout);
+            let response = client.apply_filter(request).await?.into_inner();
+            (response.result, Vec::new())
+        }
+        StepCall::Detect {
+            model_name,
+            confidence_threshold,
+            nms_threshold,
+            draw_boxes,
+        } => {
+            let mut client = AiDetectionServiceClient::new(services.detect.ready_channel()?)
+                .max_decoding_message_size(MAX_MESSAGE_BYTES);
+            let mut request = tonic::Request::new(DetectionRequest {
+                input: image.map(detection_request::Input::InputImage),
+                model_name: model_name.clone(),
+                confidence_threshold: *confidence_threshold,
+                nms_threshold: *nms_threshold,
+                draw_boxes: *draw_boxes,
+                execution_id: execution_id.to_string(),
+                resize_metadata_ref: None,
+            });
+            request.set_timeout(timeout);
+            let response = client.detect_objects(request).await?.into_inner();
+            let detections = response
+                .detections
+                .into_iter()
+                .map(|d| {
+                    let b = d.bbox.unwrap_or_default();
+                    Detection {
+                        class_name: d.class_name,
+                        class_id: d.class_id,
+                        confidence: d.confidence,
+                        bbox: BoundingBox {
+                            x1: b.x1,
+                            y1: b.y1,
+                            x2: b.x2,
+                            y2: b.y2,
+                        },
+                    }
+                })
+                .collect();
+            (response.result, detections)
+        }
+    };
+    let (result, detections) = result;
+    let Some(result) = result else {
+        return Err(Status::internal("the service answered without a result").into());
+    };
+    if result.status != ProcessingStatus::Completed as i32 {
+        return Err(Status::internal(format!(
+            "the service answered status {} without an error: {}",
+            result.status, result.message
+        ))
+        .into());
+    }
+    let service_time =
+        if result.processing_time_seconds.is_finite() && result.processing_time_seconds >= 0.0 {
+            Duration::from_secs_f64(result.processing_time_seconds)
+        } else {
+            started.elapsed()
+        };
+    Ok(CallResult {
+        output: result.output_image,
+        detections,
+        service_time,
+        message: result.message,
+    })
+}
+
+fn filter_type_wire(name: &str) -> FilterType {
+    match name {
+        "blur" => FilterType::Blur,
+        "sharpen" => FilterType::Sharpen,
+        "brightness" => FilterType::Brightness,
+        "contrast" => FilterType::Contrast,
+        "saturation" => FilterType::Saturation,
+        "grayscale" => FilterType::Grayscale,
+        _ => FilterType::Gaussian,
+    }
+}

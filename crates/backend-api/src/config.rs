@@ -1,0 +1,370 @@
+//! Settings of the backend, read from an env map (tests pass their own), each
+//! declared once in [`SETTINGS`], which also feeds `--help`.
+
+use std::{collections::HashMap, net::SocketAddr, str::FromStr, time::Duration};
+
+use imageflow_storage::{StorageConfig, StoreOptions};
+
+/// One documented setting.
+#[derive(Debug)]
+pub struct Setting {
+    pub name: &'static str,
+    pub default: &'static str,
+    pub help: &'static str,
+}
+
+pub const SETTINGS: &[Setting] = &[
+    Setting {
+        name: "HTTP_LISTEN_ADDR",
+        default: "0.0.0.0:8000",
+        help: "address the REST API binds",
+    },
+    Setting {
+        name: "DATABASE_URL",
+        default: "sqlite://./data/imageflow.db",
+        help: "sqlite://path (embedded) or postgres://user@host/db (several replicas share it)",
+    },
+    Setting {
+        name: "RESIZE_GRPC_ENDPOINT",
+        default: "http://127.0.0.1:9091",
+        help: "resize-svc; comma-separated URLs are balanced, each host name is re-resolved (headless services)",
+    },
+    Setting {
+        name: "FILTER_GRPC_ENDPOINT",
+        default: "http://127.0.0.1:9092",
+        help: "filter-svc, same form",
+    },
+    Setting {
+        name: "AI_DETECTION_GRPC_ENDPOINT",
+        default: "http://127.0.0.1:9093",
+        help: "ai-detect-svc, same form",
+    },
+    Setting {
+        name: "MAX_PARALLEL_EXECUTIONS",
+        default: "10",
+        help: "executions running at once in this replica; more wait in the queue (status pending)",
+    },
+    Setting {
+        name: "MAX_QUEUED_EXECUTIONS",
+        default: "1000",
+        help: "executions waiting in this replica; beyond it POST /v1/executions answers 503 with Retry-After",
+    },
+    Setting {
+        name: "EXECUTION_TIMEOUT_SECONDS",
+        default: "300",
+        help: "deadline of one execution, queueing excluded; a pipeline may ask for less",
+    },
+    Setting {
+        name: "STEP_TIMEOUT_SECONDS",
+        default: "30 (ai_detection 60)",
+        help: "deadline of one attempt of one step; a step's timeoutSeconds may ask for less or more",
+    },
+    Setting {
+        name: "MAX_UPLOAD_BYTES",
+        default: "67108864",
+        help: "largest accepted upload (413 beyond it)",
+    },
+    Setting {
+        name: "MAX_REQUEST_BYTES",
+        default: "1048576",
+        help: "largest JSON request body",
+    },
+    Setting {
+        name: "IMAGEFLOW_API_TOKENS",
+        default: "unset (open API, local runs only)",
+        help: "comma-separated NAME:TOKEN pairs; requests need 'Authorization: Bearer TOKEN'",
+    },
+    Setting {
+        name: "HEARTBEAT_SECONDS",
+        default: "5",
+        help: "how often a replica marks its executions alive",
+    },
+    Setting {
+        name: "STALE_EXECUTION_SECONDS",
+        default: "30",
+        help: "an execution whose replica has not marked it alive for this long is failed as interrupted",
+    },
+    Setting {
+        name: "STORAGE_URL",
+        default: "file://./data (bucket imageflow-files)",
+        help: "file:///abs/dir or s3://bucket (with S3_ENDPOINT, AWS_* credentials)",
+    },
+    Setting {
+        name: "RUST_LOG",
+        default: "info",
+        help: "log filter; logs are JSON lines on stdout",
+    },
+];
+
+/// A bad value, named so the operator can fix it in one read.
+#[derive(Debug, thiserror::Error)]
+#[error("{variable}: {message}")]
+pub struct ConfigError {
+    pub variable: String,
+    pub message: String,
+}
+
+impl From<imageflow_storage::ConfigError> for ConfigError {
+    fn from(err: imageflow_storage::ConfigError) -> Self {
+        Self {
+            variable: err.variable().to_string(),
+            message: err.to_string(),
+        }
+    }
+}
+
+/// Validated settings of one backend process.
+#[derive(Clone, Debug)]
+pub struct BackendConfig {
+    pub http_listen_addr: SocketAddr,
+    pub database_url: String,
+    pub resize_endpoints: Vec<String>,
+    pub filter_endpoints: Vec<String>,
+    pub detection_endpoints: Vec<String>,
+    pub max_parallel_executions: usize,
+    pub max_queued_executions: usize,
+    pub execution_timeout: Duration,
+    pub step_timeout: Option<Duration>,
+    pub max_upload_bytes: usize,
+    pub max_request_bytes: usize,
+    pub api_tokens: Vec<ApiToken>,
+    pub heartbeat: Duration,
+    pub stale_after: Duration,
+    pub storage: StorageConfig,
+    pub store_options: StoreOptions,
+}
+
+/// A named bearer token; the name is what logs show as the acting user.
+#[derive(Clone)]
+pub struct ApiToken {
+    pub name: String,
+    pub token: String,
+}
+
+impl std::fmt::Debug for ApiToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print the token itself.
+        f.debug_struct("ApiToken")
+            .field("name", &self.name)
+            .finish()
+    }
+}
+
+impl BackendConfig {
+    /// Defaults, then the variables in `env`; the first bad value is the error.
+    pub fn from_env(env: &HashMap<String, String>) -> Result<Self, ConfigError> {
+        let (storage, store_options) = imageflow_storage::from_env(env)?;
+        let secs = |name: &str, default: u64| -> Result<Duration, ConfigError> {
+            parse(env, name, default, |v: &u64| *v > 0).map(Duration::from_secs)
+        };
+        let heartbeat = secs("HEARTBEAT_SECONDS", 5)?;
+        let stale_after = secs("STALE_EXECUTION_SECONDS", 30)?;
+        if stale_after <= heartbeat {
+            return Err(ConfigError {
+                variable: "STALE_EXECUTION_SECONDS".into(),
+                message: format!(
+                    "must be larger than HEARTBEAT_SECONDS ({}s), or live executions would be failed",
+                    heartbeat.as_secs()
+                ),
+            });
+        }
+        Ok(Self {
+            http_listen_addr: parse(env, "HTTP_LISTEN_ADDR", ([0, 0, 0, 0], 8000).into(), |_| {
+                true
+            })?,
+            database_url: database_url(env)?,
+            resize_endpoints: endpoints(env, "RESIZE_GRPC_ENDPOINT", "http://127.0.0.1:9091")?,
+            filter_endpoints: endpoints(env, "FILTER_GRPC_ENDPOINT", "http://127.0.0.1:9092")?,
+            detection_endpoints: endpoints(
+                env,
+                "AI_DETECTION_GRPC_ENDPOINT",
+                "http://127.0.0.1:9093",
+            )?,
+            max_parallel_executions: parse(env, "MAX_PARALLEL_EXECUTIONS", 10, |v| *v > 0)?,
+            max_queued_executions: parse(env, "MAX_QUEUED_EXECUTIONS", 1000, |v| *v > 0)?,
+            execution_timeout: secs("EXECUTION_TIMEOUT_SECONDS", 300)?,
+            step_timeout: match var(env, "STEP_TIMEOUT_SECONDS") {
+                None => None,
+                Some(_) => Some(secs("STEP_TIMEOUT_SECONDS", 30)?),
+            },
+            max_upload_bytes: parse(env, "MAX_UPLOAD_BYTES", 64 << 20, |v| *v > 0)?,
+            max_request_bytes: parse(env, "MAX_REQUEST_BYTES", 1 << 20, |v| *v >= 1024)?,
+            api_tokens: api_tokens(env)?,
+            heartbeat,
+            stale_after,
+            storage,
+            store_options,
+        })
+    }
+}
+
+fn var<'a>(env: &'a HashMap<String, String>, name: &str) -> Option<&'a str> {
+    env.get(name).map(|v| v.trim()).filter(|v| !v.is_empty())
+}
+
+fn parse<T>(
+    env: &HashMap<String, String>,
+    name: &str,
+    default: T,
+    valid: impl Fn(&T) -> bool,
+) -> Result<T, ConfigError>
+where
+    T: FromStr + std::fmt::Display,
+{
+    let Some(raw) = var(env, name) else {
+        return Ok(default);
+    };
+    match raw.parse::<T>() {
+        Ok(v) if valid(&v) => Ok(v),
+        _ => Err(ConfigError {
+            variable: name.to_string(),
+            message: format!("{raw:?} is not a valid value (default {default})"),
+        }),
+    }
+}
+
+fn database_url(env: &HashMap<String, String>) -> Result<String, ConfigError> {
+    let url = var(env, "DATABASE_URL").unwrap_or("sqlite://./data/imageflow.db");
+    if url.starts_with("sqlite:")
+        || url.starts_with("postgres://")
+        || url.starts_with("postgresql://")
+    {
+        Ok(url.to_string())
+    } else {
+        Err(ConfigError {
+            variable: "DATABASE_URL".into(),
+            message: "accepted: sqlite://path/to/file.db or postgres://user@host:5432/db".into(),
+        })
+    }
+}
+
+fn endpoints(
+    env: &HashMap<String, String>,
+    name: &str,
+    default: &str,
+) -> Result<Vec<String>, ConfigError> {
+    let raw = var(env, name).unwrap_or(default);
+    let list: Vec<String> = raw
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            if s.contains("://") {
+                s.to_string()
+            } else {
+                format!("http://{s}")
+            }
+        })
+        .collect();
+    for url in &list {
+        let ok = url
+            .parse::<http::Uri>()
+            .is_ok_and(|u| matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some());
+        if !ok {
+            return Err(ConfigError {
+                variable: name.to_string(),
+                message: format!("{url:?} is not an http(s)://host:port URL"),
+            });
+        }
+    }
+    if list.is_empty() {
+        return Err(ConfigError {
+            variable: name.to_string(),
+            message: "empty: give at least one http://host:port".into(),
+        });
+    }
+    Ok(list)
+}
+
+fn api_tokens(env: &HashMap<String, String>) -> Result<Vec<ApiToken>, ConfigError> {
+    let Some(raw) = var(env, "IMAGEFLOW_API_TOKENS") else {
+        return Ok(Vec::new());
+    };
+    raw.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .enumerate()
+        .map(|(i, entry)| {
+            let (name, token) = entry
+                .split_once(':')
+                .unwrap_or(("", entry));
+            let name = if name.is_empty() {
+                format!("token-{}", i + 1)
+            } else {
+                name.to_string()
+            };
+            if token.len() < 16 {
+                return Err(ConfigError {
+                    variable: "IMAGEFLOW_API_TOKENS".into(),
+                    message: format!(
+                        "the token named {name:?} is shorter than 16 characters; use a random secret"
+                    ),
+                });
+            }
+            Ok(ApiToken {
+                name,
+                token: token.to_string(),
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_are_the_embedded_ones() {
+        let config = BackendConfig::from_env(&env(&[])).unwrap();
+        assert_eq!(config.http_listen_addr.port(), 8000);
+        assert!(config.database_url.starts_with("sqlite:"));
+        assert_eq!(config.max_parallel_executions, 10);
+        assert_eq!(config.resize_endpoints, vec!["http://127.0.0.1:9091"]);
+        assert!(config.api_tokens.is_empty());
+    }
+
+    #[test]
+    fn bad_values_name_their_variable() {
+        for (name, value) in [
+            ("MAX_PARALLEL_EXECUTIONS", "0"),
+            ("MAX_PARALLEL_EXECUTIONS", "many"),
+            ("HTTP_LISTEN_ADDR", "localhost"),
+            ("DATABASE_URL", "mysql://x"),
+            ("RESIZE_GRPC_ENDPOINT", "ftp://x:1"),
+            ("IMAGEFLOW_API_TOKENS", "alice:short"),
+            ("STALE_EXECUTION_SECONDS", "2"),
+        ] {
+            let err = BackendConfig::from_env(&env(&[(name, value)])).unwrap_err();
+            assert_eq!(err.variable, name, "{name}={value}: {err}");
+        }
+    }
+
+    #[test]
+    fn endpoint_lists_and_tokens() {
+        let config = BackendConfig::from_env(&env(&[
+            (
+                "FILTER_GRPC_ENDPOINT",
+                "filter-0:9090, http://filter-1:9090",
+            ),
+            (
+                "IMAGEFLOW_API_TOKENS",
+                "ci:0123456789abcdef0123,0123456789abcdefXYZ",
+            ),
+        ]))
+        .unwrap();
+        assert_eq!(
+            config.filter_endpoints,
+            vec!["http://filter-0:9090", "http://filter-1:9090"]
+        );
+        assert_eq!(config.api_tokens[0].name, "ci");
+        assert_eq!(config.api_tokens[1].name, "token-2");
+        assert!(!format!("{:?}", config.api_tokens).contains("0123456789"));
+    }
+}

@@ -1,0 +1,94 @@
+//! Progress events. The payload is DESIGN section 5's `pipeline-progress`
+//! shape (plus a few optional fields), so the same value goes to the live
+//! stream of this process and, when Kafka is configured, to the topic.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::broadcast;
+use utoipa::ToSchema;
+
+/// One step or execution transition.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct ProgressEvent {
+    pub execution_id: String,
+    /// Absent for execution-level events.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub step_id: Option<String>,
+    /// pending, running, retrying, completed, failed, skipped, cancelled.
+    pub status: String,
+    pub message: String,
+    pub timestamp: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attempt: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub processing_time_ms: Option<f64>,
+}
+
+impl ProgressEvent {
+    pub fn execution(execution_id: &str, status: &str, message: impl Into<String>) -> Self {
+        Self {
+            execution_id: execution_id.to_string(),
+            step_id: None,
+            status: status.to_string(),
+            message: message.into(),
+            timestamp: crate::db::now().0,
+            attempt: None,
+            processing_time_ms: None,
+        }
+    }
+
+    pub fn step(
+        execution_id: &str,
+        step_id: &str,
+        status: &str,
+        message: impl Into<String>,
+    ) -> Self {
+        Self {
+            step_id: Some(step_id.to_string()),
+            ..Self::execution(execution_id, status, message)
+        }
+    }
+
+    /// Whether this event ends its execution's stream.
+    pub fn is_final(&self) -> bool {
+        self.step_id.is_none()
+            && matches!(self.status.as_str(), "completed" | "failed" | "cancelled")
+    }
+}
+
+/// Fan-out of events to every live stream in this process. A slow subscriber
+/// loses its oldest events (and is told so), never slows the engine.
+#[derive(Clone, Debug)]
+pub struct EventHub {
+    sender: broadcast::Sender<Arc<ProgressEvent>>,
+}
+
+impl Default for EventHub {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl EventHub {
+    pub fn new() -> Self {
+        Self {
+            sender: broadcast::channel(4096).0,
+        }
+    }
+
+    pub fn publish(&self, event: ProgressEvent) {
+        tracing::debug!(
+            execution_id = %event.execution_id,
+            step_id = event.step_id.as_deref().unwrap_or(""),
+            status = %event.status,
+            "progress"
+        );
+        // No subscriber is normal (nobody watching).
+        let _ = self.sender.send(Arc::new(event));
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<ProgressEvent>> {
+        self.sender.subscribe()
+    }
+}

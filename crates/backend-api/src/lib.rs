@@ -1,0 +1,153 @@
+//! `backend-api`: the REST API and the pipeline engine that calls the resident
+//! gRPC services directly (no workflow engine in between).
+//!
+//! * [`api`]: routes and handlers (DESIGN section 4), OpenAPI at `/openapi.json`;
+//! * [`dag`] and [`registry`]: pipeline validation and planning;
+//! * [`engine`] and [`clients`]: running executions over balanced gRPC channels;
+//! * [`db`]: SQLite (embedded default) or PostgreSQL, one schema;
+//! * [`events`] and [`metrics`]: live progress and Prometheus metrics.
+
+pub mod api;
+pub mod clients;
+pub mod config;
+pub mod dag;
+pub mod db;
+pub mod engine;
+pub mod error;
+pub mod events;
+pub mod metrics;
+pub mod model;
+pub mod registry;
+
+use std::{future::Future, sync::Arc, time::Duration};
+
+use imageflow_storage::Store;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub use config::{BackendConfig, ConfigError};
+
+/// How long running executions may finish after SIGTERM before they are
+/// failed as interrupted (the chart's terminationGracePeriodSeconds is longer).
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
+
+/// Why the backend could not start or serve.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("storage: {0}")]
+    Storage(#[from] imageflow_storage::StorageError),
+    #[error("HTTP server: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Everything a running backend holds.
+#[derive(Debug)]
+pub struct Backend {
+    pub state: api::AppState,
+    max_request_bytes: usize,
+}
+
+impl Backend {
+    /// Connects the database (running migrations) and the store, and starts
+    /// resolving the services.
+    pub async fn start(config: &BackendConfig) -> Result<Self, RunError> {
+        let db = db::Db::connect(&config.database_url, Duration::from_secs(30)).await?;
+        let store = Store::connect(&config.storage, config.store_options.clone()).await?;
+        if let Err(err) = Box::pin(store.check_ready()).await {
+            // Not fatal: /readyz reports it and uploads fail with 503 until it is back.
+            tracing::warn!(error = %err, "object storage not ready yet");
+        }
+        let services = clients::Services::new(
+            &config.resize_endpoints,
+            &config.filter_endpoints,
+            &config.detection_endpoints,
+        );
+        let metrics = metrics::Metrics::new();
+        let engine = engine::Engine::new(
+            db.clone(),
+            store.clone(),
+            services.clone(),
+            events::EventHub::new(),
+            metrics.clone(),
+            engine::EngineSettings {
+                max_parallel: config.max_parallel_executions,
+                max_queued: config.max_queued_executions,
+                execution_timeout: config.execution_timeout,
+                step_timeout: config.step_timeout,
+                heartbeat: config.heartbeat,
+                stale_after: config.stale_after,
+            },
+        );
+        if config.api_tokens.is_empty() {
+            tracing::warn!(
+                "IMAGEFLOW_API_TOKENS is unset: the API is open to anyone who can reach it (fine for local runs only)"
+            );
+        }
+        Ok(Self {
+            state: api::AppState {
+                db,
+                store,
+                engine,
+                services,
+                metrics,
+                tokens: Arc::new(config.api_tokens.clone()),
+                max_upload_bytes: config.max_upload_bytes,
+            },
+            max_request_bytes: config.max_request_bytes,
+        })
+    }
+
+    pub fn router(&self) -> axum::Router {
+        api::router(self.state.clone(), self.max_request_bytes)
+    }
+
+    /// Serves on `listener` until `shutdown`, then stops taking requests,
+    /// lets running executions finish for `grace` and fails the rest.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+        grace: Duration,
+    ) -> Result<(), RunError> {
+        let stop = CancellationToken::new();
+        let maintenance = tokio::spawn({
+            let engine = self.state.engine.clone();
+            let stop = stop.clone();
+            async move { engine.maintain(stop).await }
+        });
+        tracing::info!(
+            addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+            database = ?self.state.db.kind(),
+            storage = self.state.store.backend_name(),
+            replica = self.state.engine.owner(),
+            "HTTP server listening"
+        );
+        let engine = self.state.engine.clone();
+        let router = self.router();
+        let result = axum::serve(listener, router)
+            .with_graceful_shutdown(async move {
+                shutdown.await;
+                tracing::info!("shutdown requested: draining");
+            })
+            .await;
+        engine.shutdown(grace).await;
+        stop.cancel();
+        let _ = maintenance.await;
+        self.state.db.close().await;
+        result.map_err(RunError::from)
+    }
+}
+
+/// Starts and serves; what `main` and the tests call.
+pub async fn run(
+    config: BackendConfig,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), RunError> {
+    Backend::start(&config)
+        .await?
+        .serve(listener, shutdown, SHUTDOWN_GRACE)
+        .await
+}

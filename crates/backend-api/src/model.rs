@@ -1,0 +1,271 @@
+//! The JSON shapes of the API (DESIGN section 4). Pipeline definitions keep the
+//! original system's camelCase names; execution records keep its snake_case
+//! ones, so existing clients read both unchanged.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::ToSchema;
+
+/// A pipeline: a DAG of steps.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PipelineDefinition {
+    /// Generated when absent on create.
+    #[serde(default)]
+    pub pipeline_id: Option<String>,
+    pub pipeline_name: String,
+    /// The author's version label (e.g. "1.0.0").
+    #[serde(default = "default_version")]
+    pub version: String,
+    #[serde(default)]
+    pub metadata: PipelineMetadata,
+    pub steps: Vec<StepDefinition>,
+    #[serde(default)]
+    pub global_parameters: BTreeMap<String, Value>,
+    /// Deadline of an execution of this pipeline (queueing excluded); at most the
+    /// server's EXECUTION_TIMEOUT_SECONDS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_seconds: Option<f64>,
+}
+
+fn default_version() -> String {
+    "1.0.0".into()
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PipelineMetadata {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_by: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+}
+
+/// One step of a pipeline.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StepDefinition {
+    pub step_id: String,
+    /// `resize`, `ai_detection` or `filter` (see `GET /v1/components`).
+    pub component_name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub component_version: Option<String>,
+    /// Steps whose output this one takes. With several, the image comes from the
+    /// first one listed that produced an image; detections from every
+    /// `ai_detection` dependency are kept on the execution record.
+    #[serde(default)]
+    pub dependencies: Vec<String>,
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub parameters: BTreeMap<String, Value>,
+    /// Informational (scheduling happens in the services' own deployments).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub resources: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_policy: Option<RetryPolicy>,
+    /// Deadline of one attempt of this step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_seconds: Option<f64>,
+    /// When the step still fails after its retries (and fallback), mark it
+    /// `skipped` and hand its input to its dependents instead of failing the
+    /// execution.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub continue_on_failure: bool,
+    /// Run this instead when the step fails after its retries.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback: Option<FallbackDefinition>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RetryPolicy {
+    /// Retries after the first attempt (0-10). Only retryable failures are retried
+    /// (service unavailable, overloaded, attempt deadline).
+    #[serde(default)]
+    pub max_retries: u32,
+    /// Growth of the wait between attempts (1-10): 200 ms x factor^(attempt-1), with jitter.
+    #[serde(default = "default_backoff")]
+    pub backoff_factor: f64,
+}
+
+fn default_backoff() -> f64 {
+    2.0
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FallbackDefinition {
+    pub component_name: String,
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub parameters: BTreeMap<String, Value>,
+}
+
+/// A stored pipeline: the definition plus what the server keeps about it.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StoredPipeline {
+    #[serde(flatten)]
+    pub definition: PipelineDefinition,
+    /// Server-kept revision, 1 on create, +1 on every PUT.
+    pub revision: i64,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ExecutionStatus {
+    Pending,
+    Running,
+    Completed,
+    Failed,
+    Cancelled,
+}
+
+impl ExecutionStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Running => "running",
+            Self::Completed => "completed",
+            Self::Failed => "failed",
+            Self::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "pending" => Self::Pending,
+            "running" => Self::Running,
+            "completed" => Self::Completed,
+            "failed" => Self::Failed,
+            "cancelled" => Self::Cancelled,
+            _ => return None,
+        })
+    }
+
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Self::Completed | Self::Failed | Self::Cancelled)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum StepStatus {
+    Pending,
+    Running,
+    Retrying,
+    Completed,
+    Failed,
+    Skipped,
+    Cancelled,
+}
+
+impl StepStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Running => "running",
+            Self::Retrying => "retrying",
+            Self::Completed => "completed",
+            Self::Failed => "failed",
+            Self::Skipped => "skipped",
+            Self::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "pending" => Self::Pending,
+            "running" => Self::Running,
+            "retrying" => Self::Retrying,
+            "completed" => Self::Completed,
+            "failed" => Self::Failed,
+            "skipped" => Self::Skipped,
+            "cancelled" => Self::Cancelled,
+            _ => return None,
+        })
+    }
+}
+
+/// An image a step wrote, registered as a file so it can be downloaded.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct StepOutput {
+    pub file_id: String,
+    pub bucket: String,
+    pub object_key: String,
+    #[serde(default)]
+    pub content_type: String,
+    #[serde(default)]
+    pub size_bytes: i64,
+    #[serde(default)]
+    pub width: i32,
+    #[serde(default)]
+    pub height: i32,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct BoundingBox {
+    pub x1: f32,
+    pub y1: f32,
+    pub x2: f32,
+    pub y2: f32,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Detection {
+    pub class_name: String,
+    pub class_id: i32,
+    pub confidence: f32,
+    pub bbox: BoundingBox,
+}
+
+/// One step of one execution.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct StepRecord {
+    #[serde(rename = "stepId")]
+    pub step_id: String,
+    #[serde(rename = "componentName")]
+    pub component_name: String,
+    pub status: StepStatus,
+    /// 0-based level of the DAG (steps of one level may run at once).
+    pub level: i32,
+    pub attempts: i32,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+    /// Wall time of the step, retries included.
+    pub processing_time_ms: Option<f64>,
+    /// The service's own processing time of the successful attempt.
+    pub service_time_ms: Option<f64>,
+    pub error: Option<String>,
+    /// Set when the fallback component produced the result.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub used_fallback: bool,
+    pub output: Option<StepOutput>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub detections: Vec<Detection>,
+}
+
+/// One execution with its steps.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct ExecutionRecord {
+    pub execution_id: String,
+    #[serde(rename = "pipelineId")]
+    pub pipeline_id: Option<String>,
+    pub pipeline_revision: Option<i64>,
+    pub status: ExecutionStatus,
+    pub trace_id: Option<String>,
+    pub inputs: Vec<String>,
+    pub created_at: String,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+    pub execution_time_ms: Option<f64>,
+    pub error: Option<String>,
+    pub steps: Vec<StepRecord>,
+}
