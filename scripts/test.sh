@@ -19,6 +19,10 @@ log "starting s3s-fs on loopback"
 s3_port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
 eval "$("$REPO_ROOT/scripts/s3-test-server.sh" start "$run_dir/s3" "$s3_port")"
 
+log "PostgreSQL on loopback"
+pg_env="$("$REPO_ROOT/scripts/postgres-test-server.sh")"
+eval "$pg_env"
+
 log "shellcheck"
 shellcheck -x scripts/*.sh .ci/run
 
