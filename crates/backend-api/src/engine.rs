@@ -450,12 +450,7 @@ struct DagRun<'a> {
 
 impl<'a> DagRun<'a> {
     fn new(engine: &'a Engine, submission: &'a Submission, _started_at: &str) -> Self {
-        let records = submission
-            .plan
-            .steps
-            .iter()
-            .map(|s| pending_record(s))
-            .collect();
+        let records = submission.plan.steps.iter().map(pending_record).collect();
         Self {
             engine,
             id: submission.execution_id.clone(),

@@ -1,5 +1,7 @@
 //! The REST API against real services, a real database and real files.
 
+#![allow(clippy::unwrap_used)] // shared test bodies are not #[test] functions themselves
+
 mod common;
 
 use std::time::Duration;

@@ -3,12 +3,15 @@
 //! `imageflowctl process in.jpg -o out.jpg --resize 800x600 --filter gaussian:2`
 //! sends the image through resize-svc and then each filter in order, by bytes,
 //! and prints one line per hop with the time the service reported.
+//! `imageflowctl run photo.jpg` uploads it to backend-api and runs resize →
+//! ai_detection → sharpen (or `--pipeline file.json`), printing each step.
 //! `imageflowctl bench resize --endpoint ... --input photo.jpg` measures a service.
 
 #![allow(clippy::print_stdout)] // a command line prints its results
 
 mod bench;
 mod process;
+mod run;
 
 use std::process::ExitCode;
 
@@ -23,6 +26,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Upload an image to the backend and run a pipeline on it (synchronous path).
+    Run(run::RunArgs),
     /// Resize and filter one image through the running services.
     Process(process::ProcessArgs),
     /// Measure a running resize-svc or filter-svc: p50/p95/p99 and requests/s.
@@ -41,6 +46,7 @@ enum Command {
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Run(args) => run::run(args).await,
         Command::Process(args) => process::run(args).await,
         Command::Bench(args) => bench::run(args).await,
         Command::Health { endpoint, service } => health(&endpoint, &service).await,

@@ -3,7 +3,7 @@
 //! a fresh PostgreSQL database when `IMAGEFLOW_TEST_POSTGRES_URL` is set) and
 //! a filesystem store shared by all of them.
 
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used)]
 
 use std::{collections::HashMap, path::Path, time::Duration};
 
