@@ -35,4 +35,7 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 log "cargo test"
 cargo test --workspace --locked --no-fail-fast
 
+log "schemathesis against the backend's OpenAPI document"
+"$REPO_ROOT/scripts/api-fuzz.sh"
+
 log "all tests passed"
