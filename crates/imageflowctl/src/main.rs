@@ -10,6 +10,7 @@
 #![allow(clippy::print_stdout)] // a command line prints its results
 
 mod bench;
+mod bench_pipeline;
 mod process;
 mod run;
 
@@ -32,6 +33,9 @@ enum Command {
     Process(process::ProcessArgs),
     /// Measure a running resize-svc or filter-svc: p50/p95/p99 and requests/s.
     Bench(bench::BenchArgs),
+    /// Measure pipelines through backend-api's synchronous path, with the
+    /// orchestration overhead separated from the services' own time.
+    BenchPipeline(bench_pipeline::BenchPipelineArgs),
     /// Ask a service's standard gRPC health endpoint; exit 0 only when SERVING.
     Health {
         /// e.g. http://127.0.0.1:9090
@@ -49,6 +53,7 @@ async fn main() -> ExitCode {
         Command::Run(args) => run::run(args).await,
         Command::Process(args) => process::run(args).await,
         Command::Bench(args) => bench::run(args).await,
+        Command::BenchPipeline(args) => bench_pipeline::run(args).await,
         Command::Health { endpoint, service } => health(&endpoint, &service).await,
     };
     match result {
