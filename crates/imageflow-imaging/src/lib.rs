@@ -10,12 +10,15 @@
 //! * [`apply_filter`] with the filters of [`FilterKind`]; [`filter_encoded`] is the
 //!   filter-svc hot path.
 //! * [`encode`]: JPEG (libjpeg-turbo), PNG, lossless WebP.
+//! * Object detection's pure steps: [`letterbox_into`], [`decode_yolo`],
+//!   [`non_max_suppression`], [`draw_detections`].
 //!
 //! Pixels are 8-bit interleaved RGB, or RGBA when the source has alpha ([`Image`]).
 //! Nothing here panics on untrusted input; every failure is an [`ImagingError`] whose
 //! message a person can act on.
 
 mod decode;
+mod detect;
 mod encode;
 mod error;
 mod filter;
@@ -26,6 +29,10 @@ mod orientation;
 mod resize;
 
 pub use crate::decode::{Decoded, ImageInfo, decode, decode_at_least, probe};
+pub use crate::detect::{
+    Annotation, BoxDetection, LETTERBOX_PAD, Letterbox, decode_yolo, draw_detections, iou,
+    letterbox_into, non_max_suppression,
+};
 pub use crate::encode::{EncodeOptions, Encoded, encode};
 pub use crate::error::ImagingError;
 pub use crate::filter::{FilterKind, FilterSpec, apply_filter, filter_encoded, gaussian_kernel};

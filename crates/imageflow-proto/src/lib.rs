@@ -11,5 +11,11 @@ pub mod imageflow {
 
 pub use imageflow::v1;
 
+/// Client of the KServe v2 inference protocol (`inference.GRPCInferenceService`,
+/// served by Triton and MLServer).
+pub mod inference {
+    tonic::include_proto!("inference");
+}
+
 /// Encoded `FileDescriptorSet` for `tonic-reflection`.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("imageflow_descriptor");

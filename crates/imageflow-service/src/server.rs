@@ -2,7 +2,7 @@
 //! pre-bound listener, readiness that follows the store, and a graceful
 //! shutdown in the order Kubernetes needs (NOT_SERVING, drain with a bound).
 
-use std::{future::Future, time::Duration};
+use std::{future::Future, pin::Pin, time::Duration};
 
 use imageflow_storage::Store;
 use tokio::net::TcpListener;
@@ -19,14 +19,39 @@ pub enum ServeError {
     Reflection(#[from] tonic_reflection::server::Error),
     #[error("gRPC server: {0}")]
     Transport(#[from] tonic::transport::Error),
+    /// A service's own dependency could not be set up at start (a model file,
+    /// a runtime library); the message names the setting to fix.
+    #[error("{0}")]
+    Startup(String),
 }
 
 /// A service ready to be given its routes: the runtime its handlers share and
 /// the health service to mount next to them.
-#[derive(Debug)]
 pub struct Prepared {
     pub runtime: ServiceRuntime,
     health_routes: Routes,
+    /// More conditions for SERVING besides the store (a model loaded, an
+    /// inference server ready); each resolves once its dependency is.
+    readiness: Vec<Readiness>,
+}
+
+type Readiness = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
+
+impl std::fmt::Debug for Prepared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Prepared")
+            .field("runtime", &self.runtime)
+            .field("readiness_conditions", &self.readiness.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Prepared {
+    /// Adds a condition for SERVING: health flips only once the store answers
+    /// and every such future has resolved (it should retry and log on its own).
+    pub fn require_ready(&mut self, ready: impl Future<Output = ()> + Send + 'static) {
+        self.readiness.push(Box::pin(ready));
+    }
 }
 
 /// Connects the store (no network call yet: readiness is checked in the
@@ -50,6 +75,7 @@ pub async fn prepare(
     Ok(Prepared {
         runtime,
         health_routes: Routes::new(health_server),
+        readiness: Vec::new(),
     })
 }
 
@@ -65,6 +91,7 @@ pub async fn serve(
     let Prepared {
         runtime,
         health_routes,
+        readiness,
     } = prepared;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(imageflow_proto::FILE_DESCRIPTOR_SET)
@@ -72,7 +99,7 @@ pub async fn serve(
         .build_v1()?;
     let routes = service_routes(health_routes.add_service(reflection));
 
-    let readiness = tokio::spawn(become_ready(runtime.clone()));
+    let readiness = tokio::spawn(become_ready(runtime.clone(), readiness));
 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let health = runtime.health.clone();
@@ -115,18 +142,24 @@ pub async fn serve(
     result
 }
 
-/// Flips health to SERVING once the store answers; retries with a capped
-/// backoff and says why it is still waiting.
-async fn become_ready(runtime: ServiceRuntime) {
+/// Flips health to SERVING once the store answers and the service's own
+/// conditions hold; retries the store with a capped backoff and says why it is
+/// still waiting.
+async fn become_ready(runtime: ServiceRuntime, conditions: Vec<Readiness>) {
+    futures::future::join(store_ready(&runtime), futures::future::join_all(conditions)).await;
+    runtime.health.set_serving(true).await;
+    tracing::info!(
+        storage = runtime.store.backend_name(),
+        "storage reachable and dependencies ready: SERVING"
+    );
+}
+
+async fn store_ready(runtime: &ServiceRuntime) {
     let mut delay = Duration::from_millis(100);
     loop {
         match runtime.store.check_ready().await {
             Ok(()) => {
-                runtime.health.set_serving(true).await;
-                tracing::info!(
-                    storage = runtime.store.backend_name(),
-                    "storage reachable: SERVING"
-                );
+                tracing::info!(storage = runtime.store.backend_name(), "storage reachable");
                 return;
             }
             Err(err) => {
