@@ -1,1 +1,268 @@
-fn main() {}
+//! End-to-end benchmark of ai-detect-svc next to bare Python onnxruntime on the
+//! same model and the same input, in the same run.
+//!
+//! `cargo bench -p ai-detect-svc --bench detect` (or `scripts/bench-detect.sh`)
+//! starts the service in process on a loopback port (ONNX Runtime on the CPU,
+//! the YOLO11n model from `scripts/setup.sh`), sends JPEG photos of 640x640
+//! and 1920x1080 at concurrency 1 and 8, and prints per-request latency
+//! (p50/p95, client side, over real gRPC), throughput, and the service's own
+//! split: pre-processing (decode + letterbox), time queued for a batch,
+//! inference, post-processing (decode + NMS). Then it writes the letterboxed
+//! tensor of each photo to a file and runs `benches/ort_baseline.py` (bare
+//! `session.run`, batch 1, same concurrency) with the venv's onnxruntime.
+//!
+//! Settings: DETECT_BENCH_REQUESTS (per case, default 48).
+
+#![allow(clippy::unwrap_used, clippy::print_stdout)] // a benchmark's output is its point
+
+use std::{
+    collections::HashMap,
+    path::{Path, PathBuf},
+    process::Command,
+    time::Instant,
+};
+
+use imageflow_imaging::{
+    ImageFormat, Limits, ResizeQuality, ResizeSpec, decode, letterbox_into, resize_encoded,
+};
+use imageflow_proto::v1::{
+    DetectionRequest, ImageBytes, ai_detection_service_client::AiDetectionServiceClient,
+    detection_request::Input,
+};
+use imageflow_service::ServiceConfig;
+use tonic::transport::Channel;
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+    sorted[rank.min(sorted.len() - 1)]
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    percentile(values, 50.0)
+}
+
+struct Sample {
+    latency_ms: f64,
+    metadata: HashMap<String, String>,
+}
+
+async fn run_case(
+    client: &AiDetectionServiceClient<Channel>,
+    image: &[u8],
+    requests: usize,
+    concurrency: usize,
+) -> (Vec<Sample>, f64) {
+    let request = DetectionRequest {
+        input: Some(Input::InputBytes(ImageBytes {
+            data: image.to_vec(),
+            ..Default::default()
+        })),
+        ..Default::default()
+    };
+    // Warm-up.
+    for _ in 0..3 {
+        client
+            .clone()
+            .detect_objects(request.clone())
+            .await
+            .unwrap();
+    }
+    let started = Instant::now();
+    let per_worker = requests / concurrency;
+    let workers: Vec<_> = (0..concurrency)
+        .map(|_| {
+            let mut client = client.clone();
+            let request = request.clone();
+            tokio::spawn(async move {
+                let mut samples = Vec::new();
+                for _ in 0..per_worker {
+                    let sent = Instant::now();
+                    let response = client
+                        .detect_objects(request.clone())
+                        .await
+                        .unwrap()
+                        .into_inner();
+                    samples.push(Sample {
+                        latency_ms: sent.elapsed().as_secs_f64() * 1000.0,
+                        metadata: response.result.unwrap().metadata,
+                    });
+                }
+                samples
+            })
+        })
+        .collect();
+    let mut samples = Vec::new();
+    for worker in workers {
+        samples.extend(worker.await.unwrap());
+    }
+    (samples, started.elapsed().as_secs_f64())
+}
+
+fn python_baseline(
+    model: &Path,
+    tensor: &Path,
+    requests: usize,
+    concurrency: usize,
+) -> Option<(Vec<f64>, f64, String)> {
+    let home = std::env::var("HOME").ok()?;
+    let python = std::env::var("IMAGEFLOW_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from(home).join(".cache/imageflow"))
+        .join("venv/bin/python");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/ort_baseline.py");
+    let output = Command::new(&python)
+        .arg(script)
+        .arg(model)
+        .arg(tensor)
+        .args([
+            "640",
+            "640",
+            &requests.to_string(),
+            &concurrency.to_string(),
+        ])
+        .output()
+        .ok()?;
+    if !output.status.success() {
+        eprintln!(
+            "python baseline failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        return None;
+    }
+    let value: serde_json::Value = serde_json::from_slice(&output.stdout).ok()?;
+    let latencies = value["latencies_ms"]
+        .as_array()?
+        .iter()
+        .filter_map(|v| v.as_f64())
+        .collect();
+    Some((
+        latencies,
+        value["wall_s"].as_f64()?,
+        value["onnxruntime"].as_str()?.to_string(),
+    ))
+}
+
+fn main() {
+    let requests: usize = std::env::var("DETECT_BENCH_REQUESTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(48);
+    let models = repo_root().join("models");
+    let model = models.join("yolo11n.onnx");
+    let lib = models.join("lib/libonnxruntime.so");
+    assert!(
+        model.exists() && lib.exists(),
+        "run scripts/setup.sh first (model and ONNX Runtime library)"
+    );
+
+    let photo = std::fs::read(
+        repo_root().join("crates/imageflow-imaging/tests/fixtures/photo-1920x1080.jpg"),
+    )
+    .unwrap();
+    let square = resize_encoded(
+        &photo,
+        &Limits::default(),
+        &ResizeSpec {
+            width: 640,
+            height: 640,
+            keep_aspect: false,
+            quality: ResizeQuality::Good,
+            output_format: Some(ImageFormat::Jpeg),
+        },
+    )
+    .unwrap()
+    .data;
+    let inputs = [("640x640", square), ("1920x1080", photo)];
+
+    let scratch = tempfile::tempdir().unwrap();
+    let env: HashMap<String, String> = HashMap::from([
+        (
+            "STORAGE_URL".to_string(),
+            format!("file://{}", scratch.path().display()),
+        ),
+        ("MODEL_DIR".to_string(), models.display().to_string()),
+        ("ORT_DYLIB_PATH".to_string(), lib.display().to_string()),
+    ]);
+    let config = ServiceConfig::from_env(&env, ai_detect_svc::DEFAULTS).unwrap();
+    let detect = ai_detect_svc::config::DetectConfig::from_env(&env).unwrap();
+    let threads = detect.intra_op_threads;
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(ai_detect_svc::run(config, detect, listener, async {
+            let _ = stopped.await;
+        }));
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let client = AiDetectionServiceClient::new(channel).max_encoding_message_size(64 << 20);
+        println!(
+            "ai-detect-svc benchmark: YOLO11n, ONNX Runtime CPU, {threads} intra-op threads, {} CPUs, {requests} requests per case",
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        );
+        println!(
+            "{:<10} {:>2} | {:>9} {:>9} {:>8} | {:>8} {:>8} {:>8} {:>8} {:>6} | {:>9} {:>9} {:>8} | {:>8}",
+            "input", "c", "p50 ms", "p95 ms", "req/s", "pre", "queue", "infer", "post", "batch", "py p50", "py p95", "py req/s", "overhead"
+        );
+        for (name, image) in &inputs {
+            // The same tensor the service builds, for Python.
+            let decoded = decode(image, &Limits::default()).unwrap();
+            let mut tensor = vec![0.0f32; 3 * 640 * 640];
+            letterbox_into(&decoded.image, decoded.original_width, decoded.original_height, 640, 640, &mut tensor).unwrap();
+            let tensor_file = scratch.path().join(format!("{name}.f32"));
+            let bytes: Vec<u8> = tensor.iter().flat_map(|v| v.to_le_bytes()).collect();
+            std::fs::write(&tensor_file, bytes).unwrap();
+
+            for concurrency in [1usize, 8] {
+                let (samples, wall) = run_case(&client, image, requests, concurrency).await;
+                let mut latency: Vec<f64> = samples.iter().map(|s| s.latency_ms).collect();
+                latency.sort_by(f64::total_cmp);
+                let field = |key: &str| -> Vec<f64> {
+                    samples.iter().map(|s| s.metadata[key].parse::<f64>().unwrap()).collect()
+                };
+                let (mut pre, mut queue, mut infer, mut post, batch) =
+                    (field("preprocess_ms"), field("queue_ms"), field("inference_ms"), field("postprocess_ms"), field("batch_size"));
+                let mean_batch = batch.iter().sum::<f64>() / batch.len() as f64;
+                let (p50, p95) = (percentile(&latency, 50.0), percentile(&latency, 95.0));
+                let (pre, queue, infer, post) = (median(&mut pre), median(&mut queue), median(&mut infer), median(&mut post));
+                let py = python_baseline(&model, &tensor_file, requests, concurrency);
+                let (py50, py95, pyrps) = match &py {
+                    Some((lat, wall, _)) => {
+                        let mut lat = lat.clone();
+                        lat.sort_by(f64::total_cmp);
+                        (percentile(&lat, 50.0), percentile(&lat, 95.0), lat.len() as f64 / wall)
+                    }
+                    None => (f64::NAN, f64::NAN, f64::NAN),
+                };
+                println!(
+                    "{name:<10} {concurrency:>2} | {p50:>9.1} {p95:>9.1} {:>8.1} | {pre:>8.2} {queue:>8.2} {infer:>8.1} {post:>8.2} {mean_batch:>6.2} | {py50:>9.1} {py95:>9.1} {pyrps:>8.1} | {:>8.2}",
+                    samples.len() as f64 / wall,
+                    pre + post,
+                );
+            }
+        }
+        println!(
+            "p50/p95: client-side latency over gRPC; pre/queue/infer/post: medians reported by the service \
+             (infer is the whole batch's session.run, batch = mean images per inference); py: bare onnxruntime \
+             session.run on the same letterboxed tensor, batch 1, same concurrency; overhead = pre + post (ms)."
+        );
+        let _ = stop.send(());
+        let _ = server.await;
+    });
+}

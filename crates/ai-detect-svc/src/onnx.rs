@@ -138,7 +138,7 @@ impl OnnxModel {
 fn cpu_session(env: &Environment, spec: &ModelSpec, config: &DetectConfig) -> ort::Result<Session> {
     Session::builder(env)?
         .with_log_level(LogLevel::Warning)?
-        .with_optimization_level(GraphOptimizationLevel::Level3)?
+        .with_optimization_level(GraphOptimizationLevel::All)?
         .with_intra_threads(config.intra_op_threads)?
         .commit_from_file(&spec.path)
 }
@@ -154,12 +154,12 @@ fn cuda_session(
         return Err("this ONNX Runtime library has no CUDA execution provider (use the onnxruntime-gpu wheel's library)".into());
     }
     let build = || -> ort::Result<Session> {
-        Ok(Session::builder(env)?
+        Session::builder(env)?
             .with_log_level(LogLevel::Warning)?
-            .with_optimization_level(GraphOptimizationLevel::Level3)?
+            .with_optimization_level(GraphOptimizationLevel::All)?
             .with_intra_threads(config.intra_op_threads)?
             .with_execution_providers([ort::ep::CUDA::default().build().error_on_failure()])?
-            .commit_from_file(&spec.path)?)
+            .commit_from_file(&spec.path)
     };
     build().map_err(|e| e.to_string())
 }

@@ -470,3 +470,24 @@ async fn reflection_lists_the_service() {
     assert!(names.contains(&SERVICE.to_string()), "{names:?}");
     service.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn asking_for_cuda_without_it_falls_back_to_the_cpu() {
+    // The test library is the CPU wheel's (and this machine has no GPU): with or
+    // without the `cuda` feature the service must start on the CPU and work.
+    let dir = tempfile::tempdir().unwrap();
+    let mut env = fs_env(dir.path());
+    env.insert("EXECUTION_PROVIDER".into(), "cuda".into());
+    let (service, mut client) = start(&env).await;
+    let response = client
+        .detect_objects(bytes_request(fixture("coffee.jpg"), false))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_finds(&PHOTOS[2], &response);
+    assert_eq!(
+        response.result.unwrap().metadata["backend"],
+        "onnx/CPUExecutionProvider"
+    );
+    service.stop().await.unwrap();
+}
