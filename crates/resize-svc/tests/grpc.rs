@@ -310,14 +310,23 @@ async fn over_the_concurrency_limit_is_resource_exhausted_with_retry_after() {
         spawn_service(move |listener, shutdown| resize_svc::run(config, listener, shutdown)).await;
     let mut client = ResizeServiceClient::new(service.channel().await);
 
-    let mut stuck_client = client.clone();
-    let stuck = tokio::spawn(async move {
-        stuck_client
-            .resize_image(object_request("stuck", "a.jpg", "exec-1"))
-            .await
-    });
-    // Wait until the first request holds the only slot.
+    let hold = |client: &ResizeServiceClient<Channel>| {
+        let mut client = client.clone();
+        tokio::spawn(async move {
+            client
+                .resize_image(object_request("stuck", "a.jpg", "exec-1"))
+                .await
+        })
+    };
+    // Let the stuck request take the only slot before anything else asks; if
+    // it lost the race for it (it was refused), send it again.
+    let mut stuck = hold(&client);
+    tokio::time::sleep(Duration::from_millis(200)).await;
     let status = loop {
+        if stuck.is_finished() {
+            stuck = hold(&client);
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
         let status = client
             .resize_image(bytes_request(fixture("chelsea.png"), 10, 10, true))
             .await;
