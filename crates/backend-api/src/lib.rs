@@ -126,6 +126,11 @@ impl Backend {
         );
         let engine = self.state.engine.clone();
         let router = self.router();
+        // Without TCP_NODELAY a response written in two parts waits for the
+        // client's delayed ACK (~40 ms): most of a pipeline's budget.
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         let result = axum::serve(listener, router)
             .with_graceful_shutdown(async move {
                 shutdown.await;

@@ -691,3 +691,168 @@ async fn pipelines_are_versioned_and_deleted() {
     assert_eq!(backend.get("/v1/pipelines/p1").await.0, 404);
     backend.stop().await;
 }
+
+/// A filter service that answers UNAVAILABLE to its first `failures` calls and
+/// then forwards to the real filter-svc: a service that recovers.
+#[derive(Clone)]
+struct Flaky {
+    left: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    real:
+        imageflow_proto::v1::filter_service_client::FilterServiceClient<tonic::transport::Channel>,
+}
+
+#[tonic::async_trait]
+impl imageflow_proto::v1::filter_service_server::FilterService for Flaky {
+    async fn apply_filter(
+        &self,
+        request: tonic::Request<imageflow_proto::v1::FilterRequest>,
+    ) -> Result<tonic::Response<imageflow_proto::v1::FilterResponse>, tonic::Status> {
+        use std::sync::atomic::Ordering;
+        if self
+            .left
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            return Err(tonic::Status::unavailable("warming up"));
+        }
+        self.real.clone().apply_filter(request.into_inner()).await
+    }
+
+    type ApplyFilterStreamStream = std::pin::Pin<
+        Box<
+            dyn futures::Stream<Item = Result<imageflow_proto::v1::FilterResponse, tonic::Status>>
+                + Send,
+        >,
+    >;
+
+    async fn apply_filter_stream(
+        &self,
+        _: tonic::Request<tonic::Streaming<imageflow_proto::v1::FilterRequest>>,
+    ) -> Result<tonic::Response<Self::ApplyFilterStreamStream>, tonic::Status> {
+        Err(tonic::Status::unimplemented("not used by the backend"))
+    }
+
+    async fn health(
+        &self,
+        _: tonic::Request<imageflow_proto::v1::HealthCheckRequest>,
+    ) -> Result<tonic::Response<imageflow_proto::v1::HealthCheckResponse>, tonic::Status> {
+        Err(tonic::Status::unimplemented("not used by the backend"))
+    }
+}
+
+#[tokio::test]
+async fn a_service_that_fails_twice_then_recovers_is_retried_to_success() {
+    let dir = tempfile::tempdir().unwrap();
+    let services = start_services(dir.path()).await;
+    let left = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(2));
+    let flaky = Flaky {
+        left: left.clone(),
+        real: imageflow_proto::v1::filter_service_client::FilterServiceClient::new(
+            services.filter.channel().await,
+        ),
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let flaky_url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(
+                imageflow_proto::v1::filter_service_server::FilterServiceServer::new(flaky),
+            )
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    let db = database_url(dir.path(), false).await;
+    let backend = start_backend(backend_env(
+        dir.path(),
+        &db,
+        &services,
+        &[("FILTER_GRPC_ENDPOINT", flaky_url.as_str())],
+    ))
+    .await;
+    let file = backend.upload("chelsea.jpg").await;
+    let (_, record) = backend
+        .post(
+            "/v1/executions?wait=true",
+            json!({"pipeline": {"pipelineName": "flaky", "steps": [
+                {"stepId": "blur", "componentName": "filter", "parameters": {"filter_type": "blur"},
+                 "retryPolicy": {"maxRetries": 3, "backoffFactor": 1.0}}]},
+                   "inputs": [file["file_id"]]}),
+        )
+        .await;
+    assert_eq!(record["status"], "completed", "{record}");
+    assert_eq!(record["steps"][0]["attempts"], 3, "{record}");
+    assert_eq!(left.load(std::sync::atomic::Ordering::SeqCst), 0);
+    backend.stop().await;
+}
+
+#[tokio::test]
+async fn multipart_uploads_and_list_pagination() {
+    let dir = tempfile::tempdir().unwrap();
+    let services = start_services(dir.path()).await;
+    let db = database_url(dir.path(), false).await;
+    let backend = start_backend(backend_env(dir.path(), &db, &services, &[])).await;
+    let form = reqwest::multipart::Form::new()
+        .text("note", "ignored")
+        .part(
+            "file",
+            reqwest::multipart::Part::bytes(fixture("horse.png")).file_name("../../horse.png"),
+        );
+    let response = backend
+        .http
+        .post(backend.at("/v1/files"))
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    let file: Value = response.json().await.unwrap();
+    assert_eq!(file["content_type"], "image/png");
+    assert_eq!(file["filename"], "horse.png", "path parts are dropped");
+    let form = reqwest::multipart::Form::new().text("other", "x");
+    let response = backend
+        .http
+        .post(backend.at("/v1/files"))
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+
+    // Five executions, read back three pages of two, newest first, no repeats.
+    let mut started = Vec::new();
+    for _ in 0..5 {
+        let (_, record) = backend
+            .post(
+                "/v1/executions?wait=true",
+                json!({"pipeline": {"pipelineName": "p", "steps": [
+                    {"stepId": "r", "componentName": "resize", "parameters": {"width": 32, "height": 0}}]},
+                       "inputs": [file["file_id"]]}),
+            )
+            .await;
+        started.push(record["execution_id"].as_str().unwrap().to_string());
+    }
+    let mut seen = Vec::new();
+    let mut cursor = String::new();
+    loop {
+        let (code, page) = backend
+            .get(&format!(
+                "/v1/executions?limit=2&status=completed&cursor={cursor}"
+            ))
+            .await;
+        assert_eq!(code, 200, "{page}");
+        for e in page["executions"].as_array().unwrap() {
+            seen.push(e["execution_id"].as_str().unwrap().to_string());
+        }
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = next.to_string(),
+            None => break,
+        }
+    }
+    started.reverse();
+    assert_eq!(seen.len(), 5);
+    let mut sorted_seen = seen.clone();
+    sorted_seen.sort();
+    let mut sorted_started = started.clone();
+    sorted_started.sort();
+    assert_eq!(sorted_seen, sorted_started, "every execution exactly once");
+    backend.stop().await;
+}

@@ -67,6 +67,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         );
     }
     let http = reqwest::Client::builder()
+        .tcp_nodelay(true)
         .default_headers(headers)
         .build()?;
     let api = args.api.trim_end_matches('/');
