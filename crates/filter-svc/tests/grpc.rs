@@ -1,6 +1,8 @@
 //! filter-svc over real gRPC on loopback, against the filesystem store and a
 //! real S3 server (`s3s-fs`).
 
+#![allow(clippy::unwrap_used)] // shared test helpers are not #[test] functions themselves
+
 use std::{collections::HashMap, time::Duration};
 
 use imageflow_imaging::{ImageFormat, Limits, decode};
