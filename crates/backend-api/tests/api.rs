@@ -856,3 +856,84 @@ async fn multipart_uploads_and_list_pagination() {
     assert_eq!(sorted_seen, sorted_started, "every execution exactly once");
     backend.stop().await;
 }
+
+#[tokio::test]
+async fn resize_detect_filter_finds_the_cat_through_the_api() {
+    let dir = tempfile::tempdir().unwrap();
+    let services = start_services(dir.path()).await;
+    let detection = start_detection(dir.path()).await;
+    let db = database_url(dir.path(), false).await;
+    let detect_url = detection.url();
+    let backend = start_backend(backend_env(
+        dir.path(),
+        &db,
+        &services,
+        &[("AI_DETECTION_GRPC_ENDPOINT", detect_url.as_str())],
+    ))
+    .await;
+    // Every dependency is up now: ready.
+    let (code, ready) = backend.get("/readyz").await;
+    assert_eq!(code, 200, "{ready}");
+
+    let file = backend.upload("chelsea.jpg").await;
+    let (code, record) = backend
+        .post(
+            "/v1/executions?wait=true",
+            json!({"pipeline": {"pipelineName": "resize, detect, sharpen", "steps": [
+                {"stepId": "resize", "componentName": "resize",
+                 "parameters": {"width": 400, "height": 400}},
+                {"stepId": "detect", "componentName": "ai_detection", "dependencies": ["resize"],
+                 "parameters": {"draw_boxes": true}},
+                {"stepId": "sharpen", "componentName": "filter", "dependencies": ["detect"],
+                 "parameters": {"filter_type": "sharpen"}}]},
+                   "inputs": [file["file_id"]]}),
+        )
+        .await;
+    assert_eq!(code, 200, "{record}");
+    assert_eq!(record["status"], "completed", "{record}");
+    let steps = record["steps"].as_array().unwrap();
+    // chelsea is 451x300: the resize output is 400x266, and the boxes are in its pixels.
+    assert_eq!(steps[0]["output"]["width"], 400);
+    let detections = steps[1]["detections"].as_array().unwrap();
+    let cat = detections
+        .iter()
+        .find(|d| d["class_name"] == "cat")
+        .unwrap_or_else(|| panic!("no cat in {detections:?}"));
+    let b = &cat["bbox"];
+    let (x1, y1, x2, y2) = (
+        b["x1"].as_f64().unwrap(),
+        b["y1"].as_f64().unwrap(),
+        b["x2"].as_f64().unwrap(),
+        b["y2"].as_f64().unwrap(),
+    );
+    assert!(
+        0.0 <= x1 && x1 < x2 && x2 <= 400.0 && 0.0 <= y1 && y1 < y2 && y2 <= 267.0,
+        "{b}"
+    );
+    assert!(
+        (x2 - x1) * (y2 - y1) > 0.2 * 400.0 * 266.0,
+        "the cat fills the photo: {b}"
+    );
+    // The annotated image went on to the filter, which wrote its own output.
+    assert_ne!(steps[1]["output"], Value::Null);
+    let last = &steps[2]["output"];
+    assert!(
+        last["object_key"].as_str().unwrap().contains("detect"),
+        "{last}"
+    );
+    let bytes = backend
+        .http
+        .get(backend.at(&format!(
+            "/v1/files/{}/download",
+            last["file_id"].as_str().unwrap()
+        )))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let image = decode(&bytes, &Limits::default()).unwrap();
+    assert_eq!((image.original_width, image.original_height), (400, 266));
+    backend.stop().await;
+}

@@ -236,3 +236,30 @@ pub fn diamond_pipeline(id: &str) -> Value {
         ]
     })
 }
+
+/// ai-detect-svc with the YOLO11n model and ONNX Runtime that
+/// `scripts/setup.sh` installs under `./models`; waits until it is SERVING.
+pub async fn start_detection(root: &Path) -> RunningService<ServeError> {
+    let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models");
+    let lib = models.join("lib/libonnxruntime.so");
+    for needed in [models.join("yolo11n.onnx"), lib.clone()] {
+        assert!(
+            needed.exists(),
+            "{} is missing: run scripts/setup.sh (it installs the model and ONNX Runtime from PyPI)",
+            needed.display()
+        );
+    }
+    let mut env = storage_env(root);
+    env.insert("MODEL_DIR".into(), models.display().to_string());
+    env.insert("ORT_DYLIB_PATH".into(), lib.display().to_string());
+    let config = ServiceConfig::from_env(&env, ai_detect_svc::DEFAULTS).unwrap();
+    let detect = ai_detect_svc::Config::from_env(&env).unwrap();
+    let service = spawn_service(move |l, s| ai_detect_svc::run(config, detect, l, s)).await;
+    wait_serving(
+        service.channel().await,
+        "imageflow.v1.AIDetectionService",
+        Duration::from_secs(60),
+    )
+    .await;
+    service
+}
