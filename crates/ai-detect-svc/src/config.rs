@@ -1,9 +1,12 @@
 //! The detection service's own settings (DESIGN section 8), read from an env
 //! map like the shared ones; a bad value names its variable.
 
-use std::{collections::HashMap, path::PathBuf, str::FromStr, time::Duration};
+use std::{collections::HashMap, path::PathBuf, time::Duration};
 
-use imageflow_service::ConfigError;
+use imageflow_service::{
+    ConfigError,
+    config::{Setting, parse},
+};
 
 /// Where models come from when `MODEL_DIR` is unset: `./models`, filled by
 /// `scripts/setup.sh` (gitignored; the default model's weights are AGPL-3.0).
@@ -47,14 +50,6 @@ pub struct DetectConfig {
     pub batch_window: Duration,
     /// Most images run as one batch.
     pub max_batch: usize,
-}
-
-/// One documented setting, for `--help`.
-#[derive(Debug)]
-pub struct Setting {
-    pub name: &'static str,
-    pub default: &'static str,
-    pub help: &'static str,
 }
 
 pub const SETTINGS: &[Setting] = &[
@@ -187,27 +182,6 @@ fn error(variable: &str, message: String) -> ConfigError {
     ConfigError {
         variable: variable.into(),
         message,
-    }
-}
-
-fn parse<T>(
-    env: &HashMap<String, String>,
-    name: &'static str,
-    default: T,
-    valid: impl Fn(&T) -> bool,
-) -> Result<T, ConfigError>
-where
-    T: FromStr + std::fmt::Display,
-{
-    let Some(raw) = env.get(name).map(|s| s.trim()).filter(|s| !s.is_empty()) else {
-        return Ok(default);
-    };
-    match raw.parse::<T>() {
-        Ok(value) if valid(&value) => Ok(value),
-        _ => Err(error(
-            name,
-            format!("{raw:?} is not a valid value (default {default})"),
-        )),
     }
 }
 

@@ -1,17 +1,11 @@
 //! Settings of the backend, read from an env map (tests pass their own), each
 //! declared once in [`SETTINGS`], which also feeds `--help`.
 
-use std::{collections::HashMap, net::SocketAddr, str::FromStr, time::Duration};
+use std::{collections::HashMap, net::SocketAddr, time::Duration};
 
+use imageflow_service::config::parse;
+pub use imageflow_service::{ConfigError, config::Setting};
 use imageflow_storage::{StorageConfig, StoreOptions};
-
-/// One documented setting.
-#[derive(Debug)]
-pub struct Setting {
-    pub name: &'static str,
-    pub default: &'static str,
-    pub help: &'static str,
-}
 
 pub const SETTINGS: &[Setting] = &[
     Setting {
@@ -96,23 +90,6 @@ pub const SETTINGS: &[Setting] = &[
     },
 ];
 
-/// A bad value, named so the operator can fix it in one read.
-#[derive(Debug, thiserror::Error)]
-#[error("{variable}: {message}")]
-pub struct ConfigError {
-    pub variable: String,
-    pub message: String,
-}
-
-impl From<imageflow_storage::ConfigError> for ConfigError {
-    fn from(err: imageflow_storage::ConfigError) -> Self {
-        Self {
-            variable: err.variable().to_string(),
-            message: err.to_string(),
-        }
-    }
-}
-
 /// Validated settings of one backend process.
 #[derive(Clone, Debug)]
 pub struct BackendConfig {
@@ -154,7 +131,7 @@ impl BackendConfig {
     /// Defaults, then the variables in `env`; the first bad value is the error.
     pub fn from_env(env: &HashMap<String, String>) -> Result<Self, ConfigError> {
         let (storage, store_options) = imageflow_storage::from_env(env)?;
-        let secs = |name: &str, default: u64| -> Result<Duration, ConfigError> {
+        let secs = |name: &'static str, default: u64| -> Result<Duration, ConfigError> {
             parse(env, name, default, |v: &u64| *v > 0).map(Duration::from_secs)
         };
         let heartbeat = secs("HEARTBEAT_SECONDS", 5)?;
@@ -200,27 +177,6 @@ impl BackendConfig {
 
 fn var<'a>(env: &'a HashMap<String, String>, name: &str) -> Option<&'a str> {
     env.get(name).map(|v| v.trim()).filter(|v| !v.is_empty())
-}
-
-fn parse<T>(
-    env: &HashMap<String, String>,
-    name: &str,
-    default: T,
-    valid: impl Fn(&T) -> bool,
-) -> Result<T, ConfigError>
-where
-    T: FromStr + std::fmt::Display,
-{
-    let Some(raw) = var(env, name) else {
-        return Ok(default);
-    };
-    match raw.parse::<T>() {
-        Ok(v) if valid(&v) => Ok(v),
-        _ => Err(ConfigError {
-            variable: name.to_string(),
-            message: format!("{raw:?} is not a valid value (default {default})"),
-        }),
-    }
 }
 
 fn database_url(env: &HashMap<String, String>) -> Result<String, ConfigError> {

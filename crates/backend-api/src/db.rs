@@ -677,15 +677,18 @@ impl Db {
             return Ok(None);
         };
         let mut record = execution_from_row(&row)?;
-        record.steps =
-            sqlx::query("SELECT * FROM step_runs WHERE execution_id = $1 ORDER BY position")
-                .bind(id)
-                .fetch_all(&self.pool)
-                .await?
-                .iter()
-                .map(step_from_row)
-                .collect::<Result<_, _>>()?;
+        record.steps = self.steps_of(id).await?;
         Ok(Some(record))
+    }
+
+    async fn steps_of(&self, execution_id: &str) -> Result<Vec<StepRecord>, sqlx::Error> {
+        sqlx::query("SELECT * FROM step_runs WHERE execution_id = $1 ORDER BY position")
+            .bind(execution_id)
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(step_from_row)
+            .collect()
     }
 
     /// Newest first; each entry carries its steps. The second value is the
@@ -724,14 +727,7 @@ impl Db {
             None
         };
         for record in &mut records {
-            record.steps =
-                sqlx::query("SELECT * FROM step_runs WHERE execution_id = $1 ORDER BY position")
-                    .bind(&record.execution_id)
-                    .fetch_all(&self.pool)
-                    .await?
-                    .iter()
-                    .map(step_from_row)
-                    .collect::<Result<_, _>>()?;
+            record.steps = self.steps_of(&record.execution_id).await?;
         }
         Ok((records, next))
     }

@@ -205,7 +205,10 @@ fn positive<T: PartialOrd + Default>(value: &T) -> bool {
     *value > T::default()
 }
 
-fn parse<T>(
+/// Reads `name` from `env`: `default` when unset or blank, else the parsed
+/// value if `valid` accepts it, else an error naming the variable and its
+/// default. Shared by every binary's settings.
+pub fn parse<T>(
     env: &HashMap<String, String>,
     name: &'static str,
     default: T,

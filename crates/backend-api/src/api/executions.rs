@@ -195,7 +195,9 @@ pub async fn create(
             loop {
                 match events.recv().await {
                     Ok(event) if event.execution_id == execution_id && event.is_final() => break,
-                    Ok(_) | Err(RecvError::Lagged(_)) => {
+                    Ok(_) => {}
+                    // Events were dropped, maybe the final one: ask the database.
+                    Err(RecvError::Lagged(_)) => {
                         if matches!(state.db.execution_status(&execution_id).await, Ok(Some(s)) if s.is_terminal())
                         {
                             break;
