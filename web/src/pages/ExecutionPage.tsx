@@ -1,0 +1,173 @@
+import { useEffect, useState } from 'preact/hooks';
+import { api } from '../api';
+import { Gantt } from '../components/Gantt';
+import { Results } from '../components/Results';
+import { StatusBadge } from '../components/StatusBadge';
+import { fmtMs, fmtTime } from '../format';
+import { useExecution } from '../hooks';
+import { href } from '../router';
+import type { FileRecord, PipelineDefinition, UiConfig } from '../types';
+import { TERMINAL } from '../types';
+
+/** One execution: status, per-step timings as a Gantt, errors, trace, outputs. */
+export function ExecutionPage({ id, config }: { id: string; config: UiConfig | null }) {
+  const { record, error, live } = useExecution(id);
+  const [definition, setDefinition] = useState<PipelineDefinition | null>(null);
+  const [input, setInput] = useState<FileRecord | null>(null);
+  const [actionError, setActionError] = useState<string | null>(null);
+
+  useEffect(() => {
+    if (!record?.pipelineId) return;
+    api
+      .getPipeline(record.pipelineId, record.pipeline_revision ?? undefined)
+      .then(setDefinition, () => setDefinition(null));
+  }, [record?.pipelineId, record?.pipeline_revision]);
+  useEffect(() => {
+    const fileId = record?.inputs[0];
+    if (!fileId) return;
+    api.file(fileId).then(setInput, () => setInput(null));
+  }, [record?.inputs[0]]);
+
+  if (!record) {
+    return (
+      <div class="page">
+        <h1>Execution</h1>
+        {error ? (
+          <p class="banner error" role="alert">
+            {error}
+          </p>
+        ) : (
+          <p class="muted">Loading…</p>
+        )}
+        <p>
+          <a href="#/executions">All executions</a>
+        </p>
+      </div>
+    );
+  }
+  const jaeger = config?.jaegerUiUrl;
+  return (
+    <div class="page" data-execution={record.execution_id} data-execution-status={record.status}>
+      <p>
+        <a href="#/executions">← All executions</a>
+      </p>
+      <h1>
+        Execution <code class="break">{record.execution_id}</code> <StatusBadge status={record.status} />
+        {live && !TERMINAL.has(record.status) && <span class="muted"> live</span>}
+      </h1>
+      <dl class="facts">
+        <div>
+          <dt>Pipeline</dt>
+          <dd>
+            {record.pipelineId ? (
+              <a href={href('/', { pipeline: record.pipelineId, revision: String(record.pipeline_revision ?? '') })}>
+                {definition?.pipelineName ?? record.pipelineId}
+                {record.pipeline_revision ? `, revision ${record.pipeline_revision}` : ''}
+              </a>
+            ) : (
+              'inline definition'
+            )}
+          </dd>
+        </div>
+        <div>
+          <dt>Created</dt>
+          <dd>{fmtTime(record.created_at)}</dd>
+        </div>
+        <div>
+          <dt>Started</dt>
+          <dd>{fmtTime(record.started_at)}</dd>
+        </div>
+        <div>
+          <dt>Finished</dt>
+          <dd>{fmtTime(record.finished_at)}</dd>
+        </div>
+        <div>
+          <dt>Execution time</dt>
+          <dd>{fmtMs(record.execution_time_ms)}</dd>
+        </div>
+        <div>
+          <dt>Trace</dt>
+          <dd data-trace>
+            {record.trace_id ? (
+              jaeger ? (
+                <a href={`${jaeger}/trace/${record.trace_id}`} target="_blank" rel="noopener noreferrer">
+                  <code>{record.trace_id}</code> in Jaeger
+                </a>
+              ) : (
+                <>
+                  <code>{record.trace_id}</code>{' '}
+                  <span class="muted">(set JAEGER_UI_URL on the backend to link it)</span>
+                </>
+              )
+            ) : (
+              <span class="muted">no trace id recorded (tracing off, or not sampled)</span>
+            )}
+          </dd>
+        </div>
+      </dl>
+      {!TERMINAL.has(record.status) && (
+        <button
+          type="button"
+          class="secondary"
+          onClick={() => api.cancelExecution(record.execution_id).catch((e: Error) => setActionError(e.message))}
+        >
+          Cancel execution
+        </button>
+      )}
+      {actionError && (
+        <p class="banner error" role="alert">
+          {actionError}
+        </p>
+      )}
+      {record.error && (
+        <p class="banner error" role="alert" data-execution-error>
+          {record.error}
+        </p>
+      )}
+      {error && <p class="banner error">{error}</p>}
+
+      <h2>Timeline</h2>
+      <Gantt record={record} />
+      <div class="table-wrap">
+        <table class="steps">
+          <caption class="sr-only">Steps</caption>
+          <thead>
+            <tr>
+              <th scope="col">Step</th>
+              <th scope="col">Component</th>
+              <th scope="col">Level</th>
+              <th scope="col">Status</th>
+              <th scope="col">Attempts</th>
+              <th scope="col">Time</th>
+              <th scope="col">Service time</th>
+              <th scope="col">Error</th>
+            </tr>
+          </thead>
+          <tbody>
+            {record.steps.map((s) => (
+              <tr key={s.stepId} data-step-id={s.stepId} data-status={s.status}>
+                <th scope="row">
+                  <code>{s.stepId}</code>
+                </th>
+                <td>
+                  {s.componentName}
+                  {s.used_fallback ? ' (fallback)' : ''}
+                </td>
+                <td>{s.level}</td>
+                <td>
+                  <StatusBadge status={s.status} attempts={s.attempts} />
+                </td>
+                <td>{s.attempts}</td>
+                <td>{fmtMs(s.processing_time_ms)}</td>
+                <td>{fmtMs(s.service_time_ms)}</td>
+                <td class="error-cell">{s.error ?? ''}</td>
+              </tr>
+            ))}
+          </tbody>
+        </table>
+      </div>
+      <h2>Outputs</h2>
+      <Results record={record} definition={definition} input={input} />
+    </div>
+  );
+}

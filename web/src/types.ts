@@ -1,0 +1,161 @@
+// The backend's JSON shapes (DESIGN section 4; /openapi.json is the reference).
+
+export type ParamType = 'integer' | 'number' | 'boolean' | 'string' | 'enum';
+
+export interface ParamSpec {
+  name: string;
+  type: ParamType;
+  minimum?: number;
+  maximum?: number;
+  max_length?: number;
+  values?: string[];
+  default: unknown;
+  description: string;
+}
+
+export interface Component {
+  name: string;
+  version: string;
+  description: string;
+  grpc_method: string;
+  parameters: ParamSpec[];
+}
+
+export interface RetryPolicy {
+  maxRetries: number;
+  backoffFactor: number;
+}
+
+export interface StepDefinition {
+  stepId: string;
+  componentName: string;
+  componentVersion?: string;
+  dependencies: string[];
+  parameters: Record<string, unknown>;
+  retryPolicy?: RetryPolicy;
+  timeoutSeconds?: number;
+  continueOnFailure?: boolean;
+}
+
+export interface PipelineDefinition {
+  pipelineId?: string;
+  pipelineName: string;
+  version: string;
+  metadata?: { createdBy?: string; createdAt?: string; description?: string };
+  steps: StepDefinition[];
+  globalParameters?: Record<string, unknown>;
+  timeoutSeconds?: number;
+}
+
+export interface StoredPipeline extends PipelineDefinition {
+  pipelineId: string;
+  revision: number;
+  createdAt: string;
+  updatedAt: string;
+}
+
+export interface FileRecord {
+  file_id: string;
+  bucket: string;
+  object_key: string;
+  content_type: string;
+  size_bytes: number;
+  width: number;
+  height: number;
+  filename?: string | null;
+  execution_id?: string | null;
+  created_at: string;
+}
+
+export type ExecutionStatus = 'pending' | 'running' | 'completed' | 'failed' | 'cancelled';
+export type StepStatus =
+  | 'pending'
+  | 'running'
+  | 'retrying'
+  | 'completed'
+  | 'failed'
+  | 'skipped'
+  | 'cancelled';
+
+export interface BoundingBox {
+  x1: number;
+  y1: number;
+  x2: number;
+  y2: number;
+}
+
+export interface Detection {
+  class_name: string;
+  class_id: number;
+  confidence: number;
+  bbox: BoundingBox;
+}
+
+export interface StepOutput {
+  file_id: string;
+  bucket: string;
+  object_key: string;
+  content_type: string;
+  size_bytes: number;
+  width: number;
+  height: number;
+}
+
+export interface StepRecord {
+  stepId: string;
+  componentName: string;
+  status: StepStatus;
+  level: number;
+  attempts: number;
+  started_at: string | null;
+  finished_at: string | null;
+  processing_time_ms: number | null;
+  service_time_ms: number | null;
+  error: string | null;
+  used_fallback?: boolean;
+  output: StepOutput | null;
+  detections?: Detection[];
+}
+
+export interface ExecutionRecord {
+  execution_id: string;
+  pipelineId: string | null;
+  pipeline_revision: number | null;
+  status: ExecutionStatus;
+  trace_id: string | null;
+  inputs: string[];
+  created_at: string;
+  started_at: string | null;
+  finished_at: string | null;
+  execution_time_ms: number | null;
+  error: string | null;
+  steps: StepRecord[];
+}
+
+export interface ProgressEvent {
+  execution_id: string;
+  step_id?: string;
+  status: string;
+  message: string;
+  timestamp: string;
+  attempt?: number;
+  processing_time_ms?: number;
+}
+
+export interface ReadinessCheck {
+  name: string;
+  ok: boolean;
+  error?: string;
+}
+
+export interface Readiness {
+  ready: boolean;
+  checks: ReadinessCheck[];
+}
+
+export interface UiConfig {
+  version: string;
+  jaegerUiUrl: string | null;
+}
+
+export const TERMINAL: ReadonlySet<string> = new Set(['completed', 'failed', 'cancelled']);
