@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs ImageFlowCanvas on the embedded defaults: local files under ./data,
 # SQLite, no Kafka, ONNX Runtime on CPU, everything on loopback. Starts
-# resize-svc, filter-svc, ai-detect-svc and backend-api, sends a real photo
+# resize-svc, filter-svc, ai-detect-svc and backend-api (which serves the web
+# UI at http://127.0.0.1:8000/, built first when missing or stale), sends a real photo
 # through the pipeline resize → ai_detection → sharpen via the REST API,
 # writes data/pipeline-output.jpg, then keeps serving until Ctrl-C (or exits
 # at once with --demo-only).
@@ -14,6 +15,11 @@ demo_only=false
 [ "${1:-}" = "--demo-only" ] && demo_only=true
 
 "$REPO_ROOT/scripts/setup.sh"
+if command -v npm >/dev/null; then
+    "$REPO_ROOT/scripts/build-ui.sh" --if-stale
+else
+    log "warning: npm is missing, so the web UI is not built (http://127.0.0.1:8000/ says how); install Node.js 20 and npm"
+fi
 log "building release binaries (the first build takes a while)"
 cargo build --release --locked --quiet \
     -p resize-svc -p filter-svc -p ai-detect-svc -p backend-api -p imageflowctl
@@ -36,7 +42,7 @@ GRPC_LISTEN_ADDR=127.0.0.1:9093 "$bin/ai-detect-svc" >data/logs/ai-detect-svc.lo
 pids+=("$!")
 HTTP_LISTEN_ADDR=127.0.0.1:8000 DATABASE_URL="sqlite://$REPO_ROOT/data/imageflow.db" \
     RESIZE_GRPC_ENDPOINT=http://127.0.0.1:9091 FILTER_GRPC_ENDPOINT=http://127.0.0.1:9092 \
-    AI_DETECTION_GRPC_ENDPOINT=http://127.0.0.1:9093 \
+    AI_DETECTION_GRPC_ENDPOINT=http://127.0.0.1:9093 UI_DIR="$REPO_ROOT/web/dist" \
     "$bin/backend-api" >data/logs/backend-api.log 2>&1 &
 pids+=("$!")
 
@@ -60,5 +66,5 @@ log "backend-api on http://127.0.0.1:8000 (resize 9091, filter 9092, ai-detect 9
 if "$demo_only"; then
     exit 0
 fi
-log "serving on http://127.0.0.1:8000 (API: /openapi.json); JSON logs in data/logs/. Ctrl-C to stop."
+log "serving on http://127.0.0.1:8000 (web UI at /, API: /openapi.json); JSON logs in data/logs/. Ctrl-C to stop."
 wait
