@@ -65,7 +65,7 @@ app.kubernetes.io/component: {{ .component }}
 {{- if .Values.kafkaClient.brokers -}}
 {{- .Values.kafkaClient.brokers -}}
 {{- else if .Values.kafka.enabled -}}
-{{- printf "%s-kafka:9092" (include "imageflow.fullname" .) -}}
+{{- printf "%s-kafka.%s.svc:9092" (include "imageflow.fullname" .) .Release.Namespace -}}
 {{- end -}}
 {{- end -}}
 
@@ -235,3 +235,12 @@ topologySpreadConstraints:
     {{- end }}
 {{- end }}
 {{- end }}
+
+{{/* A memory quantity (Mi or Gi) in MiB, for GOMEMLIMIT. */}}
+{{- define "imageflow.mebibytes" -}}
+{{- $q := toString . -}}
+{{- if hasSuffix "Gi" $q -}}{{ mul (trimSuffix "Gi" $q | int) 1024 }}
+{{- else if hasSuffix "Mi" $q -}}{{ trimSuffix "Mi" $q | int }}
+{{- else -}}{{ fail (printf "memory limit %q: write it in Mi or Gi" $q) }}
+{{- end -}}
+{{- end -}}
