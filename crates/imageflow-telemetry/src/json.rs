@@ -1,10 +1,19 @@
 //! A `tracing` layer that writes one JSON object per event.
 //!
 //! tracing-subscriber's own JSON formatter nests span fields under `spans`;
-//! log search (Loki, `jq`) wants `execution_id` at the top level of every
-//! line, so span fields are flattened here, innermost span winning.
+//! log search (Loki, `jq`) wants `execution_id` and `trace_id` at the top
+//! level of every line, so span fields are flattened here, innermost span
+//! winning, and the OpenTelemetry ids of the innermost span are added. Every
+//! string goes through [`crate::mask`] on its way out.
 
-use std::{fmt, io::Write, sync::Mutex};
+use std::{
+    fmt,
+    io::Write,
+    sync::{Mutex, OnceLock},
+};
+
+use opentelemetry::trace::TraceContextExt;
+use tracing::dispatcher::WeakDispatch;
 
 use serde_json::{Map, Value};
 use time::{OffsetDateTime, format_description::well_known::Rfc3339};
@@ -22,6 +31,9 @@ pub struct JsonLayer<W> {
     make_writer: W,
     // Serialises whole lines so concurrent events never interleave.
     lock: Mutex<()>,
+    // Where the OpenTelemetry layer keeps span contexts; looked up through the
+    // dispatcher because a layer cannot see another layer's span data.
+    dispatch: OnceLock<WeakDispatch>,
 }
 
 impl<W> fmt::Debug for JsonLayer<W> {
@@ -39,6 +51,7 @@ impl<W> JsonLayer<W> {
             version,
             make_writer,
             lock: Mutex::new(()),
+            dispatch: OnceLock::new(),
         }
     }
 }
@@ -49,16 +62,23 @@ struct SpanFields(Map<String, Value>);
 
 struct JsonVisitor<'a>(&'a mut Map<String, Value>);
 
+impl JsonVisitor<'_> {
+    fn text(&mut self, field: &Field, value: &str) {
+        let value = if crate::mask::is_secret_field(field.name()) {
+            crate::mask::REDACTED.to_string()
+        } else {
+            crate::mask::mask(value).into_owned()
+        };
+        self.0.insert(field.name().to_string(), Value::String(value));
+    }
+}
+
 impl Visit for JsonVisitor<'_> {
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        self.0.insert(
-            field.name().to_string(),
-            Value::String(format!("{value:?}")),
-        );
+        self.text(field, &format!("{value:?}"));
     }
     fn record_str(&mut self, field: &Field, value: &str) {
-        self.0
-            .insert(field.name().to_string(), Value::String(value.to_string()));
+        self.text(field, value);
     }
     fn record_i64(&mut self, field: &Field, value: i64) {
         self.0.insert(field.name().to_string(), Value::from(value));
@@ -73,8 +93,24 @@ impl Visit for JsonVisitor<'_> {
         self.0.insert(field.name().to_string(), Value::from(value));
     }
     fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
-        self.0
-            .insert(field.name().to_string(), Value::String(value.to_string()));
+        self.text(field, &value.to_string());
+    }
+}
+
+impl<W> JsonLayer<W> {
+    fn insert_trace_ids(&self, line: &mut Map<String, Value>, id: &span::Id) {
+        let Some(dispatch) = self.dispatch.get().and_then(WeakDispatch::upgrade) else {
+            return;
+        };
+        let Some(cx) = tracing_opentelemetry::get_otel_context(id, &dispatch) else {
+            return;
+        };
+        let span = cx.span();
+        let sc = span.span_context();
+        if sc.is_valid() {
+            line.insert("trace_id".into(), Value::String(sc.trace_id().to_string()));
+            line.insert("span_id".into(), Value::String(sc.span_id().to_string()));
+        }
     }
 }
 
@@ -83,6 +119,10 @@ where
     S: Subscriber + for<'a> LookupSpan<'a>,
     W: for<'w> MakeWriter<'w> + 'static,
 {
+    fn on_register_dispatch(&self, subscriber: &tracing::Dispatch) {
+        let _ = self.dispatch.set(subscriber.downgrade());
+    }
+
     fn on_new_span(&self, attrs: &span::Attributes<'_>, id: &span::Id, ctx: Context<'_, S>) {
         if let Some(span) = ctx.span(id) {
             let mut fields = SpanFields::default();
@@ -118,9 +158,11 @@ where
         );
         if let Some(scope) = ctx.event_scope(event) {
             let mut span_name = None;
+            let mut innermost = None;
             // Root first, so inner spans overwrite outer ones.
             for span in scope.from_root() {
                 span_name = Some(span.name());
+                innermost = Some(span.id());
                 if let Some(fields) = span.extensions().get::<SpanFields>() {
                     for (k, v) in &fields.0 {
                         line.insert(k.clone(), v.clone());
@@ -129,6 +171,9 @@ where
             }
             if let Some(name) = span_name {
                 line.insert("span".into(), Value::String(name.to_string()));
+            }
+            if let Some(id) = innermost {
+                self.insert_trace_ids(&mut line, &id);
             }
         }
         let mut fields = Map::new();
@@ -203,5 +248,31 @@ mod tests {
         assert_eq!(v["width"], 800);
         assert_eq!(v["ok"], true);
         assert!(v["timestamp"].as_str().unwrap().contains('T'));
+    }
+
+    #[test]
+    fn lines_carry_the_opentelemetry_ids_and_mask_pii() {
+        use opentelemetry::trace::TracerProvider as _;
+        let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder().build();
+        let buffer = Buffer::default();
+        let subscriber = registry()
+            .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")))
+            .with(JsonLayer::new("imageflow-test", "9.9.9", buffer.clone()));
+        let mut expected = None;
+        tracing::subscriber::with_default(subscriber, || {
+            let span = tracing::info_span!("request", execution_id = "exec-1");
+            let _enter = span.enter();
+            expected = crate::propagation::trace_id(&span);
+            tracing::info!(api_token = "t0k3n", client = "198.51.100.7", "sent to bob@example.com");
+        });
+        let text = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+        let v: Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+        let trace_id = expected.expect("the span has a trace id");
+        assert_eq!(v["trace_id"], trace_id.as_str());
+        assert_eq!(v["span_id"].as_str().unwrap().len(), 16);
+        assert_eq!(v["execution_id"], "exec-1");
+        assert_eq!(v["message"], "sent to b***@example.com");
+        assert_eq!(v["api_token"], "[REDACTED]");
+        assert_eq!(v["client"], "198.51.100.0");
     }
 }
