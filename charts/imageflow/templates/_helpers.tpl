@@ -244,3 +244,12 @@ topologySpreadConstraints:
 {{- else -}}{{ fail (printf "memory limit %q: write it in Mi or Gi" $q) }}
 {{- end -}}
 {{- end -}}
+
+{{/* The S3 endpoint as seen from another namespace. */}}
+{{- define "imageflow.s3EndpointFqdn" -}}
+{{- if .Values.storage.endpoint -}}
+{{- .Values.storage.endpoint -}}
+{{- else if .Values.minio.enabled -}}
+{{- printf "http://%s-minio.%s.svc:9000" (include "imageflow.fullname" .) .Release.Namespace -}}
+{{- end -}}
+{{- end -}}
