@@ -10,9 +10,11 @@
   against k8s/schemas/monitoring.coreos.com-v1.json (prometheus-operator's CRD
   schema, see the generator next to it).
 * What the chart promises for its workloads: non-root, read-only root file
-  system, no privilege escalation, seccomp RuntimeDefault, all capabilities
+  system, no privilege escalation (root only with an imageflow.io/runs-as-root
+  annotation giving the reason), seccomp RuntimeDefault, all capabilities
   dropped, CPU and memory requests and limits, probes on long-running containers.
-* No two objects with the same kind, namespace and name.
+* ConfigMap entries named *.json parse as JSON (dashboard, connector config).
+* No two objects with the same kind, namespace and name in one file (one rendering).
 * OpenTelemetry Collector configs (ConfigMaps labelled otel-agent/otel-gateway):
   every pipeline names receivers, processors and exporters that are defined,
   every defined component is used, memory_limiter comes first and batch last.
@@ -44,10 +46,12 @@ def check_workload(obj, where):
     spec = pod_spec(obj)
     psc = spec.get("securityContext", {})
     long_running = obj["kind"] not in {"Job", "CronJob"}
+    template = obj.get("spec", {}).get("template", {})
+    root_reason = (template.get("metadata", {}).get("annotations") or {}).get("imageflow.io/runs-as-root")
     for c in spec.get("initContainers", []) + spec.get("containers", []):
         name = f"{where} container {c['name']}"
         sc = c.get("securityContext", {})
-        if not (sc.get("runAsNonRoot") or psc.get("runAsNonRoot")):
+        if not root_reason and not (sc.get("runAsNonRoot") or psc.get("runAsNonRoot")):
             problems.append(f"{name}: runAsNonRoot is not set")
         if sc.get("allowPrivilegeEscalation") is not False:
             problems.append(f"{name}: allowPrivilegeEscalation must be false")
@@ -110,8 +114,9 @@ def main():
     ap.add_argument("files", nargs="+")
     args = ap.parse_args()
     crd = json.loads(CRD_SCHEMAS.read_text())["kinds"]
-    problems, count, seen = [], 0, {}
+    problems, count = [], 0
     for file in args.files:
+        seen = {}  # each file is one rendering
         with open(file) as f:
             docs = [d for d in yaml.safe_load_all(f) if d]
         for obj in docs:
@@ -141,6 +146,13 @@ def main():
                     problems.append(f"{where}: unknown API: {err.message}")
             if kind in WORKLOAD_KINDS:
                 problems.extend(check_workload(obj, where))
+            if kind == "ConfigMap":
+                for k, text in (obj.get("data") or {}).items():
+                    if k.endswith(".json"):
+                        try:
+                            json.loads(text)
+                        except ValueError as err:
+                            problems.append(f"{where}: {k} is not valid JSON: {err}")
             labels = meta.get("labels") or {}
             if kind == "ConfigMap" and labels.get("app.kubernetes.io/component") in {"otel-agent", "otel-gateway"}:
                 problems.extend(check_collector(obj, where))

@@ -234,6 +234,9 @@ topologySpreadConstraints:
     - ipBlock: {cidr: {{ . }}}
     {{- end }}
 {{- end }}
+{{- with .Values.networkPolicy.extraEgress }}
+{{ toYaml . }}
+{{- end }}
 {{- end }}
 
 {{/* A memory quantity (Mi or Gi) in MiB, for GOMEMLIMIT. */}}

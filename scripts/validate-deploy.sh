@@ -1,0 +1,105 @@
+#!/usr/bin/env bash
+# Validates everything the deployment is made of, offline once the tools are
+# cached (scripts/deploy-tools.sh installs them): shellcheck, hadolint,
+# actionlint, `helm lint --strict` and `helm template` of the chart with the
+# default, dev, prod and all-features values, every rendered object and each
+# kustomize overlay against the Kubernetes 1.32 schemas (strict, unknown APIs
+# fail) and the monitoring.coreos.com CRD schemas, `promtool check rules` and
+# `promtool test rules`, and the dashboard's queries through promtool.
+# Fails on the first problem.
+set -euo pipefail
+# shellcheck source=scripts/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+cd "$REPO_ROOT"
+started=$SECONDS
+
+tool_env="$("$REPO_ROOT/scripts/deploy-tools.sh")"
+eval "$tool_env"
+
+out="$(mktemp -d)"
+trap 'rm -rf "$out"' EXIT
+chart=charts/imageflow
+rules="$chart/files/prometheus/imageflow-rules.yaml"
+
+log "shellcheck (deployment scripts)"
+shellcheck -x scripts/deploy-tools.sh scripts/validate-deploy.sh scripts/setup-k3s.sh \
+    scripts/deploy.sh scripts/port-forward.sh scripts/smoke-test.sh .github/scripts/*.sh
+
+log "hadolint docker/Dockerfile"
+"$HADOLINT" --failure-threshold info docker/Dockerfile
+
+log "actionlint .github/workflows"
+ACTIONLINT_WASM_DIR="$ACTIONLINT_WASM_DIR" node - .github/workflows/*.yml <<'JS'
+const { readFileSync } = require("node:fs");
+const { createLinter } = require(process.env.ACTIONLINT_WASM_DIR + "/node.cjs");
+(async () => {
+  const lint = await createLinter();
+  let problems = 0;
+  for (const file of process.argv.slice(2)) {
+    for (const e of lint(readFileSync(file, "utf8"), file)) {
+      console.error(`${file}:${e.line}:${e.column}: ${e.message} [${e.kind}]`);
+      problems++;
+    }
+  }
+  process.exit(problems ? 1 : 0);
+})();
+JS
+
+log "helm lint --strict and helm template (default, dev, prod, all-features values)"
+declare -A value_files=(
+    [default]=""
+    [dev]=k8s/overlays/dev/values.yaml
+    [prod]=k8s/overlays/prod/values.yaml
+    [all-features]="$chart/ci/all-features-values.yaml"
+)
+rendered=()
+for name in default dev prod all-features; do
+    args=()
+    [ -z "${value_files[$name]}" ] || args=(-f "${value_files[$name]}")
+    "$HELM" lint --strict --quiet "$chart" "${args[@]}" >"$out/lint-$name.txt" 2>&1 \
+        || { cat "$out/lint-$name.txt" >&2; die "helm lint --strict ($name values) failed"; }
+    "$HELM" template imageflow "$chart" --namespace image-processing "${args[@]}" >"$out/chart-$name.yaml" \
+        || die "helm template ($name values) failed"
+    rendered+=("$out/chart-$name.yaml")
+done
+
+log "the schema refuses bad values"
+if "$HELM" template imageflow "$chart" --set backend.executionMode=sometimes >/dev/null 2>&1; then
+    die "values.schema.json accepted backend.executionMode=sometimes"
+fi
+if "$HELM" template imageflow "$chart" --set services.resize.maxConcurrentRequest=5 >/dev/null 2>&1; then
+    die "values.schema.json accepted an unknown key"
+fi
+
+log "kubectl kustomize (dev, prod overlays)"
+for overlay in dev prod; do
+    "$KUBECTL" kustomize "k8s/overlays/$overlay" >"$out/kustomize-$overlay.yaml"
+    rendered+=("$out/kustomize-$overlay.yaml")
+done
+
+log "Kubernetes 1.32 schemas (strict) and CRD schemas"
+"$DEPLOY_PYTHON" scripts/validate-manifests.py --kube-version 1.32 "${rendered[@]}"
+
+log "promtool check rules / test rules"
+"$PROMTOOL" check rules "$rules"
+(cd "$(dirname "$rules")" && "$PROMTOOL" test rules imageflow-rules.test.yaml)
+
+log "Grafana dashboard queries through promtool"
+"$DEPLOY_PYTHON" - "$chart/files/grafana/imageflow-sre-overview.json" "$out/dashboard-rules.yaml" <<'PY'
+import json, sys, yaml
+dash = json.load(open(sys.argv[1]))
+ids, rules = set(), []
+for panel in dash["panels"]:
+    assert panel["id"] not in ids, f"panel id {panel['id']} used twice"
+    ids.add(panel["id"])
+    for t in panel.get("targets", []):
+        if "expr" in t:
+            expr = t["expr"].replace("$__rate_interval", "5m").replace("$__interval", "1m")
+            rules.append({"record": f"dashboard:panel{panel['id']}:{t['refId']}", "expr": expr})
+assert rules, "the dashboard has no queries"
+yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}, open(sys.argv[2], "w"))
+print(f"{len(rules)} queries in {len(ids)} panels")
+PY
+"$PROMTOOL" check rules "$out/dashboard-rules.yaml" >/dev/null
+
+log "deployment validation passed in $((SECONDS - started)) s"
