@@ -81,5 +81,5 @@ npx --no-install vitest run
 log "end-to-end test in headless Chromium"
 IMAGEFLOW_URL="$url" IMAGEFLOW_TOKEN="$token" IMAGEFLOW_ARTIFACTS="$artifacts" CHROMIUM="$CHROMIUM" \
     IMAGEFLOW_PHOTO="$REPO_ROOT/crates/imageflow-imaging/tests/fixtures/astronaut.jpg" \
-    node --test --test-concurrency=1 --test-reporter=spec e2e/
+    node --test --test-concurrency=1 --test-reporter=spec e2e/canvas.e2e.mjs
 log "web UI tests passed; screenshots and logs in web/test-results/"

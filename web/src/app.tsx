@@ -1,4 +1,4 @@
-import { useEffect, useState } from 'preact/hooks';
+import { useEffect, useRef, useState } from 'preact/hooks';
 import { api, ApiError, onUnauthorized, tokenStore } from './api';
 import { onAnnounce } from './announce';
 import { TokenDialog } from './components/TokenDialog';
@@ -34,7 +34,18 @@ export function App() {
       }),
     [],
   );
-  useEffect(() => onAnnounce(setMessage), []);
+  useEffect(() => {
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const off = onAnnounce((m) => {
+      setMessage(m);
+      clearTimeout(timer);
+      timer = setTimeout(() => setMessage(''), 6000);
+    });
+    return () => {
+      off();
+      clearTimeout(timer);
+    };
+  }, []);
   useEffect(() => {
     api.uiConfig().then(setConfig, () => setConfig({ version: '', jaegerUiUrl: null }));
   }, []);
@@ -44,6 +55,17 @@ export function App() {
   }, [epoch]);
 
   const section = route.path[0] ?? '';
+  // A new page takes the focus to its content, so screen readers announce it
+  // and Tab continues from there (not on the first load: Tab starts at the skip link).
+  const firstRoute = useRef(true);
+  const routeKey = `${section}/${route.path[1] ?? ''}`;
+  useEffect(() => {
+    if (firstRoute.current) {
+      firstRoute.current = false;
+      return;
+    }
+    document.getElementById('main')?.focus();
+  }, [routeKey]);
   useEffect(() => {
     const label = NAV.find((n) => n.path === section)?.label ?? 'Execution';
     document.title = `${route.path[1] && section === 'executions' ? 'Execution' : label} · ImageFlowCanvas`;

@@ -156,7 +156,7 @@ export function Board(props: Props) {
                 key={`${edge.from}->${edge.to}`}
                 class={`edge${selected ? ' selected' : ''}`}
                 data-edge={`${a.stepId}->${b.stepId}`}
-                tabIndex={0}
+                tabindex={0}
                 role="button"
                 aria-label={`dependency: ${b.stepId} takes ${a.stepId}${edge.index === 0 ? ' (image source)' : ''}. Delete removes it.`}
                 onPointerDown={(e) => {

@@ -3,6 +3,7 @@ import { ganttOf } from '../stats';
 import type { ExecutionRecord } from '../types';
 
 const ROW = 28;
+const TOP = 18;
 const LABEL = 150;
 const WIDTH = 900;
 
@@ -12,7 +13,7 @@ export function Gantt({ record }: { record: ExecutionRecord }) {
   if (!gantt) return <p class="empty">No step has started yet.</p>;
   const plot = WIDTH - LABEL - 70;
   const x = (ms: number) => LABEL + (ms / gantt.spanMs) * plot;
-  const height = gantt.bars.length * ROW + 30;
+  const height = TOP + gantt.bars.length * ROW + 22;
   const ticks = [0, 0.25, 0.5, 0.75, 1].map((f) => f * gantt.spanMs);
   return (
     <figure class="gantt">
@@ -29,28 +30,28 @@ export function Gantt({ record }: { record: ExecutionRecord }) {
               x={x(l.startMs)}
               y={0}
               width={Math.max(2, x(l.endMs) - x(l.startMs))}
-              height={height - 24}
+              height={height - 20}
               class={i % 2 ? 'band odd' : 'band'}
             />
-            <text x={x(l.startMs) + 3} y={height - 12} class="gantt-level-label">
-              L{l.level}
+            <text x={x(l.startMs) + 3} y={12} class="gantt-level-label">
+              level {l.level}
             </text>
           </g>
         ))}
         {gantt.bars.map((b, i) => (
           <g key={b.stepId} class="gantt-row" data-step-id={b.stepId}>
-            <text x={4} y={i * ROW + 19} class="gantt-name">
+            <text x={4} y={TOP + i * ROW + 19} class="gantt-name">
               {b.stepId}
             </text>
             <rect
               x={x(b.startMs)}
-              y={i * ROW + 6}
+              y={TOP + i * ROW + 6}
               width={Math.max(2, x(b.startMs + b.durationMs) - x(b.startMs))}
               height={ROW - 10}
               rx={3}
               class={`gantt-bar bar-${b.status}`}
             />
-            <text x={x(b.startMs + b.durationMs) + 4} y={i * ROW + 19} class="gantt-time">
+            <text x={x(b.startMs + b.durationMs) + 4} y={TOP + i * ROW + 19} class="gantt-time">
               {fmtMs(b.durationMs)}
               {b.attempts > 1 ? ` ×${b.attempts}` : ''}
             </text>

@@ -97,9 +97,12 @@ export function Results({ record, definition, input }: Props) {
       continue;
     }
     if (!step.output) continue;
-    // Later outputs of the detector's image size carry its boxes too.
+    // Later outputs of the detector's image size get its boxes drawn too,
+    // unless the detector drew them into the image itself (draw_boxes).
+    const drewBoxes = (d: StepRecord) =>
+      definition?.steps.find((s) => s.stepId === d.stepId)?.parameters?.draw_boxes !== false;
     const carried = detectors
-      .filter((d) => d.level < step.level)
+      .filter((d) => d.level < step.level && definition && !drewBoxes(d))
       .filter((d) => {
         const src = sourceOf(d) ?? d.output;
         return src && src.width === step.output!.width && src.height === step.output!.height;
