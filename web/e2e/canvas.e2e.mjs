@@ -263,6 +263,17 @@ describe('ImageFlowCanvas web UI', () => {
     await page.keyboard.press('Delete');
     assert.equal(await page.locator('[data-edge="filter->resize"]').count(), 0);
     assert.equal(await page.locator('.node-error').count(), 0);
+    // A parameter only the server can judge: its message lands on the step too.
+    await node('resize').click();
+    await page.getByLabel('width', { exact: true }).fill('0');
+    await page.getByLabel('height', { exact: true }).fill('0');
+    await page.getByRole('button', { name: 'Save revision' }).click();
+    await node('resize').locator('.node-error', { hasText: 'both 0' }).waitFor();
+    await shot('04b-canvas-bad-parameter');
+    await page.getByLabel('width', { exact: true }).fill('640');
+    await page.getByLabel('height', { exact: true }).fill('480');
+    assert.equal(await page.locator('.node-error').count(), 0);
+
     await page.getByRole('button', { name: 'Save revision' }).click();
     await page.locator('[data-save-state="saved"]').waitFor();
     assert.match(await page.locator('.save-state').textContent(), /revision 2/);
@@ -370,9 +381,10 @@ describe('ImageFlowCanvas web UI', () => {
 
   step('no script errors, no blocked resources', async () => {
     assert.deepEqual(pageErrors, []);
-    // 401s before the token was entered and the 400 refusing the cycle are
+    // 401s before the token was entered and the two 400s refusing the cycle
+    // and the bad parameter are
     // expected; anything else is not.
     const unexpected = consoleErrors.filter((t) => !/401 \(Unauthorized\)/.test(t));
-    assert.deepEqual(unexpected, ['Failed to load resource: the server responded with a status of 400 (Bad Request)']);
+    assert.deepEqual(unexpected, Array(2).fill('Failed to load resource: the server responded with a status of 400 (Bad Request)'));
   });
 });
