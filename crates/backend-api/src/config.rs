@@ -84,6 +84,16 @@ pub const SETTINGS: &[Setting] = &[
         help: "file:///abs/dir or s3://bucket (with S3_ENDPOINT, AWS_* credentials)",
     },
     Setting {
+        name: "UI_DIR",
+        default: "web/dist",
+        help: "the built web UI (scripts/build-ui.sh) served at /; relative to the working directory",
+    },
+    Setting {
+        name: "JAEGER_UI_URL",
+        default: "unset (no trace links)",
+        help: "Jaeger UI base URL; the web UI links each execution's trace to {url}/trace/{trace_id}",
+    },
+    Setting {
         name: "RUST_LOG",
         default: "info",
         help: "log filter; logs are JSON lines on stdout",
@@ -109,6 +119,7 @@ pub struct BackendConfig {
     pub stale_after: Duration,
     pub storage: StorageConfig,
     pub store_options: StoreOptions,
+    pub ui: crate::api::ui::UiSettings,
 }
 
 /// A named bearer token; the name is what logs show as the acting user.
@@ -171,6 +182,7 @@ impl BackendConfig {
             stale_after,
             storage,
             store_options,
+            ui: crate::api::ui::UiSettings::from_env(env)?,
         })
     }
 }

@@ -94,6 +94,7 @@ impl Backend {
                 metrics,
                 tokens: Arc::new(config.api_tokens.clone()),
                 max_upload_bytes: config.max_upload_bytes,
+                ui: Arc::new(config.ui.clone()),
             },
             max_request_bytes: config.max_request_bytes,
         })

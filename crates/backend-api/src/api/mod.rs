@@ -5,6 +5,7 @@ pub mod executions;
 pub mod files;
 pub mod pipelines;
 pub mod system;
+pub mod ui;
 
 use std::{sync::Arc, time::Instant};
 
@@ -32,6 +33,7 @@ pub struct AppState {
     pub metrics: Metrics,
     pub tokens: Arc<Vec<ApiToken>>,
     pub max_upload_bytes: usize,
+    pub ui: Arc<ui::UiSettings>,
 }
 
 /// The acting user of a request (the token's name, or `anonymous` when the API
@@ -78,6 +80,7 @@ pub fn router(state: AppState, max_request_bytes: usize) -> Router {
         .route("/readyz", get(system::readyz))
         .route("/metrics", get(system::metrics))
         .route("/openapi.json", get(system::openapi))
+        .merge(ui::router(state.ui.clone()))
         .layer(DefaultBodyLimit::max(max_request_bytes))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)
