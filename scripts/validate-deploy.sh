@@ -71,10 +71,11 @@ if "$HELM" template imageflow "$chart" --set services.resize.maxConcurrentReques
     die "values.schema.json accepted an unknown key"
 fi
 
-log "kubectl kustomize (dev, prod overlays)"
-for overlay in dev prod; do
-    "$KUBECTL" kustomize "k8s/overlays/$overlay" >"$out/kustomize-$overlay.yaml"
-    rendered+=("$out/kustomize-$overlay.yaml")
+log "kubectl kustomize (dev, prod overlays, GPU node pieces)"
+for dir in overlays/dev overlays/prod gpu; do
+    name="${dir//\//-}"
+    "$KUBECTL" kustomize "k8s/$dir" >"$out/kustomize-$name.yaml"
+    rendered+=("$out/kustomize-$name.yaml")
 done
 
 log "Kubernetes 1.32 schemas (strict) and CRD schemas"
@@ -98,8 +99,41 @@ for panel in dash["panels"]:
             rules.append({"record": f"dashboard:panel{panel['id']}:{t['refId']}", "expr": expr})
 assert rules, "the dashboard has no queries"
 yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}, open(sys.argv[2], "w"))
-print(f"{len(rules)} queries in {len(ids)} panels")
+print(f"{len(rules)} queries in {sum(1 for p in dash['panels'] if p['type'] != 'row')} panels")
 PY
 "$PROMTOOL" check rules "$out/dashboard-rules.yaml" >/dev/null
+
+log "CI step spans: ci-span.sh exports an OTLP trace to a loopback receiver"
+"$DEPLOY_PYTHON" - "$out" <<'PY'
+import http.server, json, os, subprocess, sys, threading
+out = sys.argv[1]
+got = {}
+class Receiver(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        got["path"] = self.path
+        got["body"] = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        self.send_response(200)
+        self.end_headers()
+    def log_message(self, *args):
+        pass
+server = http.server.HTTPServer(("127.0.0.1", 0), Receiver)
+threading.Thread(target=server.handle_request, daemon=True).start()
+env = dict(os.environ, CI_SPAN_ENV=f"{out}/ci-span.env", CI_SPANS_FILE=f"{out}/ci-spans.jsonl",
+           OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{server.server_port}")
+for k in ("GITHUB_ENV", "CI_TRACE_ID", "CI_ROOT_SPAN_ID", "CI_JOB_START_NS"):
+    env.pop(k, None)
+span = ".github/scripts/ci-span.sh"
+subprocess.run([span, "init"], env=env, check=True)
+subprocess.run([span, "step", "ok", "--", "true"], env=env, check=True, stderr=subprocess.DEVNULL)
+assert subprocess.run([span, "step", "bad", "--", "false"], env=env, stderr=subprocess.DEVNULL).returncode == 1
+subprocess.run([span, "export"], env=env, check=True, stderr=subprocess.DEVNULL)
+assert got.get("path") == "/v1/traces", got
+spans = got["body"]["resourceSpans"][0]["scopeSpans"][0]["spans"]
+root = spans[0]
+assert [s["name"] for s in spans[1:]] == ["ok", "bad"], spans
+assert all(s["traceId"] == root["traceId"] and s["parentSpanId"] == root["spanId"] for s in spans[1:])
+assert [s["status"]["code"] for s in spans] == [2, 1, 2], spans
+print(f"trace {root['traceId']}: {len(spans)} spans")
+PY
 
 log "deployment validation passed in $((SECONDS - started)) s"
