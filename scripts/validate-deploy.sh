@@ -85,6 +85,24 @@ log "promtool check rules / test rules"
 "$PROMTOOL" check rules "$rules"
 (cd "$(dirname "$rules")" && "$PROMTOOL" test rules imageflow-rules.test.yaml)
 
+log "every alert has a runbook in docs/operate.md"
+"$DEPLOY_PYTHON" - "$rules" docs/operate.md <<'PY'
+import re, sys, yaml
+rules = yaml.safe_load(open(sys.argv[1]))
+doc = open(sys.argv[2]).read()
+sections = {h.lower() for h in re.findall(r"^## (\S+)$", doc, re.M)}
+missing = []
+for group in rules["groups"]:
+    for rule in group["rules"]:
+        if "alert" not in rule:
+            continue
+        anchor = rule["annotations"]["runbook_url"].rsplit("#", 1)[-1]
+        if rule["alert"].lower() not in sections or anchor != rule["alert"].lower():
+            missing.append(rule["alert"])
+if missing:
+    sys.exit(f"alerts without a runbook section (or with a wrong runbook_url): {', '.join(missing)}")
+PY
+
 log "Grafana dashboard queries through promtool"
 "$DEPLOY_PYTHON" - "$chart/files/grafana/imageflow-sre-overview.json" "$out/dashboard-rules.yaml" <<'PY'
 import json, sys, yaml
