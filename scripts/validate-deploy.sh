@@ -5,13 +5,26 @@
 # default, dev, prod and all-features values, every rendered object and each
 # kustomize overlay against the Kubernetes 1.32 schemas (strict, unknown APIs
 # fail) and the monitoring.coreos.com CRD schemas, `promtool check rules` and
-# `promtool test rules`, and the dashboard's queries through promtool.
+# `promtool test rules`, the dashboard's queries through promtool, and the
+# built binaries started with each rendering's pod environment.
 # Fails on the first problem.
+#
+#   scripts/validate-deploy.sh [--require-binaries]
+#
+# The binaries are looked for in $IMAGEFLOW_BIN_DIR (default: the debug build
+# that `cargo test` leaves in $CARGO_TARGET_DIR); without --require-binaries a
+# missing one is skipped with a note.
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$REPO_ROOT"
 started=$SECONDS
+require_binaries=()
+case "${1:-}" in
+    --require-binaries) require_binaries=(--require) ;;
+    "") ;;
+    *) die "usage: scripts/validate-deploy.sh [--require-binaries]" ;;
+esac
 
 tool_env="$("$REPO_ROOT/scripts/deploy-tools.sh")"
 eval "$tool_env"
@@ -120,6 +133,11 @@ yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}, open(sys.arg
 print(f"{len(rules)} queries in {sum(1 for p in dash['panels'] if p['type'] != 'row')} panels")
 PY
 "$PROMTOOL" check rules "$out/dashboard-rules.yaml" >/dev/null
+
+log "the binaries start with the chart's pod environments (default, prod, all-features)"
+"$DEPLOY_PYTHON" scripts/validate-chart-env.py "${require_binaries[@]}" \
+    "${IMAGEFLOW_BIN_DIR:-$CARGO_TARGET_DIR/debug}" "$REPO_ROOT/models" \
+    "$out/chart-default.yaml" "$out/chart-prod.yaml" "$out/chart-all-features.yaml"
 
 log "CI step spans: ci-span.sh exports an OTLP trace to a loopback receiver"
 "$DEPLOY_PYTHON" - "$out" <<'PY'

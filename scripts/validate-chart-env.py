@@ -1,0 +1,178 @@
+"""Starts the real binaries with the environment the chart gives their pods.
+
+    validate-chart-env.py [--require] BIN_DIR MODELS_DIR RENDERED.yaml...
+
+For every Deployment container running backend-api, resize-svc, filter-svc or
+ai-detect-svc, the environment is assembled as the kubelet would: envFrom
+ConfigMaps and Secrets of the same rendering, env values, secretKeyRef and
+fieldRef, then $(VAR) references. Listen addresses keep their host with a free
+port; ai-detect's /models and ONNX Runtime library point at MODELS_DIR (what
+scripts/setup.sh installs). Each binary runs for 4 seconds: a line
+"configuration error" (how the binaries refuse a bad setting), or exiting on its
+own, fails the check. Peers (MinIO, PostgreSQL, the collector) are not
+reachable here: the binaries stay up and report NOT_SERVING, as in a cluster
+whose dependencies are still starting.
+
+Variables the chart sets that a binary's --help does not list are reported as
+notes (settings the binary does not read, or does not read yet).
+
+Without --require, a binary missing from BIN_DIR is skipped with a note.
+"""
+
+import argparse
+import base64
+import os
+import pathlib
+import re
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+import yaml
+
+BINARIES = ("backend-api", "resize-svc", "filter-svc", "ai-detect-svc")
+LISTEN = ("GRPC_LISTEN_ADDR", "HTTP_LISTEN_ADDR", "METRICS_LISTEN_ADDR")
+# Stand-ins for Secrets created outside the chart (existingSecret), shaped like
+# the real values so the binaries parse them.
+STAND_INS = {
+    "DATABASE_URL": "postgres://imageflow@postgres.databases.svc:5432/imageflow",
+    "IMAGEFLOW_API_TOKENS": "ops:validate-token-0123456789abcdef",
+    "AWS_ACCESS_KEY_ID": "validate-access-key",
+    "AWS_SECRET_ACCESS_KEY": "validate-secret-key-0123456789",
+}
+FIELD_VALUES = {"metadata.name": "imageflow-pod-0", "metadata.namespace": "image-processing",
+                "spec.nodeName": "k3s-node-1", "status.podIP": "10.42.0.10", "status.hostIP": "10.0.0.10"}
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def secret_data(obj):
+    data = {k: base64.b64decode(v).decode() for k, v in (obj.get("data") or {}).items()}
+    data.update(obj.get("stringData") or {})
+    return data
+
+
+def container_env(container, configmaps, secrets):
+    env = {}
+    for src in container.get("envFrom", []):
+        if "configMapRef" in src:
+            env.update(configmaps.get(src["configMapRef"]["name"], {}))
+        elif "secretRef" in src:
+            ref = src["secretRef"]
+            if ref["name"] in secrets:
+                env.update(secrets[ref["name"]])
+            elif not ref.get("optional"):
+                raise SystemExit(f"secret {ref['name']} is neither rendered nor optional")
+    for item in container.get("env", []):
+        name = item["name"]
+        if "value" in item:
+            # $(VAR) refers to variables defined earlier, as the kubelet expands them.
+            env[name] = re.sub(r"\$\((\w+)\)", lambda m: env.get(m.group(1), m.group(0)), item["value"])
+        elif "secretKeyRef" in item["valueFrom"]:
+            ref = item["valueFrom"]["secretKeyRef"]
+            # A Secret created outside the chart (existingSecret): a stand-in value.
+            env[name] = secrets.get(ref["name"], {}).get(ref["key"], STAND_INS.get(ref["key"], "validate"))
+        elif "fieldRef" in item["valueFrom"]:
+            env[name] = FIELD_VALUES[item["valueFrom"]["fieldRef"]["fieldPath"]]
+    return env
+
+
+def help_variables(binary):
+    out = subprocess.run([binary, "--help"], capture_output=True, text=True, timeout=20)
+    return set(re.findall(r"\b([A-Z][A-Z0-9_]{2,})\b", out.stdout + out.stderr))
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--require", action="store_true")
+    ap.add_argument("bin_dir", type=pathlib.Path)
+    ap.add_argument("models_dir", type=pathlib.Path)
+    ap.add_argument("files", nargs="+")
+    args = ap.parse_args()
+    args.models_dir = args.models_dir.resolve()
+    problems, notes, runs = [], set(), []
+    known = {}
+    tmp = tempfile.TemporaryDirectory(prefix="chart-env-")
+    work = pathlib.Path(tmp.name)
+    for file in args.files:
+        docs = [d for d in yaml.safe_load_all(open(file)) if d]
+        configmaps = {d["metadata"]["name"]: d.get("data") or {} for d in docs if d["kind"] == "ConfigMap"}
+        secrets = {d["metadata"]["name"]: secret_data(d) for d in docs if d["kind"] == "Secret"}
+        for d in docs:
+            if d["kind"] != "Deployment":
+                continue
+            for c in d["spec"]["template"]["spec"]["containers"]:
+                binary = c["image"].rsplit("/", 1)[-1].split(":", 1)[0]
+                if binary not in BINARIES:
+                    continue
+                path = args.bin_dir / binary
+                if not path.exists():
+                    msg = f"{path} is not built; {binary} not started"
+                    if args.require:
+                        problems.append(msg)
+                    else:
+                        notes.add(msg)
+                    continue
+                env = container_env(c, configmaps, secrets)
+                if binary not in known:
+                    known[binary] = help_variables(path)
+                extra = sorted(k for k in env if k not in known[binary]
+                               and not k.startswith(("OTEL_", "POD_", "NODE_", "AWS_", "KAFKA_")))
+                if extra:
+                    notes.add(f"{binary} --help does not list {', '.join(extra)}")
+                for key in LISTEN:
+                    if key in env:
+                        host = env[key].rsplit(":", 1)[0]
+                        env[key] = f"{host}:{free_port()}"
+                if binary == "ai-detect-svc":
+                    if not (args.models_dir / "lib" / "libonnxruntime.so").exists():
+                        msg = f"{args.models_dir} has no ONNX Runtime (scripts/setup.sh); ai-detect-svc not started"
+                        if args.require:
+                            problems.append(msg)
+                        else:
+                            notes.add(msg)
+                        continue
+                    env["MODEL_DIR"] = str(args.models_dir)
+                    env["ORT_DYLIB_PATH"] = str(args.models_dir / "lib" / "libonnxruntime.so")
+                if env.get("DATABASE_URL", "").startswith("sqlite://"):
+                    env["DATABASE_URL"] = f"sqlite://{work}/{len(runs)}.db"
+                env["PATH"] = os.environ.get("PATH", "/usr/bin:/bin")
+                log = open(work / f"{len(runs)}.log", "w+")
+                proc = subprocess.Popen([str(path)], env=env, stdout=log, stderr=subprocess.STDOUT, cwd=work)
+                runs.append((f"{file}: {d['metadata']['name']} ({binary})", proc, log))
+    time.sleep(4)
+    for where, proc, log in runs:
+        alive = proc.poll() is None
+        if alive:
+            proc.terminate()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        log.seek(0)
+        text = log.read()
+        bad = [line for line in text.splitlines() if "configuration error" in line]
+        if bad:
+            problems.append(f"{where}: {bad[0]}")
+        elif not alive:
+            # The binaries stay up (NOT_SERVING) while their peers are away; one
+            # that exits on its own did not start with this environment.
+            problems.append(f"{where} exited with {proc.returncode} within 4 s: {text.strip().splitlines()[-1:]}")
+    for n in sorted(notes):
+        print(f"note: {n}", file=sys.stderr)
+    for p in problems:
+        print(f"error: {p}", file=sys.stderr)
+    if problems:
+        sys.exit(1)
+    print(f"{len(runs)} pods' environments accepted by the binaries")
+
+
+if __name__ == "__main__":
+    main()
