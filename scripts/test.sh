@@ -35,6 +35,12 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 log "cargo test"
 cargo test --workspace --locked --no-fail-fast
 
+log "deployment: chart, manifests, Dockerfile, alerts, workflows"
+"$REPO_ROOT/scripts/validate-deploy.sh" --require-binaries
+
+log "web UI: unit tests and the browser end-to-end test"
+"$REPO_ROOT/scripts/ui-e2e.sh"
+
 log "schemathesis against the backend's OpenAPI document"
 "$REPO_ROOT/scripts/api-fuzz.sh"
 

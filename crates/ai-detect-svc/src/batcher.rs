@@ -18,6 +18,7 @@ use std::{
 
 use imageflow_service::{BlockingDoor, ServiceError};
 use tokio::sync::{mpsc, oneshot};
+use tracing::Instrument;
 
 use crate::{
     catalog::ModelSpec,
@@ -50,6 +51,8 @@ struct Job {
     deadline: Instant,
     enqueued: Instant,
     reply: oneshot::Sender<Result<Inference, ServiceError>>,
+    /// The request's span: the batch's inference span joins its trace.
+    span: tracing::Span,
 }
 
 /// The batching front of one model. Cheap to clone.
@@ -118,6 +121,7 @@ impl Batcher {
             deadline,
             enqueued: Instant::now(),
             reply,
+            span: tracing::Span::current(),
         };
         let sent = self.jobs.send(job);
         drop(announced);
@@ -180,6 +184,13 @@ async fn run_batch(jobs: Vec<Job>, spec: &Arc<ModelSpec>, engine: &Engine, door:
     let deadline = jobs.iter().map(|j| j.deadline).max().unwrap_or(started);
     let mut replies = Vec::with_capacity(batch);
     let mut input = Vec::new();
+    let requests: Vec<tracing::Span> = jobs.iter().map(|j| j.span.clone()).collect();
+    let backend = match engine {
+        Engine::Onnx(_) => "onnxruntime",
+        Engine::Triton(_) => "triton",
+    };
+    let span = imageflow_telemetry::spans::inference(&spec.name, backend, batch, &requests);
+    drop(requests);
     for job in jobs {
         replies.push((job.reply, started.saturating_duration_since(job.enqueued)));
         if batch == 1 {
@@ -188,7 +199,18 @@ async fn run_batch(jobs: Vec<Job>, spec: &Arc<ModelSpec>, engine: &Engine, door:
             input.extend_from_slice(&job.input);
         }
     }
-    let result = infer(engine, spec, door, input, batch, deadline).await;
+    let result = infer(engine, spec, door, input, batch, deadline)
+        .instrument(span.clone())
+        .await;
+    match &result {
+        Ok((_, inference)) => imageflow_telemetry::metrics::Registry::global().observe(
+            "ai_model_inference_duration_seconds",
+            "model inference time of one batch, by model and backend",
+            &[("model", spec.name.as_str()), ("backend", backend)],
+            *inference,
+        ),
+        Err(err) => imageflow_telemetry::spans::record_error(&span, err),
+    }
     let outcome = result.and_then(|(raw, inference)| {
         let anchors = check_shape(&raw, spec, batch)?;
         Ok((raw.data, anchors, inference))

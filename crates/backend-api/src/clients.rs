@@ -12,6 +12,7 @@ use std::{
     },
     time::{Duration, Instant},
 };
+use tracing::Instrument;
 
 use imageflow_proto::v1::{
     DetectionRequest, FilterRequest, FilterType, ImageData, ProcessingStatus, ResizeQuality,
@@ -228,6 +229,41 @@ pub async fn call(
     execution_id: &str,
     timeout: Duration,
 ) -> Result<CallResult, CallError> {
+    let (service, method) = match call {
+        StepCall::Resize { .. } => ("imageflow.v1.ResizeService", "ResizeImage"),
+        StepCall::Filter { .. } => ("imageflow.v1.FilterService", "ApplyFilter"),
+        StepCall::Detect { .. } => ("imageflow.v1.AIDetectionService", "DetectObjects"),
+    };
+    let span = imageflow_telemetry::spans::grpc_client(service, method, None);
+    let result = call_traced(services, call, input, execution_id, timeout)
+        .instrument(span.clone())
+        .await;
+    match &result {
+        Ok(_) => imageflow_telemetry::spans::record_grpc_status(&span, 0, "", false),
+        Err(err) => imageflow_telemetry::spans::record_grpc_status(
+            &span,
+            err.status.code() as i32,
+            err.status.message(),
+            false,
+        ),
+    }
+    result
+}
+
+/// Sets the deadline and carries the trace (the current span is the client
+/// span) on an outgoing request.
+fn prepare<T>(request: &mut tonic::Request<T>, timeout: Duration) {
+    request.set_timeout(timeout);
+    imageflow_telemetry::propagation::inject_grpc(request.metadata_mut());
+}
+
+async fn call_traced(
+    services: &Services,
+    call: &StepCall,
+    input: &ImageData,
+    execution_id: &str,
+    timeout: Duration,
+) -> Result<CallResult, CallError> {
     let image = Some(ImageData {
         bucket: input.bucket.clone(),
         object_key: input.object_key.clone(),
@@ -255,7 +291,7 @@ pub async fn call(
                 } as i32,
                 execution_id: execution_id.to_string(),
             });
-            request.set_timeout(timeout);
+            prepare(&mut request, timeout);
             let response = client.resize_image(request).await?.into_inner();
             (response.result, Vec::new())
         }
@@ -277,7 +313,7 @@ pub async fn call(
                 parameters,
                 execution_id: execution_id.to_string(),
             });
-            request.set_timeout(timeout);
+            prepare(&mut request, timeout);
             let response = client.apply_filter(request).await?.into_inner();
             (response.result, Vec::new())
         }
@@ -298,7 +334,7 @@ pub async fn call(
                 execution_id: execution_id.to_string(),
                 resize_metadata_ref: None,
             });
-            request.set_timeout(timeout);
+            prepare(&mut request, timeout);
             let response = client.detect_objects(request).await?.into_inner();
             let detections = response
                 .detections

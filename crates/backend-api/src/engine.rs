@@ -89,6 +89,11 @@ pub struct Submission {
     pub input: ImageData,
     /// The pipeline's own deadline, if it asked for one.
     pub timeout: Option<Duration>,
+    /// The stored pipeline, when the execution names one (for the trace).
+    pub pipeline_id: Option<String>,
+    /// The trace the run joins: the request that started it, or the message
+    /// that carried it.
+    pub parent: imageflow_telemetry::propagation::Context,
 }
 
 impl Engine {
@@ -159,7 +164,13 @@ impl Engine {
             .metrics
             .set_queued(self.inner.queued.load(Ordering::Relaxed));
         let engine = self.clone();
-        let span = tracing::info_span!("pipeline.execute", execution_id = %submission.execution_id);
+        let span = tracing::info_span!(
+            "pipeline.execute",
+            pipeline.id = submission.pipeline_id.as_deref().unwrap_or("inline"),
+            execution.id = %submission.execution_id,
+            execution_id = %submission.execution_id,
+        );
+        imageflow_telemetry::propagation::set_remote_parent(&span, submission.parent.clone());
         self.inner
             .tasks
             .spawn(async move { engine.run(submission, token).await }.instrument(span));
@@ -365,6 +376,7 @@ impl Engine {
                     .await
             }
             Err(Ending::Failed(reason)) => {
+                imageflow_telemetry::spans::record_error(&tracing::Span::current(), &reason);
                 self.finish(&id, ExecutionStatus::Failed, Some(reason), started)
                     .await
             }
@@ -704,6 +716,7 @@ impl StepContext {
                 }
             }
             Err(reason) => {
+                imageflow_telemetry::spans::record_error(&tracing::Span::current(), &reason);
                 record.status = StepStatus::Failed;
                 record.error = Some(reason.clone());
                 metrics.step_finished(component, "failed", elapsed);

@@ -40,6 +40,11 @@ impl Admission {
     pub fn try_admit(&self) -> Result<OwnedSemaphorePermit, ServiceError> {
         self.permits.clone().try_acquire_owned().map_err(|_| {
             self.rejected.fetch_add(1, Ordering::Relaxed);
+            imageflow_telemetry::metrics::Registry::global().inc(
+                "imageflow_concurrency_rejections_total",
+                "requests refused with RESOURCE_EXHAUSTED because the concurrency limit was reached",
+                &[],
+            );
             ServiceError::ResourceExhausted {
                 limit: self.limit,
                 // A typical request takes tens of milliseconds; a short hint

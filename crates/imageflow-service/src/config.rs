@@ -35,6 +35,11 @@ pub const SETTINGS: &[Setting] = &[
         help: "address the gRPC server binds",
     },
     Setting {
+        name: "METRICS_LISTEN_ADDR",
+        default: "unset (no metrics listener)",
+        help: "address of the Prometheus /metrics endpoint, e.g. 0.0.0.0:9464",
+    },
+    Setting {
         name: "MAX_CONCURRENT_REQUESTS",
         default: "per service (resize 50, filter 50, ai 20)",
         help: "requests served at once; more get RESOURCE_EXHAUSTED with retry-after-ms",
@@ -94,6 +99,21 @@ pub const SETTINGS: &[Setting] = &[
         default: "info",
         help: "log filter; logs are JSON lines on stdout",
     },
+    Setting {
+        name: "OTEL_EXPORTER_OTLP_ENDPOINT",
+        default: "unset (nothing exported)",
+        help: "OTLP/gRPC collector for traces and metrics, e.g. http://otel-collector:4317",
+    },
+    Setting {
+        name: "OTEL_TRACES_SAMPLER / OTEL_TRACES_SAMPLER_ARG",
+        default: "parentbased_traceidratio / 0.1",
+        help: "head sampling; the caller's decision is followed",
+    },
+    Setting {
+        name: "OTEL_SERVICE_NAME / OTEL_RESOURCE_ATTRIBUTES",
+        default: "per service / service.namespace=imageflow,deployment.environment=local,cloud.region=local",
+        help: "resource attributes on every span and metric",
+    },
 ];
 
 /// A bad value, named so the operator can fix it in one read.
@@ -126,6 +146,8 @@ impl From<imageflow_storage::ConfigError> for ConfigError {
 pub struct ServiceConfig {
     pub defaults: ServiceDefaults,
     pub grpc_listen_addr: SocketAddr,
+    /// Where Prometheus scrapes `/metrics`; `None` serves no metrics listener.
+    pub metrics_listen_addr: Option<SocketAddr>,
     pub max_concurrent_requests: usize,
     pub request_timeout: Duration,
     pub cpu_workers: usize,
@@ -155,6 +177,7 @@ impl ServiceConfig {
                 SocketAddr::from(([0, 0, 0, 0], 9090)),
                 |_| true,
             )?,
+            metrics_listen_addr: optional_addr(env, "METRICS_LISTEN_ADDR")?,
             max_concurrent_requests: parse(
                 env,
                 "MAX_CONCURRENT_REQUESTS",
@@ -198,6 +221,20 @@ impl ServiceConfig {
             ));
         }
         text
+    }
+}
+
+/// An address that may be left unset.
+pub fn optional_addr(
+    env: &HashMap<String, String>,
+    name: &'static str,
+) -> Result<Option<SocketAddr>, ConfigError> {
+    match env.get(name).map(|s| s.trim()).filter(|s| !s.is_empty()) {
+        None => Ok(None),
+        Some(raw) => raw.parse().map(Some).map_err(|_| ConfigError {
+            variable: name.into(),
+            message: format!("{raw:?} is not an address like 0.0.0.0:9464"),
+        }),
     }
 }
 

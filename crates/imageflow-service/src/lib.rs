@@ -14,6 +14,7 @@ pub mod config;
 pub mod error;
 pub mod health;
 pub mod io;
+pub mod metrics_http;
 pub mod request;
 pub mod server;
 

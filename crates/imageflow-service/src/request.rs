@@ -64,7 +64,10 @@ impl ServiceRuntime {
     {
         let budget = self.budget(request.metadata());
         let message = request.into_inner();
-        let span = tracing::info_span!("grpc.request", rpc, execution_id = %execution_id(&message));
+        // The server span (from the telemetry layer) declared the field; log
+        // lines and the trace both get it.
+        let span = tracing::Span::current();
+        span.record("execution_id", execution_id(&message).as_str());
         async move {
             let started = Instant::now();
             let outcome = match self.admission.try_admit() {
@@ -104,10 +107,14 @@ impl ServiceRuntime {
         let budget = self.budget(request.metadata());
         let runtime = self.clone();
         let inbound = request.into_inner();
+        // Items are served while the body streams, after the server span's
+        // future returned; each item span names it as parent explicitly.
+        let parent = tracing::Span::current();
         let responses = inbound
             .map(move |item| {
                 let runtime = runtime.clone();
                 let handler = handler.clone();
+                let item_span = tracing::info_span!(parent: &parent, "grpc.stream_item", rpc);
                 async move {
                     let message = item?;
                     let started = Instant::now();
@@ -118,8 +125,11 @@ impl ServiceRuntime {
                             .await
                             .map_err(|_| ServiceError::DeadlineExceeded(budget))?
                     }
-                    .instrument(tracing::info_span!("grpc.stream_item", rpc))
+                    .instrument(item_span.clone())
                     .await;
+                    if let Err(err) = &outcome {
+                        imageflow_telemetry::spans::record_error(&item_span, err);
+                    }
                     log_outcome(rpc, started, outcome.as_ref().err());
                     Ok(outcome.unwrap_or_else(|err| failed(&err, started)))
                 }
@@ -129,8 +139,18 @@ impl ServiceRuntime {
     }
 }
 
-fn log_outcome(rpc: &str, started: Instant, error: Option<&ServiceError>) {
-    let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
+fn log_outcome(rpc: &'static str, started: Instant, error: Option<&ServiceError>) {
+    let elapsed = started.elapsed();
+    imageflow_telemetry::metrics::Registry::global().observe(
+        "imageflow_processing_duration_seconds",
+        "time to process one image (one unary call or one stream item), by operation and outcome",
+        &[
+            ("operation", rpc),
+            ("status", error.map_or("OK", |e| code_name(e.code()))),
+        ],
+        elapsed,
+    );
+    let duration_ms = elapsed.as_secs_f64() * 1000.0;
     match error {
         None => tracing::info!(rpc, code = "OK", duration_ms, "request completed"),
         Some(err @ ServiceError::Internal(_)) => {

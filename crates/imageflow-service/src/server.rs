@@ -22,6 +22,11 @@ pub enum ServeError {
     /// a runtime library); the message names the setting to fix.
     #[error("{0}")]
     Startup(String),
+    #[error("METRICS_LISTEN_ADDR: cannot bind {addr}: {source}")]
+    MetricsListener {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 /// A service ready to be given its routes: the runtime its handlers share and
@@ -118,7 +123,12 @@ pub async fn serve(
         storage = runtime.store.backend_name(),
         "gRPC server listening"
     );
+    let metrics_server = match config.metrics_listen_addr {
+        Some(addr) => Some(crate::metrics_http::spawn(addr).await?),
+        None => None,
+    };
     let server = tonic::transport::Server::builder()
+        .layer(imageflow_telemetry::GrpcServerLayer)
         .tcp_nodelay(true)
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
@@ -144,6 +154,9 @@ pub async fn serve(
         }
     };
     readiness.abort();
+    if let Some(metrics_server) = metrics_server {
+        metrics_server.abort();
+    }
     result
 }
 

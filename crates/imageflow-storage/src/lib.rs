@@ -170,7 +170,7 @@ impl Store {
     ) -> tracing::Span {
         tracing::info_span!(
             "storage",
-            otel.name = operation,
+            otel.name = %format!("storage.{operation}"),
             otel.kind = "client",
             storage.backend = self.backend_name(),
             storage.operation = operation,
@@ -190,11 +190,38 @@ impl Store {
         fut: impl Future<Output = Result<T, StorageError>>,
     ) -> Result<T, StorageError> {
         let span = self.span(operation, bucket, key);
+        let started = std::time::Instant::now();
         let result = fut.instrument(span.clone()).await;
         if let Err(e) = &result {
             span.record("error", tracing::field::display(e));
+            // A missing object is an answer, not a failure of the store.
+            if !matches!(e, StorageError::NotFound { .. }) {
+                imageflow_telemetry::spans::record_error(&span, e);
+            }
             span.in_scope(|| tracing::debug!(error = %e, "storage {operation} failed"));
         }
+        let status = match &result {
+            Ok(_) => "ok",
+            Err(StorageError::NotFound { .. }) => "not_found",
+            Err(_) => "error",
+        };
+        let metrics = imageflow_telemetry::metrics::Registry::global();
+        let labels = [
+            ("operation", operation),
+            ("backend", self.backend_name()),
+            ("status", status),
+        ];
+        metrics.inc(
+            "imageflow_storage_operations_total",
+            "object storage operations by operation, backend and outcome",
+            &labels,
+        );
+        metrics.observe(
+            "imageflow_storage_operation_duration_seconds",
+            "object storage operation latency, retries included",
+            &labels[..2],
+            started.elapsed(),
+        );
         result
     }
 

@@ -67,7 +67,10 @@ where
         Box::pin(async move {
             let started = Instant::now();
             let metrics = Registry::global();
-            let labels = [("grpc_service", service.as_str()), ("grpc_method", method.as_str())];
+            let labels = [
+                ("grpc_service", service.as_str()),
+                ("grpc_method", method.as_str()),
+            ];
             metrics.add_gauge(INFLIGHT, INFLIGHT_HELP, &labels[..1], 1.0);
             let result = if traced {
                 inner.call(request).instrument(span.clone()).await
@@ -140,7 +143,10 @@ mod tests {
         let mut headers = http::HeaderMap::new();
         assert_eq!(status_of(&headers), (0, String::new()));
         headers.insert("grpc-status", "3".parse().unwrap());
-        headers.insert("grpc-message", "width%20must%20be%20%3E%200".parse().unwrap());
+        headers.insert(
+            "grpc-message",
+            "width%20must%20be%20%3E%200".parse().unwrap(),
+        );
         assert_eq!(status_of(&headers), (3, "width must be > 0".to_string()));
     }
 

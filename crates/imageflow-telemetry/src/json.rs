@@ -69,7 +69,8 @@ impl JsonVisitor<'_> {
         } else {
             crate::mask::mask(value).into_owned()
         };
-        self.0.insert(field.name().to_string(), Value::String(value));
+        self.0
+            .insert(field.name().to_string(), Value::String(value));
     }
 }
 
@@ -263,7 +264,11 @@ mod tests {
             let span = tracing::info_span!("request", execution_id = "exec-1");
             let _enter = span.enter();
             expected = crate::propagation::trace_id(&span);
-            tracing::info!(api_token = "t0k3n", client = "198.51.100.7", "sent to bob@example.com");
+            tracing::info!(
+                api_token = "t0k3n",
+                client = "198.51.100.7",
+                "sent to bob@example.com"
+            );
         });
         let text = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
         let v: Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();

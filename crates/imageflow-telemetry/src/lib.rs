@@ -13,8 +13,8 @@
 //! Trace ids exist even when nothing is exported, so log lines and execution
 //! records can always be joined.
 
-mod json;
 pub mod grpc_layer;
+mod json;
 pub mod mask;
 pub mod metrics;
 pub mod otlp_metrics;
@@ -54,7 +54,9 @@ impl TelemetryGuard {
             let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
         }
         let provider = self.provider;
-        // The SDK's shutdown blocks on the export; keep it off the async threads.
+        // The SDK's shutdown blocks on the export; keep it off the async
+        // threads. Not CPU work, so not the blocking door's business.
+        #[allow(clippy::disallowed_methods)]
         let flushed = tokio::task::spawn_blocking(move || {
             provider.shutdown_with_timeout(Duration::from_secs(5))
         })
@@ -105,7 +107,11 @@ where
     };
     let attributes = settings.resource_attributes();
     let resource = Resource::builder_empty()
-        .with_attributes(attributes.iter().map(|(k, v)| KeyValue::new(k.clone(), v.clone())))
+        .with_attributes(
+            attributes
+                .iter()
+                .map(|(k, v)| KeyValue::new(k.clone(), v.clone())),
+        )
         .build();
     let mut builder = SdkTracerProvider::builder()
         .with_resource(resource)
@@ -132,7 +138,11 @@ where
                 .with_threads(false)
                 .with_tracked_inactivity(false),
         )
-        .with(JsonLayer::new(settings.service_name.clone(), version, writer))
+        .with(JsonLayer::new(
+            settings.service_name.clone(),
+            version,
+            writer,
+        ))
         .try_init()
         .map_err(|e| InitError(format!("a global log subscriber is already installed: {e}")))?;
 

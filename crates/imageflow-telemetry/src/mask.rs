@@ -40,19 +40,31 @@ static IPV4: LazyLock<Regex> = LazyLock::new(|| {
 /// True for field names that carry secrets by definition.
 pub fn is_secret_field(name: &str) -> bool {
     let name = name.to_ascii_lowercase();
-    ["password", "secret", "token", "authorization", "api_key", "apikey", "credential"]
-        .iter()
-        .any(|needle| name.contains(needle))
+    [
+        "password",
+        "secret",
+        "token",
+        "authorization",
+        "api_key",
+        "apikey",
+        "credential",
+    ]
+    .iter()
+    .any(|needle| name.contains(needle))
 }
 
 /// Masks PII in `text`; borrows when there is nothing to mask (the common case).
 pub fn mask(text: &str) -> Cow<'_, str> {
     let mut out = Cow::Borrowed(text);
     if out.contains('@') {
-        out = replace(out, &EMAIL, |c: &Captures| format!("{}***@{}", &c[1], &c[2]));
+        out = replace(out, &EMAIL, |c: &Captures| {
+            format!("{}***@{}", &c[1], &c[2])
+        });
     }
     // Key-value first: `Authorization: Bearer x` is one secret, not two.
-    out = replace(out, &KEY_VALUE, |c: &Captures| format!("{}{REDACTED}", &c[1]));
+    out = replace(out, &KEY_VALUE, |c: &Captures| {
+        format!("{}{REDACTED}", &c[1])
+    });
     out = replace(out, &BEARER, |c: &Captures| format!("{} {REDACTED}", &c[1]));
     if out.contains('.') {
         out = replace(out, &IPV4, |c: &Captures| {
@@ -120,9 +132,18 @@ mod tests {
 
     #[test]
     fn public_addresses_are_reduced_infrastructure_ones_stay() {
-        assert_eq!(mask("client 203.0.113.57 refused"), "client 203.0.113.0 refused");
-        assert_eq!(mask("listening on 127.0.0.1:9090"), "listening on 127.0.0.1:9090");
-        assert_eq!(mask("pod 10.42.0.17 and 0.0.0.0:80"), "pod 10.42.0.17 and 0.0.0.0:80");
+        assert_eq!(
+            mask("client 203.0.113.57 refused"),
+            "client 203.0.113.0 refused"
+        );
+        assert_eq!(
+            mask("listening on 127.0.0.1:9090"),
+            "listening on 127.0.0.1:9090"
+        );
+        assert_eq!(
+            mask("pod 10.42.0.17 and 0.0.0.0:80"),
+            "pod 10.42.0.17 and 0.0.0.0:80"
+        );
     }
 
     #[test]

@@ -150,11 +150,7 @@ impl Registry {
         by: f64,
     ) {
         self.with(name, Kind::Counter, help, |f| {
-            if let Value::Number(v) = f
-                .series
-                .entry(labels(pairs))
-                .or_insert(Value::Number(0.0))
-            {
+            if let Value::Number(v) = f.series.entry(labels(pairs)).or_insert(Value::Number(0.0)) {
                 *v += by;
             }
         });
@@ -180,11 +176,7 @@ impl Registry {
         delta: f64,
     ) {
         self.with(name, Kind::Gauge, help, |f| {
-            if let Value::Number(v) = f
-                .series
-                .entry(labels(pairs))
-                .or_insert(Value::Number(0.0))
-            {
+            if let Value::Number(v) = f.series.entry(labels(pairs)).or_insert(Value::Number(0.0)) {
                 *v += delta;
             }
         });
@@ -306,9 +298,8 @@ fn escape(v: &str) -> String {
 /// When the process started, in seconds since the epoch (the OTLP start time
 /// of every cumulative series).
 pub(crate) fn process_start() -> SystemTime {
-    static START: LazyLock<SystemTime> = LazyLock::new(|| {
-        process_start_from_proc().unwrap_or_else(SystemTime::now)
-    });
+    static START: LazyLock<SystemTime> =
+        LazyLock::new(|| process_start_from_proc().unwrap_or_else(SystemTime::now));
     *START
 }
 
@@ -396,11 +387,24 @@ mod tests {
     fn renders_counters_gauges_and_histograms() {
         let r = Registry::new();
         r.describe("jobs_total", Kind::Counter, "jobs");
-        r.inc("http_requests_total", "requests", &[("code", "200"), ("route", "/v1/x")]);
-        r.inc("http_requests_total", "requests", &[("code", "200"), ("route", "/v1/x")]);
+        r.inc(
+            "http_requests_total",
+            "requests",
+            &[("code", "200"), ("route", "/v1/x")],
+        );
+        r.inc(
+            "http_requests_total",
+            "requests",
+            &[("code", "200"), ("route", "/v1/x")],
+        );
         r.add_gauge("inflight", "in flight", &[], 2.0);
         r.add_gauge("inflight", "in flight", &[], -1.0);
-        r.observe("latency_seconds", "latency", &[("op", "get")], Duration::from_millis(20));
+        r.observe(
+            "latency_seconds",
+            "latency",
+            &[("op", "get")],
+            Duration::from_millis(20),
+        );
         let text = r.render();
         assert!(text.contains("# TYPE jobs_total counter\n"), "{text}");
         assert!(text.contains("http_requests_total{code=\"200\",route=\"/v1/x\"} 2\n"));
@@ -427,10 +431,22 @@ mod tests {
             .expect("rss line")
             .parse()
             .unwrap();
-        assert!(rss > 1_000_000.0, "a test process holds more than 1 MB: {rss}");
+        assert!(
+            rss > 1_000_000.0,
+            "a test process holds more than 1 MB: {rss}"
+        );
         assert!(text.contains("process_cpu_seconds_total "));
-        let start = process_start().duration_since(UNIX_EPOCH).unwrap().as_secs();
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
-        assert!(start <= now && now - start < 24 * 3600, "start {start} now {now}");
+        let start = process_start()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        assert!(
+            start <= now && now - start < 24 * 3600,
+            "start {start} now {now}"
+        );
     }
 }

@@ -10,7 +10,9 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use opentelemetry_proto::tonic::{
-    collector::metrics::v1::{ExportMetricsServiceRequest, metrics_service_client::MetricsServiceClient},
+    collector::metrics::v1::{
+        ExportMetricsServiceRequest, metrics_service_client::MetricsServiceClient,
+    },
     common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value},
     metrics::v1::{
         AggregationTemporality, Gauge, Histogram, HistogramDataPoint, Metric, NumberDataPoint,
@@ -99,7 +101,12 @@ fn to_metric(family: &Family, start: u64, now: u64) -> Metric {
                 is_monotonic: true,
             }),
         ),
-        Kind::Gauge => (family.name, Data::Gauge(Gauge { data_points: numbers() })),
+        Kind::Gauge => (
+            family.name,
+            Data::Gauge(Gauge {
+                data_points: numbers(),
+            }),
+        ),
         Kind::Histogram => (
             family.name,
             Data::Histogram(Histogram {
@@ -233,7 +240,11 @@ mod tests {
                 assert_eq!(p.bucket_counts.len(), LATENCY_BUCKETS.len() + 1);
                 assert_eq!(p.bucket_counts.iter().sum::<u64>(), 2);
                 assert_eq!(p.bucket_counts[2], 1, "3 ms falls in (2.5 ms, 5 ms]");
-                assert_eq!(*p.bucket_counts.last().unwrap(), 1, "100 s is past the last bound");
+                assert_eq!(
+                    *p.bucket_counts.last().unwrap(),
+                    1,
+                    "100 s is past the last bound"
+                );
             }
             other => panic!("{other:?}"),
         }

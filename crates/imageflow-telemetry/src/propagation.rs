@@ -6,8 +6,8 @@
 //! format is the contract, and library code works the same in tests that
 //! never call [`crate::init`].
 
+pub use opentelemetry::Context;
 use opentelemetry::{
-    Context,
     propagation::{Extractor, Injector, TextMapPropagator},
     trace::TraceContextExt,
 };
@@ -127,6 +127,11 @@ pub fn set_remote_parent(span: &tracing::Span, cx: Context) {
     }
 }
 
+/// `span`'s context, to parent work that outlives it (a background run).
+pub fn context_of(span: &tracing::Span) -> Context {
+    span.context()
+}
+
 /// The trace id of `span` as 32 lowercase hex digits, when telemetry is on.
 pub fn trace_id(span: &tracing::Span) -> Option<String> {
     let cx = span.context();
@@ -154,7 +159,10 @@ mod tests {
         let sc = cx.span().span_context().clone();
         assert!(sc.is_valid());
         assert!(sc.is_remote());
-        assert_eq!(sc.trace_id().to_string(), "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(
+            sc.trace_id().to_string(),
+            "4bf92f3577b34da6a3ce929d0e0e4736"
+        );
 
         let from_kafka = context_from_headers([("traceparent", PARENT.as_bytes())]);
         assert_eq!(

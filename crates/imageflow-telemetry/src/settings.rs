@@ -73,12 +73,12 @@ impl Settings {
             })
             .transpose()?
             .filter(|_| !disabled);
-        if let Some(protocol) = non_empty(env, "OTEL_EXPORTER_OTLP_PROTOCOL") {
-            if protocol != "grpc" {
-                return Err(InitError(format!(
-                    "OTEL_EXPORTER_OTLP_PROTOCOL: only \"grpc\" is supported, got {protocol:?}"
-                )));
-            }
+        if let Some(protocol) = non_empty(env, "OTEL_EXPORTER_OTLP_PROTOCOL")
+            && protocol != "grpc"
+        {
+            return Err(InitError(format!(
+                "OTEL_EXPORTER_OTLP_PROTOCOL: only \"grpc\" is supported, got {protocol:?}"
+            )));
         }
         let sampler = sampler(env)?;
         let mut resource = vec![
@@ -211,15 +211,33 @@ mod tests {
     #[test]
     fn bad_values_name_the_variable() {
         for (pairs, variable) in [
-            (vec![("OTEL_TRACES_SAMPLER", "sometimes")], "OTEL_TRACES_SAMPLER"),
             (
-                vec![("OTEL_TRACES_SAMPLER", "traceidratio"), ("OTEL_TRACES_SAMPLER_ARG", "1.5")],
+                vec![("OTEL_TRACES_SAMPLER", "sometimes")],
+                "OTEL_TRACES_SAMPLER",
+            ),
+            (
+                vec![
+                    ("OTEL_TRACES_SAMPLER", "traceidratio"),
+                    ("OTEL_TRACES_SAMPLER_ARG", "1.5"),
+                ],
                 "OTEL_TRACES_SAMPLER_ARG",
             ),
-            (vec![("OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4317")], "OTEL_EXPORTER_OTLP_ENDPOINT"),
-            (vec![("OTEL_RESOURCE_ATTRIBUTES", "region")], "OTEL_RESOURCE_ATTRIBUTES"),
-            (vec![("OTEL_METRIC_EXPORT_INTERVAL", "0")], "OTEL_METRIC_EXPORT_INTERVAL"),
-            (vec![("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")], "OTEL_EXPORTER_OTLP_PROTOCOL"),
+            (
+                vec![("OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4317")],
+                "OTEL_EXPORTER_OTLP_ENDPOINT",
+            ),
+            (
+                vec![("OTEL_RESOURCE_ATTRIBUTES", "region")],
+                "OTEL_RESOURCE_ATTRIBUTES",
+            ),
+            (
+                vec![("OTEL_METRIC_EXPORT_INTERVAL", "0")],
+                "OTEL_METRIC_EXPORT_INTERVAL",
+            ),
+            (
+                vec![("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")],
+                "OTEL_EXPORTER_OTLP_PROTOCOL",
+            ),
         ] {
             let err = Settings::from_env(&env(&pairs), "svc", "0").unwrap_err();
             assert!(err.to_string().starts_with(variable), "{err}");

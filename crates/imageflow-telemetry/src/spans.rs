@@ -81,9 +81,32 @@ pub fn record_grpc_status(span: &Span, code: i32, message: &str, server: bool) {
     }
 }
 
+/// The inference span of one batch, child of the first request's span; the
+/// other requests in the batch are linked, so each trace shows the shared run.
+pub fn inference(model: &str, backend: &str, batch: usize, requests: &[Span]) -> Span {
+    let parent = requests.first().cloned().unwrap_or_else(Span::none);
+    let span = tracing::info_span!(
+        parent: &parent,
+        "inference",
+        otel.name = %format!("inference {model}"),
+        otel.kind = "internal",
+        ai.model.name = %model,
+        ai.inference.backend = backend,
+        ai.inference.batch_size = batch as u64,
+    );
+    for other in requests.iter().skip(1) {
+        let cx = other.context();
+        let other_span = opentelemetry::trace::TraceContextExt::span(&cx);
+        span.add_link(other_span.span_context().clone());
+    }
+    span
+}
+
 /// Marks `span` as failed with `message`.
 pub fn record_error(span: &Span, message: impl std::fmt::Display) {
-    span.set_status(Status::error(crate::mask::mask(&message.to_string()).into_owned()));
+    span.set_status(Status::error(
+        crate::mask::mask(&message.to_string()).into_owned(),
+    ));
 }
 
 /// The canonical name of a gRPC status code.

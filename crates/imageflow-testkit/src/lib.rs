@@ -7,10 +7,16 @@
 //!   races) with a shutdown handle;
 //! * [`BlackHole`]: a TCP peer that accepts and never answers, to make a
 //!   dependency hang on purpose;
-//! * [`fixture`]: the real photos under `crates/imageflow-imaging/tests/fixtures`.
+//! * [`fixture`]: the real photos under `crates/imageflow-imaging/tests/fixtures`;
+//! * [`KafkaBroker`]: a real `tansu` broker on loopback (stop/restart on the same port);
+//! * [`OtlpReceiver`]: an OTLP/gRPC collector stand-in that keeps what it gets;
+//! * [`ChildProcess`]: the workspace's binaries as real processes.
 
 #![allow(clippy::unwrap_used)]
 
+mod kafka;
+mod otlp;
+mod process;
 mod s3;
 
 use std::{
@@ -22,6 +28,9 @@ use std::{
 
 use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
 
+pub use kafka::KafkaBroker;
+pub use otlp::{OtlpReceiver, ReceivedMetric, ReceivedSpan};
+pub use process::{ChildProcess, free_addr, workspace_binary};
 pub use s3::S3Server;
 
 /// Bytes of a fixture photo, e.g. `fixture("photo-1920x1080.jpg")`.

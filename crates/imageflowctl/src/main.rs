@@ -6,13 +6,18 @@
 //! `imageflowctl run photo.jpg` uploads it to backend-api and runs resize →
 //! ai_detection → sharpen (or `--pipeline file.json`), printing each step.
 //! `imageflowctl bench resize --endpoint ... --input photo.jpg` measures a service.
+//! `imageflowctl traces report` and `traces execution ID` read a Jaeger query
+//! API; `imageflowctl slo` reads Prometheus: the SRE views of the design.
 
 #![allow(clippy::print_stdout)] // a command line prints its results
 
 mod bench;
 mod bench_pipeline;
+mod otlp_sink;
 mod process;
 mod run;
+mod slo;
+mod traces;
 
 use std::process::ExitCode;
 
@@ -36,6 +41,13 @@ enum Command {
     /// Measure pipelines through backend-api's synchronous path, with the
     /// orchestration overhead separated from the services' own time.
     BenchPipeline(bench_pipeline::BenchPipelineArgs),
+    /// Traces from a Jaeger query API: the bottleneck report, one execution's trace.
+    Traces(traces::TracesArgs),
+    /// SLO report from Prometheus: availability, p95 latency, pipeline error
+    /// rate, error-budget burn.
+    Slo(slo::SloArgs),
+    /// A minimal OTLP/gRPC receiver that counts what arrives per service.
+    OtlpSink(otlp_sink::OtlpSinkArgs),
     /// Ask a service's standard gRPC health endpoint; exit 0 only when SERVING.
     Health {
         /// e.g. http://127.0.0.1:9090
@@ -55,6 +67,15 @@ async fn main() -> ExitCode {
         Command::Bench(args) => bench::run(args).await,
         Command::BenchPipeline(args) => bench_pipeline::run(args).await,
         Command::Health { endpoint, service } => health(&endpoint, &service).await,
+        Command::Traces(args) => traces::run(args).await,
+        Command::OtlpSink(args) => otlp_sink::run(args).await,
+        Command::Slo(args) => {
+            let fail_on_breach = args.fail_on_breach;
+            match slo::run(args).await {
+                Ok(false) if fail_on_breach => return ExitCode::from(3),
+                other => other.map(|_| ()),
+            }
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -155,7 +155,8 @@ pub async fn create(
         pipeline_id,
         pipeline_revision: revision,
         status: ExecutionStatus::Pending,
-        trace_id: None,
+        // The request's trace; the run joins it, so the record leads to it.
+        trace_id: imageflow_telemetry::propagation::current_trace_id(),
         inputs: request.inputs.clone(),
         created_at: now().0,
         started_at: None,
@@ -183,6 +184,8 @@ pub async fn create(
                 ..Default::default()
             },
             timeout,
+            pipeline_id: record.pipeline_id.clone(),
+            parent: imageflow_telemetry::propagation::context_of(&tracing::Span::current()),
         })
         .map_err(submit_error)?;
     tracing::info!(actor = %actor.0, execution_id = %execution_id, pipeline_id = record.pipeline_id.as_deref().unwrap_or("inline"), "execution accepted");

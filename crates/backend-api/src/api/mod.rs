@@ -9,6 +9,8 @@ pub mod ui;
 
 use std::{sync::Arc, time::Instant};
 
+use tracing::Instrument;
+
 use axum::{
     Router,
     extract::{DefaultBodyLimit, MatchedPath, Request, State},
@@ -94,9 +96,12 @@ async fn observe(State(state): State<AppState>, request: Request, next: Next) ->
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
-    let response = next.run(request).await;
+    let span = imageflow_telemetry::spans::http_server(&method, &route, request.headers());
+    let response = next.run(request).instrument(span.clone()).await;
     let elapsed = started.elapsed();
     let code = response.status().as_u16();
+    imageflow_telemetry::spans::record_http_status(&span, code);
+    let _entered = span.enter();
     state
         .metrics
         .http_request(method.as_str(), &route, code, elapsed);
