@@ -1,0 +1,645 @@
+//! Kafka settings, read from an env map so tests need not touch the process
+//! environment. Each variable is declared once in [`SETTINGS`], which also
+//! feeds `--help`; the security variables come from the `kafka-credentials`
+//! secret in the cluster.
+
+use std::{collections::HashMap, fmt, str::FromStr, time::Duration};
+
+use rdkafka::ClientConfig;
+
+/// One documented setting (the same shape as the services' own list, so a
+/// binary can print both in its `--help`).
+#[derive(Debug)]
+pub struct Setting {
+    pub name: &'static str,
+    pub default: &'static str,
+    pub help: &'static str,
+}
+
+/// Every variable this crate reads.
+pub const SETTINGS: &[Setting] = &[
+    Setting {
+        name: "KAFKA_BROKERS",
+        default: "unset (no Kafka; events stay in-process)",
+        help: "bootstrap brokers, a comma-separated list of host:port",
+    },
+    Setting {
+        name: "KAFKA_SECURITY_PROTOCOL",
+        default: "plaintext",
+        help: "plaintext, ssl, sasl_plaintext or sasl_ssl",
+    },
+    Setting {
+        name: "KAFKA_SASL_MECHANISM",
+        default: "SCRAM-SHA-512",
+        help: "SCRAM-SHA-256, SCRAM-SHA-512 or PLAIN (with sasl_* protocols)",
+    },
+    Setting {
+        name: "KAFKA_SASL_USERNAME / KAFKA_SASL_PASSWORD",
+        default: "unset",
+        help: "SASL credentials; required with sasl_* protocols (the password is never logged)",
+    },
+    Setting {
+        name: "KAFKA_SSL_CA_LOCATION",
+        default: "system trust store",
+        help: "PEM file of the CA that signed the brokers' certificates (ssl, sasl_ssl)",
+    },
+    Setting {
+        name: "KAFKA_CLIENT_ID",
+        default: "the service name",
+        help: "client.id the brokers see in their logs and quotas",
+    },
+    Setting {
+        name: "KAFKA_TOPIC_PARTITIONS",
+        default: "6",
+        help: "partitions of topics created at start (existing topics are left as they are)",
+    },
+    Setting {
+        name: "KAFKA_REPLICATION_FACTOR",
+        default: "1",
+        help: "replicas of topics created at start (the chart sets 3)",
+    },
+    Setting {
+        name: "KAFKA_MESSAGE_MAX_BYTES",
+        default: "1048576",
+        help: "largest message produced; a larger event is dropped and counted",
+    },
+    Setting {
+        name: "KAFKA_DELIVERY_TIMEOUT_MS",
+        default: "10000",
+        help: "how long an event may wait for the broker before it is dropped and counted",
+    },
+];
+
+/// A bad value, named so the operator can fix it in one read.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{variable}: {message}")]
+pub struct ConfigError {
+    pub variable: String,
+    pub message: String,
+}
+
+fn config_error(variable: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError {
+        variable: variable.to_string(),
+        message: message.into(),
+    }
+}
+
+/// How the clients talk to the brokers (`security.protocol`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SecurityProtocol {
+    Plaintext,
+    Ssl,
+    SaslPlaintext,
+    SaslSsl,
+}
+
+impl SecurityProtocol {
+    /// The librdkafka spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Plaintext => "plaintext",
+            Self::Ssl => "ssl",
+            Self::SaslPlaintext => "sasl_plaintext",
+            Self::SaslSsl => "sasl_ssl",
+        }
+    }
+
+    pub fn uses_sasl(self) -> bool {
+        matches!(self, Self::SaslPlaintext | Self::SaslSsl)
+    }
+
+    pub fn uses_tls(self) -> bool {
+        matches!(self, Self::Ssl | Self::SaslSsl)
+    }
+}
+
+impl FromStr for SecurityProtocol {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Self, ()> {
+        // Kafka's own tools write these in upper case; accept both.
+        match s.to_ascii_lowercase().as_str() {
+            "plaintext" => Ok(Self::Plaintext),
+            "ssl" => Ok(Self::Ssl),
+            "sasl_plaintext" => Ok(Self::SaslPlaintext),
+            "sasl_ssl" => Ok(Self::SaslSsl),
+            _ => Err(()),
+        }
+    }
+}
+
+/// `sasl.mechanism`. GSSAPI (Kerberos) is not built in: the design asks for
+/// SCRAM, and Kerberos would drag in libsasl2 at run time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SaslMechanism {
+    ScramSha256,
+    ScramSha512,
+    Plain,
+}
+
+impl SaslMechanism {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ScramSha256 => "SCRAM-SHA-256",
+            Self::ScramSha512 => "SCRAM-SHA-512",
+            Self::Plain => "PLAIN",
+        }
+    }
+}
+
+impl FromStr for SaslMechanism {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Self, ()> {
+        match s.to_ascii_uppercase().as_str() {
+            "SCRAM-SHA-256" => Ok(Self::ScramSha256),
+            "SCRAM-SHA-512" => Ok(Self::ScramSha512),
+            "PLAIN" => Ok(Self::Plain),
+            _ => Err(()),
+        }
+    }
+}
+
+/// SASL credentials. The password is kept out of `Debug`, so settings can be
+/// logged whole.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SaslCredentials {
+    pub mechanism: SaslMechanism,
+    pub username: String,
+    pub password: String,
+}
+
+impl fmt::Debug for SaslCredentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SaslCredentials")
+            .field("mechanism", &self.mechanism)
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .finish()
+    }
+}
+
+/// Validated Kafka settings of one process.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KafkaSettings {
+    /// Bootstrap brokers as given (`host:port,host:port`), also used in error
+    /// messages so they say which cluster did not answer.
+    pub brokers: String,
+    pub security_protocol: SecurityProtocol,
+    /// Present exactly when the protocol is `sasl_*`.
+    pub sasl: Option<SaslCredentials>,
+    pub ssl_ca_location: Option<String>,
+    pub client_id: Option<String>,
+    pub topic_partitions: i32,
+    pub replication_factor: i32,
+    pub message_max_bytes: usize,
+    /// Upper bound on one event's wait for the broker (`message.timeout.ms`).
+    pub delivery_timeout: Duration,
+}
+
+fn non_empty<'a>(env: &'a HashMap<String, String>, name: &str) -> Option<&'a str> {
+    env.get(name).map(|s| s.trim()).filter(|s| !s.is_empty())
+}
+
+/// `default` when unset or blank, else the parsed value if `valid` accepts it.
+fn parse<T>(
+    env: &HashMap<String, String>,
+    name: &'static str,
+    default: T,
+    valid: impl Fn(&T) -> bool,
+    expected: &str,
+) -> Result<T, ConfigError>
+where
+    T: FromStr + fmt::Display,
+{
+    let Some(raw) = non_empty(env, name) else {
+        return Ok(default);
+    };
+    match raw.parse::<T>() {
+        Ok(value) if valid(&value) => Ok(value),
+        _ => Err(config_error(
+            name,
+            format!("{raw:?} is not {expected} (default {default})"),
+        )),
+    }
+}
+
+/// Checks one `host:port` of the broker list; librdkafka would otherwise
+/// only complain in its logs, long after start-up.
+fn valid_broker(entry: &str) -> bool {
+    let Some((host, port)) = entry.rsplit_once(':') else {
+        return false;
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    !host.is_empty()
+        && !host.contains('/')
+        && !host.contains(char::is_whitespace)
+        && port.parse::<u16>().is_ok_and(|p| p > 0)
+}
+
+impl KafkaSettings {
+    /// `Ok(None)` when `KAFKA_BROKERS` is unset or blank: the process runs
+    /// without Kafka. Otherwise every variable is checked and the first bad
+    /// or inconsistent one is the error.
+    pub fn from_env(env: &HashMap<String, String>) -> Result<Option<Self>, ConfigError> {
+        let Some(raw_brokers) = non_empty(env, "KAFKA_BROKERS") else {
+            return Ok(None);
+        };
+        let entries: Vec<&str> = raw_brokers
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .collect();
+        if let Some(bad) = entries.iter().find(|e| !valid_broker(e)) {
+            return Err(config_error(
+                "KAFKA_BROKERS",
+                format!("{bad:?} is not host:port (expected e.g. kafka-0:9092,kafka-1:9092)"),
+            ));
+        }
+        let brokers = entries.join(",");
+
+        let security_protocol = match non_empty(env, "KAFKA_SECURITY_PROTOCOL") {
+            None => SecurityProtocol::Plaintext,
+            Some(raw) => raw.parse().map_err(|()| {
+                config_error(
+                    "KAFKA_SECURITY_PROTOCOL",
+                    format!("{raw:?} is not one of plaintext, ssl, sasl_plaintext, sasl_ssl"),
+                )
+            })?,
+        };
+
+        let mechanism = match non_empty(env, "KAFKA_SASL_MECHANISM") {
+            None => None,
+            Some(raw) => Some(raw.parse::<SaslMechanism>().map_err(|()| {
+                config_error(
+                    "KAFKA_SASL_MECHANISM",
+                    format!("{raw:?} is not one of SCRAM-SHA-256, SCRAM-SHA-512, PLAIN"),
+                )
+            })?),
+        };
+        let username = non_empty(env, "KAFKA_SASL_USERNAME");
+        // Not trimmed: a password may legitimately end in a space.
+        let password = env
+            .get("KAFKA_SASL_PASSWORD")
+            .map(String::as_str)
+            .filter(|s| !s.is_empty());
+        let sasl = if security_protocol.uses_sasl() {
+            let username = username.ok_or_else(|| {
+                config_error(
+                    "KAFKA_SASL_USERNAME",
+                    format!(
+                        "required when KAFKA_SECURITY_PROTOCOL is {}",
+                        security_protocol.as_str()
+                    ),
+                )
+            })?;
+            let password = password.ok_or_else(|| {
+                config_error(
+                    "KAFKA_SASL_PASSWORD",
+                    format!(
+                        "required when KAFKA_SECURITY_PROTOCOL is {}",
+                        security_protocol.as_str()
+                    ),
+                )
+            })?;
+            Some(SaslCredentials {
+                // SCRAM-SHA-512 is what Strimzi and the chart's bundled Kafka use.
+                mechanism: mechanism.unwrap_or(SaslMechanism::ScramSha512),
+                username: username.to_string(),
+                password: password.to_string(),
+            })
+        } else {
+            // Credentials without a SASL protocol would be silently unused:
+            // most likely the protocol was forgotten, so say so.
+            if let Some(variable) = [
+                ("KAFKA_SASL_USERNAME", username.is_some()),
+                ("KAFKA_SASL_PASSWORD", password.is_some()),
+                ("KAFKA_SASL_MECHANISM", mechanism.is_some()),
+            ]
+            .iter()
+            .find_map(|(name, set)| set.then_some(*name))
+            {
+                return Err(config_error(
+                    variable,
+                    format!(
+                        "set, but KAFKA_SECURITY_PROTOCOL is {} (use sasl_plaintext or sasl_ssl)",
+                        security_protocol.as_str()
+                    ),
+                ));
+            }
+            None
+        };
+
+        let ssl_ca_location = non_empty(env, "KAFKA_SSL_CA_LOCATION").map(str::to_string);
+        if ssl_ca_location.is_some() && !security_protocol.uses_tls() {
+            return Err(config_error(
+                "KAFKA_SSL_CA_LOCATION",
+                format!(
+                    "set, but KAFKA_SECURITY_PROTOCOL is {} (use ssl or sasl_ssl)",
+                    security_protocol.as_str()
+                ),
+            ));
+        }
+
+        Ok(Some(Self {
+            brokers,
+            security_protocol,
+            sasl,
+            ssl_ca_location,
+            client_id: non_empty(env, "KAFKA_CLIENT_ID").map(str::to_string),
+            topic_partitions: parse(
+                env,
+                "KAFKA_TOPIC_PARTITIONS",
+                6,
+                |n: &i32| (1..=10_000).contains(n),
+                "a partition count from 1 to 10000",
+            )?,
+            replication_factor: parse(
+                env,
+                "KAFKA_REPLICATION_FACTOR",
+                1,
+                |n: &i32| (1..=32).contains(n),
+                "a replica count from 1 to 32",
+            )?,
+            message_max_bytes: parse(
+                env,
+                "KAFKA_MESSAGE_MAX_BYTES",
+                1 << 20,
+                // librdkafka's own bounds for message.max.bytes.
+                |n: &usize| (1000..=1_000_000_000).contains(n),
+                "a byte count from 1000 to 1000000000",
+            )?,
+            delivery_timeout: Duration::from_millis(parse(
+                env,
+                "KAFKA_DELIVERY_TIMEOUT_MS",
+                10_000,
+                |n: &u64| (1..=3_600_000).contains(n),
+                "milliseconds from 1 to 3600000",
+            )?),
+        }))
+    }
+
+    /// Settings for a plaintext broker list with every default (tests, tools).
+    pub fn plaintext(brokers: impl Into<String>) -> Self {
+        Self {
+            brokers: brokers.into(),
+            security_protocol: SecurityProtocol::Plaintext,
+            sasl: None,
+            ssl_ca_location: None,
+            client_id: None,
+            topic_partitions: 6,
+            replication_factor: 1,
+            message_max_bytes: 1 << 20,
+            delivery_timeout: Duration::from_secs(10),
+        }
+    }
+
+    /// The librdkafka properties every client (producer, consumer, admin)
+    /// shares: brokers, client id and security. The password is in here, so
+    /// this list is for building clients, never for logging.
+    pub fn client_properties(&self, default_client_id: &str) -> Vec<(&'static str, String)> {
+        let mut props = vec![
+            ("bootstrap.servers", self.brokers.clone()),
+            (
+                "client.id",
+                self.client_id
+                    .clone()
+                    .unwrap_or_else(|| default_client_id.to_string()),
+            ),
+            ("security.protocol", self.security_protocol.as_str().into()),
+        ];
+        if let Some(sasl) = &self.sasl {
+            props.push(("sasl.mechanism", sasl.mechanism.as_str().into()));
+            props.push(("sasl.username", sasl.username.clone()));
+            props.push(("sasl.password", sasl.password.clone()));
+        }
+        if let Some(ca) = &self.ssl_ca_location {
+            props.push(("ssl.ca.location", ca.clone()));
+        }
+        props
+    }
+
+    /// A librdkafka configuration holding [`Self::client_properties`].
+    pub(crate) fn client_config(&self, default_client_id: &str) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        for (key, value) in self.client_properties(default_client_id) {
+            config.set(key, value);
+        }
+        config
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn prop<'a>(props: &'a [(&'static str, String)], key: &str) -> Option<&'a str> {
+        props
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    #[test]
+    fn no_brokers_means_no_kafka() {
+        assert_eq!(KafkaSettings::from_env(&env(&[])).unwrap(), None);
+        assert_eq!(
+            KafkaSettings::from_env(&env(&[("KAFKA_BROKERS", "  ")])).unwrap(),
+            None
+        );
+        // The other variables are not even looked at without brokers.
+        assert_eq!(
+            KafkaSettings::from_env(&env(&[("KAFKA_TOPIC_PARTITIONS", "zero")])).unwrap(),
+            None
+        );
+    }
+
+    #[test]
+    fn defaults_apply_when_only_brokers_are_set() {
+        let s = KafkaSettings::from_env(&env(&[("KAFKA_BROKERS", " kafka-0:9092, kafka-1:9092 ")]))
+            .unwrap()
+            .unwrap();
+        assert_eq!(s.brokers, "kafka-0:9092,kafka-1:9092");
+        assert_eq!(s.security_protocol, SecurityProtocol::Plaintext);
+        assert_eq!(s.sasl, None);
+        assert_eq!(s.topic_partitions, 6);
+        assert_eq!(s.replication_factor, 1);
+        assert_eq!(s.message_max_bytes, 1 << 20);
+        assert_eq!(s.delivery_timeout, Duration::from_secs(10));
+        assert_eq!(s, KafkaSettings::plaintext("kafka-0:9092,kafka-1:9092"));
+
+        let props = s.client_properties("imageflow-backend-api");
+        assert_eq!(
+            prop(&props, "bootstrap.servers"),
+            Some("kafka-0:9092,kafka-1:9092")
+        );
+        assert_eq!(prop(&props, "client.id"), Some("imageflow-backend-api"));
+        assert_eq!(prop(&props, "security.protocol"), Some("plaintext"));
+        assert_eq!(prop(&props, "sasl.mechanism"), None);
+    }
+
+    #[test]
+    fn sasl_scram_over_tls_maps_to_librdkafka_properties() {
+        let s = KafkaSettings::from_env(&env(&[
+            ("KAFKA_BROKERS", "kafka.example:9093"),
+            ("KAFKA_SECURITY_PROTOCOL", "SASL_SSL"),
+            ("KAFKA_SASL_MECHANISM", "scram-sha-256"),
+            ("KAFKA_SASL_USERNAME", "imageflow"),
+            ("KAFKA_SASL_PASSWORD", "s3cret pass "),
+            ("KAFKA_SSL_CA_LOCATION", "/etc/kafka/ca.crt"),
+            ("KAFKA_CLIENT_ID", "backend-7"),
+            ("KAFKA_TOPIC_PARTITIONS", "12"),
+            ("KAFKA_REPLICATION_FACTOR", "3"),
+            ("KAFKA_MESSAGE_MAX_BYTES", "2097152"),
+            ("KAFKA_DELIVERY_TIMEOUT_MS", "2500"),
+        ]))
+        .unwrap()
+        .unwrap();
+        assert_eq!(s.topic_partitions, 12);
+        assert_eq!(s.replication_factor, 3);
+        assert_eq!(s.message_max_bytes, 2 << 20);
+        assert_eq!(s.delivery_timeout, Duration::from_millis(2500));
+        let props = s.client_properties("ignored");
+        assert_eq!(prop(&props, "security.protocol"), Some("sasl_ssl"));
+        assert_eq!(prop(&props, "sasl.mechanism"), Some("SCRAM-SHA-256"));
+        assert_eq!(prop(&props, "sasl.username"), Some("imageflow"));
+        assert_eq!(prop(&props, "sasl.password"), Some("s3cret pass "));
+        assert_eq!(prop(&props, "ssl.ca.location"), Some("/etc/kafka/ca.crt"));
+        assert_eq!(prop(&props, "client.id"), Some("backend-7"));
+    }
+
+    #[test]
+    fn sasl_defaults_to_scram_sha_512_and_tls_alone_needs_no_credentials() {
+        let s = KafkaSettings::from_env(&env(&[
+            ("KAFKA_BROKERS", "k:9092"),
+            ("KAFKA_SECURITY_PROTOCOL", "sasl_plaintext"),
+            ("KAFKA_SASL_USERNAME", "u"),
+            ("KAFKA_SASL_PASSWORD", "p"),
+        ]))
+        .unwrap()
+        .unwrap();
+        assert_eq!(s.sasl.unwrap().mechanism, SaslMechanism::ScramSha512);
+
+        let tls = KafkaSettings::from_env(&env(&[
+            ("KAFKA_BROKERS", "k:9093"),
+            ("KAFKA_SECURITY_PROTOCOL", "ssl"),
+        ]))
+        .unwrap()
+        .unwrap();
+        let props = tls.client_properties("x");
+        assert_eq!(prop(&props, "security.protocol"), Some("ssl"));
+        assert_eq!(prop(&props, "ssl.ca.location"), None, "system trust store");
+    }
+
+    #[test]
+    fn the_password_never_shows_in_debug_output() {
+        let s = KafkaSettings::from_env(&env(&[
+            ("KAFKA_BROKERS", "k:9092"),
+            ("KAFKA_SECURITY_PROTOCOL", "sasl_ssl"),
+            ("KAFKA_SASL_USERNAME", "imageflow"),
+            ("KAFKA_SASL_PASSWORD", "hunter2-very-secret"),
+        ]))
+        .unwrap()
+        .unwrap();
+        let debug = format!("{s:?} {s:#?}");
+        assert!(!debug.contains("hunter2"), "{debug}");
+        assert!(debug.contains("imageflow"), "the username is fine to show");
+        assert!(debug.contains("<redacted>"));
+    }
+
+    #[test]
+    fn bad_or_inconsistent_values_name_their_variable() {
+        let base = [("KAFKA_BROKERS", "k:9092")];
+        for (extra, variable) in [
+            (vec![("KAFKA_BROKERS", "k")], "KAFKA_BROKERS"),
+            (vec![("KAFKA_BROKERS", "k:0")], "KAFKA_BROKERS"),
+            (
+                vec![("KAFKA_BROKERS", "k:9092,http://x:1")],
+                "KAFKA_BROKERS",
+            ),
+            (
+                vec![("KAFKA_SECURITY_PROTOCOL", "tls")],
+                "KAFKA_SECURITY_PROTOCOL",
+            ),
+            (
+                vec![("KAFKA_SECURITY_PROTOCOL", "sasl_ssl")],
+                "KAFKA_SASL_USERNAME",
+            ),
+            (
+                vec![
+                    ("KAFKA_SECURITY_PROTOCOL", "sasl_ssl"),
+                    ("KAFKA_SASL_USERNAME", "u"),
+                ],
+                "KAFKA_SASL_PASSWORD",
+            ),
+            (
+                vec![
+                    ("KAFKA_SECURITY_PROTOCOL", "sasl_ssl"),
+                    ("KAFKA_SASL_MECHANISM", "GSSAPI"),
+                    ("KAFKA_SASL_USERNAME", "u"),
+                    ("KAFKA_SASL_PASSWORD", "p"),
+                ],
+                "KAFKA_SASL_MECHANISM",
+            ),
+            (vec![("KAFKA_SASL_USERNAME", "u")], "KAFKA_SASL_USERNAME"),
+            (
+                vec![("KAFKA_SSL_CA_LOCATION", "/ca.pem")],
+                "KAFKA_SSL_CA_LOCATION",
+            ),
+            (
+                vec![("KAFKA_TOPIC_PARTITIONS", "0")],
+                "KAFKA_TOPIC_PARTITIONS",
+            ),
+            (
+                vec![("KAFKA_REPLICATION_FACTOR", "three")],
+                "KAFKA_REPLICATION_FACTOR",
+            ),
+            (
+                vec![("KAFKA_MESSAGE_MAX_BYTES", "10")],
+                "KAFKA_MESSAGE_MAX_BYTES",
+            ),
+            (
+                vec![("KAFKA_DELIVERY_TIMEOUT_MS", "0")],
+                "KAFKA_DELIVERY_TIMEOUT_MS",
+            ),
+        ] {
+            let mut map = env(&base);
+            map.extend(env(&extra));
+            let err = KafkaSettings::from_env(&map).unwrap_err();
+            assert_eq!(err.variable, variable, "{extra:?}: {err}");
+            assert!(err.to_string().starts_with(variable), "{err}");
+        }
+    }
+
+    #[test]
+    fn every_variable_read_is_documented() {
+        let documented: String = SETTINGS
+            .iter()
+            .map(|s| s.name)
+            .collect::<Vec<_>>()
+            .join(" ");
+        for name in [
+            "KAFKA_BROKERS",
+            "KAFKA_SECURITY_PROTOCOL",
+            "KAFKA_SASL_MECHANISM",
+            "KAFKA_SASL_USERNAME",
+            "KAFKA_SASL_PASSWORD",
+            "KAFKA_SSL_CA_LOCATION",
+            "KAFKA_CLIENT_ID",
+            "KAFKA_TOPIC_PARTITIONS",
+            "KAFKA_REPLICATION_FACTOR",
+            "KAFKA_MESSAGE_MAX_BYTES",
+            "KAFKA_DELIVERY_TIMEOUT_MS",
+        ] {
+            assert!(documented.contains(name), "{name} missing from SETTINGS");
+        }
+    }
+}
