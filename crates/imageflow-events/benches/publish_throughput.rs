@@ -9,15 +9,17 @@
 
 use std::time::{Duration, Instant};
 
-use imageflow_events::{DROPPED_METRIC, KafkaSettings, ProgressMessage, Publisher, topics};
+use imageflow_events::{
+    DROPPED_METRIC, KafkaSettings, PUBLISHED_METRIC, ProgressMessage, Publisher, topics,
+};
 use imageflow_telemetry::metrics::{Registry, Value};
 use imageflow_testkit::KafkaBroker;
 
-fn dropped_total() -> f64 {
+fn counter_total(name: &str) -> f64 {
     Registry::global()
         .snapshot()
         .into_iter()
-        .filter(|f| f.name == DROPPED_METRIC)
+        .filter(|f| f.name == name)
         .flat_map(|f| f.series.into_values())
         .map(|v| match v {
             Value::Number(n) => n,
@@ -72,7 +74,9 @@ fn main() {
         let enqueued = started.elapsed();
         publisher.flush(Duration::from_secs(120)).await.unwrap();
         let delivered = started.elapsed();
-        assert_eq!(dropped_total(), 0.0, "events were dropped during the run");
+        assert_eq!(counter_total(DROPPED_METRIC), 0.0, "events were dropped during the run");
+        // Every event acknowledged by the broker (plus the warm-up one).
+        assert_eq!(counter_total(PUBLISHED_METRIC), events as f64 + 1.0);
         println!(
             "publish: {events} events enqueued in {:.2?} ({:.0}/s), all acknowledged in {:.2?}: {:.0} events/s sustained",
             enqueued,

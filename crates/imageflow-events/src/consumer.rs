@@ -6,7 +6,11 @@
 //! Messages may therefore arrive twice; the payloads carry the execution id
 //! so processing can be made idempotent.
 
-use std::{fmt, time::Instant};
+use std::{
+    fmt,
+    sync::mpsc,
+    time::{Duration, Instant},
+};
 
 use imageflow_telemetry::propagation;
 use rdkafka::{
@@ -151,9 +155,16 @@ impl ConsumerContext for ConsumerCtx {
     }
 }
 
+/// How long leaving the group may hold the caller when the consumer is
+/// closed or dropped. librdkafka's close waits for the group coordinator
+/// (leave, pending commits) and, with the brokers gone, can wait forever; a
+/// replica shutting down during a Kafka outage must still exit.
+pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// A member of consumer group `group_id` on `topics`.
 pub struct Consumer {
-    inner: StreamConsumer<ConsumerCtx>,
+    /// `None` only once closing has begun.
+    inner: Option<StreamConsumer<ConsumerCtx>>,
     brokers: String,
     group: String,
 }
@@ -198,7 +209,12 @@ impl Consumer {
                     StartFrom::Latest => "latest",
                 },
             )
-            .set("reconnect.backoff.max.ms", "1000");
+            .set("reconnect.backoff.max.ms", "1000")
+            // A replica that dies gives up its partitions within 10 s (the
+            // Kafka default until 3.0), not 45 s: queued executions wait on
+            // them. Heartbeats every second keep a live member well inside.
+            .set("session.timeout.ms", "10000")
+            .set("heartbeat.interval.ms", "1000");
         let ctx = ConsumerCtx {
             brokers: settings.brokers.clone(),
             group: group_id.to_string(),
@@ -212,7 +228,7 @@ impl Consumer {
             message: format!("subscribing to {}: {}", topics.join(","), describe(&e)),
         })?;
         Ok(Self {
-            inner,
+            inner: Some(inner),
             brokers: settings.brokers.clone(),
             group: group_id.to_string(),
         })
@@ -227,10 +243,14 @@ impl Consumer {
     /// cancel-safe. An error is usually transient (a broker restarting, a
     /// topic not created yet): log it and call again.
     pub async fn recv(&self) -> Result<Received, EventsError> {
-        let message = self.inner.recv().await.map_err(|e| EventsError::Consume {
-            brokers: self.brokers.clone(),
-            message: describe(&e),
-        })?;
+        let message = self
+            .stream()?
+            .recv()
+            .await
+            .map_err(|e| EventsError::Consume {
+                brokers: self.brokers.clone(),
+                message: describe(&e),
+            })?;
         let headers = message
             .headers()
             .map(|h| {
@@ -276,11 +296,86 @@ impl Consumer {
         // the commit below sends what is stored. Asynchronous so a slow
         // broker does not stall the caller's runtime; failures are logged by
         // the commit callback, and the worst case is a redelivery.
-        self.inner
+        let inner = self.stream()?;
+        inner
             .store_offset(&message.topic, message.partition, message.offset)
             .map_err(commit_error)?;
-        self.inner
+        inner
             .commit_consumer_state(CommitMode::Async)
             .map_err(commit_error)
+    }
+
+    fn stream(&self) -> Result<&StreamConsumer<ConsumerCtx>, EventsError> {
+        self.inner.as_ref().ok_or_else(|| EventsError::Client {
+            brokers: self.brokers.clone(),
+            message: "consumer already closed".into(),
+        })
+    }
+
+    /// Leaves the group (finishing pending commits) without blocking the
+    /// runtime, waiting at most [`CLOSE_TIMEOUT`]. Returns whether it left in
+    /// time; if not, the close goes on in the background until it can.
+    pub async fn close(mut self) -> bool {
+        let Some(done) = self.begin_close() else {
+            return true;
+        };
+        let deadline = Instant::now() + CLOSE_TIMEOUT;
+        loop {
+            match done.try_recv() {
+                Ok(()) | Err(mpsc::TryRecvError::Disconnected) => return true,
+                Err(mpsc::TryRecvError::Empty) if Instant::now() >= deadline => {
+                    self.warn_slow_close();
+                    return false;
+                }
+                Err(mpsc::TryRecvError::Empty) => {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            }
+        }
+    }
+
+    /// Moves librdkafka's close (rdkafka runs it on drop) to a thread of its
+    /// own; the receiver says when it is done.
+    fn begin_close(&mut self) -> Option<mpsc::Receiver<()>> {
+        let inner = self.inner.take()?;
+        let (done, finished) = mpsc::channel();
+        let spawned = std::thread::Builder::new()
+            .name("kafka-consumer-close".into())
+            .spawn(move || {
+                drop(inner);
+                let _ = done.send(());
+            });
+        match spawned {
+            Ok(_) => Some(finished),
+            Err(err) => {
+                // No thread to spare: the close is simply not waited for
+                // (the consumer was moved into the failed closure and is
+                // dropped with it, here).
+                tracing::warn!(group = %self.group, "closing the Kafka consumer: {err}");
+                None
+            }
+        }
+    }
+
+    fn warn_slow_close(&self) {
+        tracing::warn!(
+            brokers = %self.brokers,
+            group = %self.group,
+            "Kafka consumer did not leave its group within {CLOSE_TIMEOUT:?} \
+             (brokers unreachable?); the group rebalances after its session timeout"
+        );
+    }
+}
+
+impl Drop for Consumer {
+    /// Dropping closes as [`Consumer::close`] does, blocking the dropping
+    /// thread for at most [`CLOSE_TIMEOUT`]; prefer `close().await` in async
+    /// code.
+    fn drop(&mut self) {
+        if let Some(done) = self.begin_close()
+            && done.recv_timeout(CLOSE_TIMEOUT) == Err(mpsc::RecvTimeoutError::Timeout)
+        {
+            self.warn_slow_close();
+        }
     }
 }

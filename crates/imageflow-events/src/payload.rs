@@ -83,17 +83,21 @@ pub struct CompletionMessage {
     pub processing_time_ms: Option<f64>,
 }
 
-/// Now as RFC 3339 in UTC with milliseconds, e.g. `2025-01-31T12:00:00.123Z`.
+/// Now as RFC 3339 in UTC with milliseconds, e.g. `2025-01-31T12:00:00.120Z`:
+/// always the same width, so the strings sort like the times they name
+/// (the well-known formatter trims trailing zeros of the fraction).
 pub fn now_rfc3339() -> String {
     let now = time::OffsetDateTime::now_utc();
-    // Milliseconds are enough to order events by eye; nanoseconds only
-    // make the logs wider. Formatting a UTC time cannot fail, but a
-    // fallback beats a panic in an event path.
-    let now = now
-        .replace_nanosecond(now.millisecond() as u32 * 1_000_000)
-        .unwrap_or(now);
-    now.format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_else(|_| now.unix_timestamp().to_string())
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+        now.year(),
+        u8::from(now.month()),
+        now.day(),
+        now.hour(),
+        now.minute(),
+        now.second(),
+        now.millisecond()
+    )
 }
 
 #[derive(Serialize)]

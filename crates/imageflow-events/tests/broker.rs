@@ -360,3 +360,58 @@ async fn ensure_topics_against_no_broker_fails_in_time_naming_the_brokers() {
     );
     assert!(err.to_string().contains(&addr.to_string()), "{err}");
 }
+
+#[tokio::test]
+async fn a_consumer_leaves_in_bounded_time_when_the_broker_is_gone() {
+    otel();
+    let mut broker = broker();
+    let settings = KafkaSettings::plaintext(broker.brokers());
+    topics::ensure_topics(&settings, &[topics::PROGRESS])
+        .await
+        .unwrap();
+    let publisher = Publisher::new(&settings, "imageflow-test").unwrap();
+    let event = ProgressMessage::new("exec-leave", None, "running", "", "test");
+    publisher
+        .send(topics::PROGRESS, "exec-leave", &event, vec![])
+        .await
+        .unwrap();
+    let consumer = Consumer::new(&settings, "leaving", &[topics::PROGRESS]).unwrap();
+    let message = recv_within(&consumer, JOIN).await;
+    consumer.commit(&message).unwrap();
+
+    // A replica shutting down while Kafka is away must not hang on the way
+    // out (dropping closes the group membership).
+    broker.stop();
+    let started = Instant::now();
+    consumer.close().await;
+    drop(publisher);
+    let bound = imageflow_events::CLOSE_TIMEOUT + Duration::from_secs(2);
+    assert!(
+        started.elapsed() < bound,
+        "closing took {:?}",
+        started.elapsed()
+    );
+
+    // Dropping is bounded the same way.
+    broker.restart().unwrap();
+    topics::ensure_topics(&settings, &[topics::PROGRESS])
+        .await
+        .unwrap();
+    // Another group: the first consumer may still be trying to leave
+    // "leaving" in the background, now against the restarted broker.
+    let consumer = Consumer::new(&settings, "leaving-again", &[topics::PROGRESS]).unwrap();
+    let publisher = Publisher::new(&settings, "imageflow-test").unwrap();
+    publisher
+        .send(topics::PROGRESS, "exec-leave", &event, vec![])
+        .await
+        .unwrap();
+    recv_within(&consumer, JOIN).await;
+    broker.stop();
+    let started = Instant::now();
+    drop(consumer);
+    assert!(
+        started.elapsed() < bound,
+        "dropping took {:?}",
+        started.elapsed()
+    );
+}
