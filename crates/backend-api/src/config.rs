@@ -94,9 +94,29 @@ pub const SETTINGS: &[Setting] = &[
         help: "Jaeger UI base URL; the web UI links each execution's trace to {url}/trace/{trace_id}",
     },
     Setting {
+        name: "EXECUTION_MODE",
+        default: "direct",
+        help: "direct: a replica runs what it accepts; queue: executions go through Kafka's pipeline-executions to whichever replica is assigned them (needs KAFKA_BROKERS)",
+    },
+    Setting {
+        name: "QUEUE_ADOPT_SECONDS",
+        default: "30",
+        help: "queue mode: an execution waiting longer than this (its partition's consumer died) is adopted by any replica with room; the claim is atomic, so it still runs once",
+    },
+    Setting {
+        name: "KAFKA_BROKERS",
+        default: "unset (events stay in this process)",
+        help: "Kafka bootstrap servers; progress and completion events are published there (KAFKA_SECURITY_PROTOCOL, KAFKA_SASL_*, KAFKA_SSL_CA_LOCATION: see the imageflow-events settings)",
+    },
+    Setting {
         name: "RUST_LOG",
         default: "info",
         help: "log filter; logs are JSON lines on stdout",
+    },
+    Setting {
+        name: "OTEL_EXPORTER_OTLP_ENDPOINT",
+        default: "unset (nothing exported)",
+        help: "OTLP/gRPC collector for traces and metrics (OTEL_TRACES_SAMPLER(_ARG), OTEL_RESOURCE_ATTRIBUTES, OTEL_SERVICE_NAME apply)",
     },
 ];
 
@@ -120,6 +140,12 @@ pub struct BackendConfig {
     pub storage: StorageConfig,
     pub store_options: StoreOptions,
     pub ui: crate::api::ui::UiSettings,
+    /// `None` without `KAFKA_BROKERS`: events stay in this process.
+    pub kafka: Option<imageflow_events::KafkaSettings>,
+    pub execution_mode: crate::queue::ExecutionMode,
+    /// Queue mode: how long an execution may wait in the queue before any
+    /// replica with room adopts it from the database.
+    pub queue_adopt_after: Duration,
 }
 
 /// A named bearer token; the name is what logs show as the acting user.
@@ -156,6 +182,26 @@ impl BackendConfig {
                 ),
             });
         }
+        let kafka = imageflow_events::KafkaSettings::from_env(env).map_err(|e| ConfigError {
+            variable: e.variable,
+            message: e.message,
+        })?;
+        let execution_mode = match var(env, "EXECUTION_MODE") {
+            None | Some("direct") => crate::queue::ExecutionMode::Direct,
+            Some("queue") if kafka.is_some() => crate::queue::ExecutionMode::Queue,
+            Some("queue") => {
+                return Err(ConfigError {
+                    variable: "EXECUTION_MODE".into(),
+                    message: "queue mode needs KAFKA_BROKERS".into(),
+                });
+            }
+            Some(other) => {
+                return Err(ConfigError {
+                    variable: "EXECUTION_MODE".into(),
+                    message: format!("{other:?} is not direct or queue"),
+                });
+            }
+        };
         Ok(Self {
             http_listen_addr: parse(env, "HTTP_LISTEN_ADDR", ([0, 0, 0, 0], 8000).into(), |_| {
                 true
@@ -183,6 +229,9 @@ impl BackendConfig {
             storage,
             store_options,
             ui: crate::api::ui::UiSettings::from_env(env)?,
+            kafka,
+            execution_mode,
+            queue_adopt_after: secs("QUEUE_ADOPT_SECONDS", 30)?,
         })
     }
 }

@@ -24,10 +24,11 @@ use crate::model::{
 };
 
 /// The schema, in order. Never edit a released entry: append a new one.
-const MIGRATIONS: &[(i64, &[&str])] = &[(
-    1,
-    &[
-        "CREATE TABLE IF NOT EXISTS pipelines (
+const MIGRATIONS: &[(i64, &[&str])] = &[
+    (
+        1,
+        &[
+            "CREATE TABLE IF NOT EXISTS pipelines (
             pipeline_id TEXT PRIMARY KEY,
             name TEXT NOT NULL,
             revision BIGINT NOT NULL,
@@ -36,13 +37,13 @@ const MIGRATIONS: &[(i64, &[&str])] = &[(
             updated_at TEXT NOT NULL,
             created_ms BIGINT NOT NULL,
             deleted BIGINT NOT NULL DEFAULT 0)",
-        "CREATE TABLE IF NOT EXISTS pipeline_revisions (
+            "CREATE TABLE IF NOT EXISTS pipeline_revisions (
             pipeline_id TEXT NOT NULL,
             revision BIGINT NOT NULL,
             definition TEXT NOT NULL,
             created_at TEXT NOT NULL,
             PRIMARY KEY (pipeline_id, revision))",
-        "CREATE TABLE IF NOT EXISTS files (
+            "CREATE TABLE IF NOT EXISTS files (
             file_id TEXT PRIMARY KEY,
             bucket TEXT NOT NULL,
             object_key TEXT NOT NULL,
@@ -54,8 +55,8 @@ const MIGRATIONS: &[(i64, &[&str])] = &[(
             execution_id TEXT,
             created_at TEXT NOT NULL,
             created_ms BIGINT NOT NULL)",
-        "CREATE INDEX IF NOT EXISTS files_created ON files (created_ms)",
-        "CREATE TABLE IF NOT EXISTS executions (
+            "CREATE INDEX IF NOT EXISTS files_created ON files (created_ms)",
+            "CREATE TABLE IF NOT EXISTS executions (
             execution_id TEXT PRIMARY KEY,
             pipeline_id TEXT,
             pipeline_revision BIGINT,
@@ -72,9 +73,9 @@ const MIGRATIONS: &[(i64, &[&str])] = &[(
             started_at TEXT,
             finished_at TEXT,
             execution_time_ms DOUBLE PRECISION)",
-        "CREATE INDEX IF NOT EXISTS executions_created ON executions (created_ms)",
-        "CREATE INDEX IF NOT EXISTS executions_live ON executions (status, heartbeat_ms)",
-        "CREATE TABLE IF NOT EXISTS step_runs (
+            "CREATE INDEX IF NOT EXISTS executions_created ON executions (created_ms)",
+            "CREATE INDEX IF NOT EXISTS executions_live ON executions (status, heartbeat_ms)",
+            "CREATE TABLE IF NOT EXISTS step_runs (
             execution_id TEXT NOT NULL,
             step_id TEXT NOT NULL,
             position BIGINT NOT NULL,
@@ -91,8 +92,19 @@ const MIGRATIONS: &[(i64, &[&str])] = &[(
             output TEXT,
             detections TEXT,
             PRIMARY KEY (execution_id, step_id))",
-    ],
-)];
+        ],
+    ),
+    (
+        2,
+        // Queue mode: how often an execution went back to the queue because the
+        // replica running it died, so a run that kills replicas stops somewhere.
+        &["ALTER TABLE executions ADD COLUMN requeues BIGINT NOT NULL DEFAULT 0"],
+    ),
+];
+
+/// Owner of executions waiting in Kafka (queue mode): no replica heartbeats
+/// them, and the reaper leaves them to the queue.
+pub const QUEUE_OWNER: &str = "queue";
 
 /// The database handle. Cheap to clone.
 #[derive(Clone, Debug)]
@@ -623,7 +635,8 @@ impl Db {
         let ids: Vec<String> = sqlx::query(
             "UPDATE executions SET status = 'failed', finished_at = $1,
              error = 'interrupted: the backend replica running it stopped before it finished; start it again'
-             WHERE status IN ('pending', 'running') AND heartbeat_ms < $2 RETURNING execution_id",
+             WHERE (status = 'running' OR (status = 'pending' AND owner <> 'queue'))
+             AND heartbeat_ms < $2 RETURNING execution_id",
         )
         .bind(&at)
         .bind(cutoff)
@@ -636,6 +649,87 @@ impl Db {
             self.close_open_steps(id).await?;
         }
         Ok(ids)
+    }
+
+    /// Queue mode: executions whose replica died while running them go back
+    /// to the queue (pending, unowned, steps reset) while they have requeues
+    /// left; the caller produces them to Kafka again. Returns their ids.
+    pub async fn requeue_stale(
+        &self,
+        stale_after: Duration,
+        max_requeues: i64,
+    ) -> Result<Vec<String>, sqlx::Error> {
+        let (_, ms) = now();
+        let cutoff = ms - stale_after.as_millis() as i64;
+        let ids: Vec<String> = sqlx::query(
+            "UPDATE executions SET status = 'pending', owner = 'queue', heartbeat_ms = $1,
+             started_at = NULL, requeues = requeues + 1
+             WHERE status = 'running' AND heartbeat_ms < $2 AND requeues < $3 RETURNING execution_id",
+        )
+        .bind(ms)
+        .bind(cutoff)
+        .bind(max_requeues)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|r| r.try_get::<String, _>(0))
+        .collect::<Result<_, _>>()?;
+        for id in &ids {
+            sqlx::query(
+                "UPDATE step_runs SET status = 'pending', attempts = 0, started_at = NULL, finished_at = NULL,
+                 processing_time_ms = NULL, service_time_ms = NULL, error = NULL, used_fallback = 0, output = NULL, detections = NULL
+                 WHERE execution_id = $1",
+            )
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        }
+        Ok(ids)
+    }
+
+    /// Queue mode: executions waiting in the queue for longer than `older_than`
+    /// (oldest first): their message sits on a partition nobody consumes
+    /// (its replica died and the group has not moved it yet), so any replica
+    /// with room may adopt them. The claim stays atomic (pending → running).
+    pub async fn stale_queued(
+        &self,
+        older_than: Duration,
+        limit: i64,
+    ) -> Result<Vec<String>, sqlx::Error> {
+        let (_, ms) = now();
+        let cutoff = ms - older_than.as_millis() as i64;
+        sqlx::query(
+            "SELECT execution_id FROM executions WHERE status = 'pending' AND owner = 'queue'
+             AND heartbeat_ms < $1 ORDER BY created_ms LIMIT $2",
+        )
+        .bind(cutoff)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|r| r.try_get::<String, _>(0))
+        .collect()
+    }
+
+    /// Who holds an execution and when it last heartbeat (queue mode, to tell
+    /// a duplicate delivery from a dead replica's work).
+    pub async fn execution_owner(
+        &self,
+        id: &str,
+    ) -> Result<Option<(ExecutionStatus, String, i64)>, sqlx::Error> {
+        let Some(row) = sqlx::query(
+            "SELECT status, owner, heartbeat_ms FROM executions WHERE execution_id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?
+        else {
+            return Ok(None);
+        };
+        let status: String = row.try_get(0)?;
+        let owner: Option<String> = row.try_get(1)?;
+        let heartbeat: i64 = row.try_get(2)?;
+        Ok(ExecutionStatus::parse(&status).map(|s| (s, owner.unwrap_or_default(), heartbeat)))
     }
 
     pub async fn execution_status(&self, id: &str) -> Result<Option<ExecutionStatus>, sqlx::Error> {

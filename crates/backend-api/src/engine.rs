@@ -70,7 +70,23 @@ struct Inner {
     queued: AtomicUsize,
     live: Mutex<HashMap<String, CancellationToken>>,
     tasks: TaskTracker,
+    /// Queue mode: hands an execution back to the queue (Kafka).
+    requeue: std::sync::OnceLock<RequeueHook>,
 }
+
+struct RequeueHook(Requeue);
+
+impl std::fmt::Debug for RequeueHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RequeueHook")
+    }
+}
+
+/// Produces an execution request again for the id (queue mode).
+pub type Requeue = Arc<dyn Fn(&str) + Send + Sync>;
+
+/// How often an execution may go back to the queue after its replica died.
+pub const MAX_REQUEUES: i64 = 3;
 
 /// Why an execution could not be accepted.
 #[derive(Debug, thiserror::Error)]
@@ -94,6 +110,19 @@ pub struct Submission {
     /// The trace the run joins: the request that started it, or the message
     /// that carried it.
     pub parent: imageflow_telemetry::propagation::Context,
+    /// Told whether this replica took the execution (pending → running), so
+    /// a queue consumer commits its message only once the run is claimed.
+    pub claimed: Option<tokio::sync::oneshot::Sender<bool>>,
+}
+
+/// A fresh id for this replica: the pod name plus a random suffix, so a
+/// restarted pod is a new owner.
+pub fn replica_id() -> String {
+    format!(
+        "{}-{}",
+        std::env::var("HOSTNAME").unwrap_or_else(|_| "backend".into()),
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    )
 }
 
 impl Engine {
@@ -104,12 +133,8 @@ impl Engine {
         events: EventHub,
         metrics: Metrics,
         settings: EngineSettings,
+        owner: String,
     ) -> Self {
-        let owner = format!(
-            "{}-{}",
-            std::env::var("HOSTNAME").unwrap_or_else(|_| "backend".into()),
-            &uuid::Uuid::new_v4().simple().to_string()[..8]
-        );
         Self {
             inner: Arc::new(Inner {
                 permits: Arc::new(Semaphore::new(settings.max_parallel)),
@@ -123,8 +148,15 @@ impl Engine {
                 queued: AtomicUsize::new(0),
                 live: Mutex::new(HashMap::new()),
                 tasks: TaskTracker::new(),
+                requeue: std::sync::OnceLock::new(),
             }),
         }
+    }
+
+    /// Queue mode: what to do with executions whose replica died (requeue
+    /// them instead of failing them). Set once, at start.
+    pub fn on_requeue(&self, requeue: Requeue) {
+        let _ = self.inner.requeue.set(RequeueHook(requeue));
     }
 
     pub fn owner(&self) -> &str {
@@ -138,6 +170,11 @@ impl Engine {
     /// Executions running or waiting in this replica.
     pub fn live(&self) -> usize {
         self.inner.live.lock().map(|m| m.len()).unwrap_or(0)
+    }
+
+    /// Executions this replica runs at once.
+    pub fn max_parallel(&self) -> usize {
+        self.inner.settings.max_parallel
     }
 
     /// Checks there is room in the queue before anything is recorded.
@@ -244,6 +281,27 @@ impl Engine {
                     token.cancel();
                 }
             }
+            if let Some(RequeueHook(requeue)) = self.inner.requeue.get() {
+                match db
+                    .requeue_stale(self.inner.settings.stale_after, MAX_REQUEUES)
+                    .await
+                {
+                    Ok(ids) => {
+                        for id in ids {
+                            tracing::warn!(execution_id = %id, "requeued: the replica running it stopped");
+                            requeue(&id);
+                            self.inner.events.publish(ProgressEvent::execution(
+                                &id,
+                                "pending",
+                                "requeued: the backend replica running it stopped",
+                            ));
+                        }
+                    }
+                    Err(err) => {
+                        tracing::warn!(error = %err, "cannot requeue interrupted executions")
+                    }
+                }
+            }
             match db.reap_stale(self.inner.settings.stale_after).await {
                 Ok(ids) if !ids.is_empty() => {
                     tracing::warn!(count = ids.len(), ids = ?ids, "failed executions whose replica stopped");
@@ -301,8 +359,9 @@ impl Engine {
         let _ = tokio::time::timeout(Duration::from_secs(2), self.inner.tasks.wait()).await;
     }
 
-    async fn run(self, submission: Submission, token: CancellationToken) {
+    async fn run(self, mut submission: Submission, token: CancellationToken) {
         let inner = &self.inner;
+        let claimed = submission.claimed.take();
         let id = submission.execution_id.clone();
         let waited = Instant::now();
         let permit = tokio::select! {
@@ -321,8 +380,16 @@ impl Engine {
                 .start_execution(&id, &inner.owner, &started_at)
                 .await
             {
-                Ok(true) => self.execute(submission, token, started_at).await,
+                Ok(true) => {
+                    if let Some(claimed) = claimed {
+                        let _ = claimed.send(true);
+                    }
+                    self.execute(submission, token, started_at).await
+                }
                 Ok(false) => {
+                    if let Some(claimed) = claimed {
+                        let _ = claimed.send(false);
+                    }
                     tracing::info!("execution no longer pending (cancelled or taken); not run")
                 }
                 Err(err) => {
@@ -332,6 +399,7 @@ impl Engine {
                         ExecutionStatus::Failed,
                         Some(format!("database error: {err}")),
                         Instant::now(),
+                        None,
                     )
                     .await;
                 }
@@ -370,14 +438,15 @@ impl Engine {
             () = token.cancelled() => Err(Ending::Cancelled),
         };
         run.close_open_steps().await;
+        let output_path = run.final_output();
         match outcome {
             Ok(()) => {
-                self.finish(&id, ExecutionStatus::Completed, None, started)
+                self.finish(&id, ExecutionStatus::Completed, None, started, output_path)
                     .await
             }
             Err(Ending::Failed(reason)) => {
                 imageflow_telemetry::spans::record_error(&tracing::Span::current(), &reason);
-                self.finish(&id, ExecutionStatus::Failed, Some(reason), started)
+                self.finish(&id, ExecutionStatus::Failed, Some(reason), started, None)
                     .await
             }
             Err(Ending::Cancelled) => {
@@ -393,6 +462,7 @@ impl Engine {
         status: ExecutionStatus,
         error: Option<String>,
         started: Instant,
+        output_path: Option<String>,
     ) {
         let inner = &self.inner;
         let elapsed = started.elapsed();
@@ -433,9 +503,11 @@ impl Engine {
                 tracing::info!(execution_id = %id, status = status.as_str(), execution_time_ms = ms, "execution finished")
             }
         }
-        inner
-            .events
-            .publish(ProgressEvent::execution(id, status.as_str(), message));
+        inner.events.publish(ProgressEvent {
+            processing_time_ms: Some(ms),
+            output_path,
+            ..ProgressEvent::execution(id, status.as_str(), message)
+        });
     }
 }
 
@@ -485,6 +557,15 @@ impl<'a> DagRun<'a> {
         } else {
             format!("step(s) {}", names.join(", "))
         }
+    }
+
+    /// `bucket/key` of the last image the run wrote (the sink's, in plan order).
+    fn final_output(&self) -> Option<String> {
+        self.records
+            .iter()
+            .rev()
+            .find_map(|r| r.output.as_ref())
+            .map(|o| format!("{}/{}", o.bucket, o.object_key))
     }
 
     async fn close_open_steps(&self) {

@@ -21,8 +21,12 @@ pub struct ProgressEvent {
     pub timestamp: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub attempt: Option<i32>,
+    /// Execution time for execution-level endings; step time for steps.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub processing_time_ms: Option<f64>,
+    /// `bucket/key` of the final image, on an execution's completion.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_path: Option<String>,
 }
 
 impl ProgressEvent {
@@ -35,6 +39,7 @@ impl ProgressEvent {
             timestamp: crate::db::now().0,
             attempt: None,
             processing_time_ms: None,
+            output_path: None,
         }
     }
 
@@ -57,11 +62,24 @@ impl ProgressEvent {
     }
 }
 
+/// Where events of this process also go (Kafka); must not block.
+pub type Forward = Arc<dyn Fn(&ProgressEvent) + Send + Sync>;
+
 /// Fan-out of events to every live stream in this process. A slow subscriber
 /// loses its oldest events (and is told so), never slows the engine.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct EventHub {
     sender: broadcast::Sender<Arc<ProgressEvent>>,
+    forward: Option<Forward>,
+}
+
+impl std::fmt::Debug for EventHub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventHub")
+            .field("subscribers", &self.sender.receiver_count())
+            .field("forwarded", &self.forward.is_some())
+            .finish()
+    }
 }
 
 impl Default for EventHub {
@@ -74,10 +92,29 @@ impl EventHub {
     pub fn new() -> Self {
         Self {
             sender: broadcast::channel(4096).0,
+            forward: None,
         }
     }
 
+    /// A hub that also hands every event of this process to `forward`.
+    pub fn with_forward(forward: Forward) -> Self {
+        Self {
+            forward: Some(forward),
+            ..Self::new()
+        }
+    }
+
+    /// An event of this process: to the live streams and, when set, onwards.
     pub fn publish(&self, event: ProgressEvent) {
+        if let Some(forward) = &self.forward {
+            forward(&event);
+        }
+        self.deliver(event);
+    }
+
+    /// An event from elsewhere (another replica, a service): to the live
+    /// streams only.
+    pub fn deliver(&self, event: ProgressEvent) {
         tracing::debug!(
             execution_id = %event.execution_id,
             step_id = event.step_id.as_deref().unwrap_or(""),

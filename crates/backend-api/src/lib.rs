@@ -17,6 +17,7 @@ pub mod error;
 pub mod events;
 pub mod metrics;
 pub mod model;
+pub mod queue;
 pub mod registry;
 
 use std::{future::Future, sync::Arc, time::Duration};
@@ -40,6 +41,8 @@ pub enum RunError {
     Storage(#[from] imageflow_storage::StorageError),
     #[error("HTTP server: {0}")]
     Io(#[from] std::io::Error),
+    #[error("Kafka: {0}")]
+    Kafka(imageflow_events::EventsError),
 }
 
 /// Everything a running backend holds.
@@ -47,6 +50,7 @@ pub enum RunError {
 pub struct Backend {
     pub state: api::AppState,
     max_request_bytes: usize,
+    queue_adopt_after: Duration,
 }
 
 impl Backend {
@@ -65,11 +69,22 @@ impl Backend {
             &config.detection_endpoints,
         );
         let metrics = metrics::Metrics::new();
+        let owner = engine::replica_id();
+        let kafka = match &config.kafka {
+            Some(settings) => {
+                Some(queue::KafkaLink::new(settings, &owner).map_err(RunError::Kafka)?)
+            }
+            None => None,
+        };
+        let hub = match &kafka {
+            Some(link) => events::EventHub::with_forward(link.forward()),
+            None => events::EventHub::new(),
+        };
         let engine = engine::Engine::new(
             db.clone(),
             store.clone(),
             services.clone(),
-            events::EventHub::new(),
+            hub,
             metrics.clone(),
             engine::EngineSettings {
                 max_parallel: config.max_parallel_executions,
@@ -79,6 +94,7 @@ impl Backend {
                 heartbeat: config.heartbeat,
                 stale_after: config.stale_after,
             },
+            owner,
         );
         if config.api_tokens.is_empty() {
             tracing::warn!(
@@ -95,8 +111,11 @@ impl Backend {
                 tokens: Arc::new(config.api_tokens.clone()),
                 max_upload_bytes: config.max_upload_bytes,
                 ui: Arc::new(config.ui.clone()),
+                kafka,
+                execution_mode: config.execution_mode,
             },
             max_request_bytes: config.max_request_bytes,
+            queue_adopt_after: config.queue_adopt_after,
         })
     }
 
@@ -125,6 +144,33 @@ impl Backend {
             replica = self.state.engine.owner(),
             "HTTP server listening"
         );
+        // Stops taking queued executions as soon as shutdown is asked.
+        let intake = CancellationToken::new();
+        if let Some(link) = &self.state.kafka {
+            link.ensure_topics_in_background(stop.clone());
+            link.spawn_progress_consumer(self.state.engine.events().clone(), stop.clone());
+            if self.state.execution_mode == queue::ExecutionMode::Queue {
+                let requeue_link = link.clone();
+                let db = self.state.db.clone();
+                self.state.engine.on_requeue(Arc::new(move |id: &str| {
+                    let link = requeue_link.clone();
+                    let db = db.clone();
+                    let id = id.to_string();
+                    tokio::spawn(async move { queue::requeue(&link, &db, &id).await });
+                }));
+                link.spawn_execution_consumer(
+                    self.state.engine.clone(),
+                    self.state.db.clone(),
+                    intake.clone(),
+                );
+                queue::spawn_adopter(
+                    self.state.engine.clone(),
+                    self.state.db.clone(),
+                    self.queue_adopt_after,
+                    intake.clone(),
+                );
+            }
+        }
         let engine = self.state.engine.clone();
         let router = self.router();
         // Without TCP_NODELAY a response written in two parts waits for the
@@ -133,12 +179,21 @@ impl Backend {
             let _ = tcp.set_nodelay(true);
         });
         let result = axum::serve(listener, router)
-            .with_graceful_shutdown(async move {
-                shutdown.await;
-                tracing::info!("shutdown requested: draining");
+            .with_graceful_shutdown({
+                let intake = intake.clone();
+                async move {
+                    shutdown.await;
+                    intake.cancel();
+                    tracing::info!("shutdown requested: draining");
+                }
             })
             .await;
+        intake.cancel();
         engine.shutdown(grace).await;
+        if let Some(link) = &self.state.kafka {
+            // The last events (the endings of drained executions) go out.
+            let _ = link.publisher().flush(Duration::from_secs(5)).await;
+        }
         stop.cancel();
         let _ = maintenance.await;
         self.state.db.close().await;

@@ -65,7 +65,12 @@ impl Metrics {
         // Series that exist from the start: Prometheus' increase() cannot
         // see the first increment of a series that appears at 1.
         for status in ["completed", "failed", "cancelled"] {
-            registry.add("pipeline_executions_total", EXECUTIONS, &[("status", status)], 0.0);
+            registry.add(
+                "pipeline_executions_total",
+                EXECUTIONS,
+                &[("status", status)],
+                0.0,
+            );
         }
         registry.set_gauge("imageflow_executions_running", RUNNING, &[], 0.0);
         registry.set_gauge("imageflow_executions_queued", QUEUED, &[], 0.0);

@@ -28,7 +28,10 @@ fn start_prometheus(dir: &Path, target: &str) -> (std::process::Child, String) {
     let log = std::fs::File::create(dir.join("prometheus.log")).unwrap();
     let child = Command::new(PROMETHEUS)
         .arg(format!("--config.file={}", config.display()))
-        .arg(format!("--storage.tsdb.path={}", dir.join("tsdb").display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.join("tsdb").display()
+        ))
         .arg(format!("--web.listen-address={listen}"))
         .stdout(log.try_clone().unwrap())
         .stderr(log)
@@ -47,7 +50,10 @@ async fn query(http: &reqwest::Client, prometheus: &str, q: &str) -> Option<f64>
         .json()
         .await
         .ok()?;
-    body.pointer("/data/result/0/value/1")?.as_str()?.parse().ok()
+    body.pointer("/data/result/0/value/1")?
+        .as_str()?
+        .parse()
+        .ok()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -71,7 +77,10 @@ async fn slo_report_from_a_real_prometheus() {
             ("STORAGE_URL".into(), storage),
             (
                 "DATABASE_URL".into(),
-                format!("sqlite://{}?mode=rwc", dir.path().join("db.sqlite").display()),
+                format!(
+                    "sqlite://{}?mode=rwc",
+                    dir.path().join("db.sqlite").display()
+                ),
             ),
             ("RESIZE_GRPC_ENDPOINT".into(), format!("http://{grpc}")),
         ]),
@@ -81,7 +90,12 @@ async fn slo_report_from_a_real_prometheus() {
     let http = reqwest::Client::new();
     for _ in 0..300 {
         backend.assert_running();
-        if http.get(format!("{api}/readyz")).send().await.is_ok_and(|r| r.status().is_success()) {
+        if http
+            .get(format!("{api}/readyz"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -108,7 +122,10 @@ async fn slo_report_from_a_real_prometheus() {
         async move {
             let response = http.post(url).json(&body).send().await.unwrap();
             assert_eq!(response.status(), 200);
-            response.json::<Value>().await.unwrap()["status"].as_str().unwrap().to_string()
+            response.json::<Value>().await.unwrap()["status"]
+                .as_str()
+                .unwrap()
+                .to_string()
         }
     };
     // One run before the first scrape: Prometheus' increase() only counts
@@ -124,7 +141,11 @@ async fn slo_report_from_a_real_prometheus() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(scraped, "prometheus never scraped the backend; see {}", dir.path().join("prometheus.log").display());
+    assert!(
+        scraped,
+        "prometheus never scraped the backend; see {}",
+        dir.path().join("prometheus.log").display()
+    );
 
     // Three executions complete; one is refused by the service (an output
     // over its pixel limit), so a quarter of them fail.
@@ -160,23 +181,41 @@ async fn slo_report_from_a_real_prometheus() {
     // One of the four measured runs failed (one more completed before the
     // first scrape); increase() extrapolates over the window, so the ratio is
     // near a quarter, not exactly it.
-    assert!((0.15..=0.30).contains(&error_rate), "about 1 in 4 executions failed: {report}");
+    assert!(
+        (0.15..=0.30).contains(&error_rate),
+        "about 1 in 4 executions failed: {report}"
+    );
     let executions = report["executions"].as_f64().unwrap();
     assert!((4.0..=6.0).contains(&executions), "{report}");
     let p95 = report["p95_latency_seconds"].as_f64().unwrap();
     assert!(p95 > 0.0 && p95 < 60.0, "{report}");
-    let breaches: Vec<&str> = report["breaches"].as_array().unwrap().iter().map(|b| b.as_str().unwrap()).collect();
+    let breaches: Vec<&str> = report["breaches"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b.as_str().unwrap())
+        .collect();
     assert_eq!(breaches.len(), 1, "{report}");
     assert!(breaches[0].starts_with("pipeline error rate "), "{report}");
 
     // The table and --fail-on-breach for scripts and CI gates.
     let table = Command::new(workspace_binary("imageflowctl"))
-        .args(["slo", "--prometheus", &prom_url, "--window", "5m", "--fail-on-breach"])
+        .args([
+            "slo",
+            "--prometheus",
+            &prom_url,
+            "--window",
+            "5m",
+            "--fail-on-breach",
+        ])
         .output()
         .unwrap();
     assert_eq!(table.status.code(), Some(3));
     let text = String::from_utf8_lossy(&table.stdout);
-    assert!(text.contains("API availability") && text.contains("100.000%"), "{text}");
+    assert!(
+        text.contains("API availability") && text.contains("100.000%"),
+        "{text}"
+    );
     assert!(text.contains("BREACH: pipeline error rate "), "{text}");
 
     let _ = prometheus.kill();

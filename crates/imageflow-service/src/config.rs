@@ -95,6 +95,11 @@ pub const SETTINGS: &[Setting] = &[
         help: "largest object read from or written to storage",
     },
     Setting {
+        name: "KAFKA_BROKERS",
+        default: "unset (no events)",
+        help: "Kafka bootstrap servers; each call's progress goes to pipeline-progress (KAFKA_SECURITY_PROTOCOL, KAFKA_SASL_*, KAFKA_SSL_CA_LOCATION)",
+    },
+    Setting {
         name: "RUST_LOG",
         default: "info",
         help: "log filter; logs are JSON lines on stdout",
@@ -156,6 +161,8 @@ pub struct ServiceConfig {
     pub shutdown_grace: Duration,
     pub storage: StorageConfig,
     pub store_options: StoreOptions,
+    /// `None` without `KAFKA_BROKERS`.
+    pub kafka: Option<imageflow_events::KafkaSettings>,
 }
 
 impl ServiceConfig {
@@ -203,6 +210,10 @@ impl ServiceConfig {
             )?),
             storage: StorageConfig::from_env(env)?,
             store_options,
+            kafka: imageflow_events::KafkaSettings::from_env(env).map_err(|e| ConfigError {
+                variable: e.variable,
+                message: e.message,
+            })?,
         })
     }
 

@@ -38,4 +38,15 @@ pub struct ServiceRuntime {
     pub limits: Limits,
     pub request_timeout: Duration,
     pub health: Health,
+    /// Progress of each call to Kafka's `pipeline-progress`, when
+    /// `KAFKA_BROKERS` is set.
+    pub events: Option<ServiceEvents>,
+}
+
+/// What a service needs to report its own progress.
+#[derive(Clone, Debug)]
+pub struct ServiceEvents {
+    pub publisher: imageflow_events::Publisher,
+    /// `source` of the messages (the service name, e.g. `imageflow-resize`).
+    pub source: String,
 }

@@ -67,7 +67,8 @@ impl ServiceRuntime {
         // The server span (from the telemetry layer) declared the field; log
         // lines and the trace both get it.
         let span = tracing::Span::current();
-        span.record("execution_id", execution_id(&message).as_str());
+        let execution = execution_id(&message);
+        span.record("execution_id", execution.as_str());
         async move {
             let started = Instant::now();
             let outcome = match self.admission.try_admit() {
@@ -81,6 +82,7 @@ impl ServiceRuntime {
                 }
             };
             log_outcome(rpc, started, outcome.as_ref().err());
+            self.report(rpc, &execution, started, outcome.as_ref().err());
             outcome.map(tonic::Response::new).map_err(Status::from)
         }
         .instrument(span)
@@ -136,6 +138,48 @@ impl ServiceRuntime {
             })
             .buffered(STREAM_PIPELINE_DEPTH);
         Box::pin(responses)
+    }
+}
+
+impl ServiceRuntime {
+    /// The call's progress to Kafka (when configured): fire-and-forget, the
+    /// publisher counts what it cannot deliver.
+    fn report(
+        &self,
+        rpc: &str,
+        execution_id: &str,
+        started: Instant,
+        error: Option<&ServiceError>,
+    ) {
+        let Some(events) = &self.events else {
+            return;
+        };
+        if execution_id.is_empty() {
+            return;
+        }
+        let mut message = imageflow_events::ProgressMessage::new(
+            execution_id,
+            // Identifies the unit of work; never mistaken for an execution's
+            // own (step-less) ending.
+            Some(format!("{}:{rpc}", events.source)),
+            if error.is_some() {
+                "failed"
+            } else {
+                "completed"
+            },
+            match error {
+                None => format!("{rpc} OK"),
+                Some(err) => format!("{rpc} {}: {err}", code_name(err.code())),
+            },
+            events.source.clone(),
+        );
+        message.processing_time_ms = Some(started.elapsed().as_secs_f64() * 1000.0);
+        events.publisher.publish(
+            imageflow_events::topics::PROGRESS,
+            execution_id,
+            &message,
+            Vec::new(),
+        );
     }
 }
 

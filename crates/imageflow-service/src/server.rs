@@ -66,6 +66,16 @@ pub async fn prepare(
     services: Vec<&'static str>,
 ) -> Result<Prepared, ServeError> {
     let store = Store::connect(&config.storage, config.store_options.clone()).await?;
+    let events = match &config.kafka {
+        Some(settings) => Some(crate::ServiceEvents {
+            publisher: imageflow_events::Publisher::new(settings, config.defaults.service_name)
+                .map_err(|e| ServeError::Startup(format!("KAFKA_BROKERS: {e}")))?,
+            source: imageflow_telemetry::service_name()
+                .unwrap_or(config.defaults.service_name)
+                .to_string(),
+        }),
+        None => None,
+    };
     let (reporter, health_server) = tonic_health::server::health_reporter();
     let health = Health::new(reporter, services).await;
     let runtime = ServiceRuntime {
@@ -75,6 +85,7 @@ pub async fn prepare(
         limits: config.limits,
         request_timeout: config.request_timeout,
         health,
+        events,
     };
     Ok(Prepared {
         runtime,

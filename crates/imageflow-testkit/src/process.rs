@@ -80,6 +80,12 @@ impl ChildProcess {
         }
     }
 
+    /// SIGKILL: the process dies without cleaning up (a crashed pod).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// SIGTERM, then waits up to `grace` for a clean exit (telemetry flushed),
     /// then SIGKILL. Returns whether it exited on its own.
     pub fn terminate(&mut self, grace: Duration) -> bool {

@@ -84,7 +84,11 @@ impl MetricsService for Sink {
         let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
         for rm in request.into_inner().resource_metrics {
             let service = service_of(rm.resource.as_ref());
-            let n: u64 = rm.scope_metrics.iter().map(|s| s.metrics.len() as u64).sum();
+            let n: u64 = rm
+                .scope_metrics
+                .iter()
+                .map(|s| s.metrics.len() as u64)
+                .sum();
             if self.verbose {
                 eprintln!("metrics {service}: {n} metrics");
             }
@@ -99,7 +103,10 @@ pub async fn run(args: OtlpSinkArgs) -> anyhow::Result<()> {
         counts: Arc::default(),
         verbose: args.verbose,
     };
-    eprintln!("otlp-sink listening on {} (Ctrl-C prints totals)", args.listen);
+    eprintln!(
+        "otlp-sink listening on {} (Ctrl-C prints totals)",
+        args.listen
+    );
     tonic::transport::Server::builder()
         .add_service(TraceServiceServer::new(sink.clone()))
         .add_service(MetricsServiceServer::new(sink.clone()))

@@ -44,7 +44,10 @@ pub fn queries(w: &str) -> [(&'static str, String); 6] {
                 "1 - ((sum(increase(http_requests_total{{code=~\"5..\"}}[{w}])) or vector(0)) / sum(increase(http_requests_total[{w}])))"
             ),
         ),
-        ("requests", format!("sum(increase(http_requests_total[{w}]))")),
+        (
+            "requests",
+            format!("sum(increase(http_requests_total[{w}]))"),
+        ),
         (
             "p95_latency_seconds",
             format!(
@@ -57,7 +60,10 @@ pub fn queries(w: &str) -> [(&'static str, String); 6] {
                 "(sum(increase(pipeline_executions_total{{status=\"failed\"}}[{w}])) or vector(0)) / sum(increase(pipeline_executions_total[{w}]))"
             ),
         ),
-        ("executions", format!("sum(increase(pipeline_executions_total[{w}]))")),
+        (
+            "executions",
+            format!("sum(increase(pipeline_executions_total[{w}]))"),
+        ),
         (
             "p95_pipeline_seconds",
             format!(
@@ -110,7 +116,13 @@ pub fn evaluate(args: &SloArgs, window: String, values: &[(&str, Option<f64>)]) 
     let get = |k: &str| values.iter().find(|(n, _)| *n == k).and_then(|(_, v)| *v);
     let availability = get("availability");
     let allowed = 1.0 - args.availability_target / 100.0;
-    let budget_burn = availability.map(|a| if allowed > 0.0 { (1.0 - a) / allowed } else { f64::INFINITY });
+    let budget_burn = availability.map(|a| {
+        if allowed > 0.0 {
+            (1.0 - a) / allowed
+        } else {
+            f64::INFINITY
+        }
+    });
     let mut breaches = Vec::new();
     if let Some(a) = availability
         && a * 100.0 < args.availability_target
@@ -175,7 +187,10 @@ pub async fn run(args: SloArgs) -> anyhow::Result<bool> {
             .json()
             .await
             .with_context(|| format!("Prometheus answered {status} without JSON"))?;
-        values.push((name, scalar(&body).with_context(|| format!("query {name}: {query}"))?));
+        values.push((
+            name,
+            scalar(&body).with_context(|| format!("query {name}: {query}"))?,
+        ));
     }
     let report = evaluate(&args, w, &values);
     let pct = |v: Option<f64>| v.map_or("no data".to_string(), |v| format!("{:.3}%", v * 100.0));
@@ -215,7 +230,10 @@ pub async fn run(args: SloArgs) -> anyhow::Result<bool> {
             args.pipeline_error_target,
             count(report.executions)
         );
-        println!("  pipeline p95         {:>12}", ms(report.p95_pipeline_seconds));
+        println!(
+            "  pipeline p95         {:>12}",
+            ms(report.p95_pipeline_seconds)
+        );
         println!(
             "  error budget burn    {:>12}   (1.0 spends the budget exactly over the window)",
             report
@@ -259,7 +277,12 @@ mod tests {
         let nan = json!({"status": "success", "data": {"resultType": "vector", "result": [{"metric": {}, "value": [1.0, "NaN"]}]}});
         assert_eq!(scalar(&nan).unwrap(), None);
         let err = json!({"status": "error", "errorType": "bad_data", "error": "parse error"});
-        assert!(scalar(&err).unwrap_err().to_string().contains("parse error"));
+        assert!(
+            scalar(&err)
+                .unwrap_err()
+                .to_string()
+                .contains("parse error")
+        );
     }
 
     #[test]
@@ -273,7 +296,10 @@ mod tests {
                 ("pipeline_error_rate", Some(0.10)),
             ],
         );
-        assert!((report.budget_burn.unwrap() - 2.0).abs() < 1e-9, "{report:?}");
+        assert!(
+            (report.budget_burn.unwrap() - 2.0).abs() < 1e-9,
+            "{report:?}"
+        );
         assert_eq!(report.breaches.len(), 2, "{report:?}");
         assert!(report.breaches[0].contains("availability 99.800%"));
         assert!(report.breaches[1].contains("pipeline error rate 10.00%"));

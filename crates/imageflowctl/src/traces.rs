@@ -15,7 +15,11 @@ use serde_json::Value;
 #[derive(Debug, Args)]
 pub struct TracesArgs {
     /// Jaeger query service, e.g. http://jaeger-query:16686.
-    #[arg(long, env = "JAEGER_QUERY_URL", default_value = "http://127.0.0.1:16686")]
+    #[arg(
+        long,
+        env = "JAEGER_QUERY_URL",
+        default_value = "http://127.0.0.1:16686"
+    )]
     pub jaeger: String,
     #[command(subcommand)]
     pub command: TracesCommand,
@@ -102,8 +106,18 @@ pub fn parse_traces(body: &Value) -> anyhow::Result<Vec<Vec<Span>>> {
     for trace in data {
         let processes = trace.get("processes").cloned().unwrap_or(Value::Null);
         let mut spans = Vec::new();
-        for s in trace.get("spans").and_then(Value::as_array).into_iter().flatten() {
-            let text = |k: &str| s.get(k).and_then(Value::as_str).unwrap_or_default().to_string();
+        for s in trace
+            .get("spans")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let text = |k: &str| {
+                s.get(k)
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string()
+            };
             let tags: BTreeMap<String, String> = s
                 .get("tags")
                 .and_then(Value::as_array)
@@ -300,7 +314,12 @@ pub async fn run(args: TracesArgs) -> anyhow::Result<()> {
     match args.command {
         TracesCommand::Services => {
             let body = get(&http, &format!("{base}/api/services")).await?;
-            for s in body.get("data").and_then(Value::as_array).into_iter().flatten() {
+            for s in body
+                .get("data")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
                 println!("{}", s.as_str().unwrap_or_default());
             }
         }
@@ -323,7 +342,11 @@ pub async fn run(args: TracesArgs) -> anyhow::Result<()> {
                 humantime(lookback),
                 r.traces,
                 r.error_traces,
-                if r.traces == 0 { 0.0 } else { 100.0 * r.error_traces as f64 / r.traces as f64 },
+                if r.traces == 0 {
+                    0.0
+                } else {
+                    100.0 * r.error_traces as f64 / r.traces as f64
+                },
                 r.avg_trace_ms
             );
             if r.traces as u32 >= limit {
@@ -404,8 +427,15 @@ mod tests {
         assert_eq!(r.error_traces, 1, "the second trace's detection failed");
         // Trace 1 spans 120 ms, trace 2 spans 100 ms.
         assert!((r.avg_trace_ms - 110.0).abs() < 1e-9, "{r:?}");
-        assert_eq!(r.slowest[0].name, "imageflow-backend-api POST /v1/executions");
-        let detect = r.slowest.iter().find(|o| o.name == "step ai_detection").unwrap();
+        assert_eq!(
+            r.slowest[0].name,
+            "imageflow-backend-api POST /v1/executions"
+        );
+        let detect = r
+            .slowest
+            .iter()
+            .find(|o| o.name == "step ai_detection")
+            .unwrap();
         assert_eq!(detect.count, 2);
         assert_eq!(detect.errors, 1);
         assert!((detect.avg_ms - 60.0).abs() < 1e-9, "{detect:?}");
@@ -417,18 +447,30 @@ mod tests {
         let traces = parse_traces(&canned()).unwrap();
         let text = tree(&traces[0]);
         let lines: Vec<&str> = text.lines().collect();
-        assert!(lines[0].contains("POST /v1/executions [imageflow-backend-api]"), "{text}");
+        assert!(
+            lines[0].contains("POST /v1/executions [imageflow-backend-api]"),
+            "{text}"
+        );
         assert!(lines[1].contains("  pipeline.execute"), "{text}");
         assert!(lines[2].contains("    step.execute"), "{text}");
-        assert!(text.contains("imageflow.v1.AIDetectionService/DetectObjects [imageflow-ai-detect]"));
+        assert!(
+            text.contains("imageflow.v1.AIDetectionService/DetectObjects [imageflow-ai-detect]")
+        );
         let failed = tree(&traces[1]);
-        assert!(failed.lines().any(|l| l.contains("step.execute") && l.ends_with("ERROR")), "{failed}");
+        assert!(
+            failed
+                .lines()
+                .any(|l| l.contains("step.execute") && l.ends_with("ERROR")),
+            "{failed}"
+        );
     }
 
     #[test]
     fn jaeger_errors_and_garbage_are_reported() {
-        let err = parse_traces(&serde_json::json!({"data": null, "errors": [{"code": 400, "msg": "bad service"}]}))
-            .unwrap_err();
+        let err = parse_traces(
+            &serde_json::json!({"data": null, "errors": [{"code": 400, "msg": "bad service"}]}),
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("bad service"), "{err}");
         assert!(parse_traces(&serde_json::json!({"hello": 1})).is_err());
     }
@@ -440,6 +482,9 @@ mod tests {
         assert_eq!(parse_window("90").unwrap(), Duration::from_secs(90));
         assert!(parse_window("0m").is_err());
         assert!(parse_window("1w").is_err());
-        assert_eq!(encode(r#"{"execution.id":"a b"}"#), "%7B%22execution.id%22%3A%22a%20b%22%7D");
+        assert_eq!(
+            encode(r#"{"execution.id":"a b"}"#),
+            "%7B%22execution.id%22%3A%22a%20b%22%7D"
+        );
     }
 }

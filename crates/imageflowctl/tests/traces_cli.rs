@@ -56,8 +56,16 @@ fn imageflowctl(args: &[&str]) -> (bool, String, String) {
 fn bottleneck_report_from_jaeger() {
     let (url, seen) = canned_jaeger(include_str!("fixtures/jaeger-traces.json"));
     let (ok, out, err) = imageflowctl(&[
-        "traces", "--jaeger", &url, "report", "--service", "imageflow-backend-api", "--lookback", "1h",
-        "--top", "3",
+        "traces",
+        "--jaeger",
+        &url,
+        "report",
+        "--service",
+        "imageflow-backend-api",
+        "--lookback",
+        "1h",
+        "--top",
+        "3",
     ]);
     assert!(ok, "{err}");
     assert!(
@@ -65,9 +73,15 @@ fn bottleneck_report_from_jaeger() {
         "{out}"
     );
     let first_op = out.lines().nth(2).unwrap();
-    assert!(first_op.contains("imageflow-backend-api POST /v1/executions"), "{out}");
+    assert!(
+        first_op.contains("imageflow-backend-api POST /v1/executions"),
+        "{out}"
+    );
     let request = seen.lock().unwrap()[0].clone();
-    assert!(request.starts_with("GET /api/traces?service=imageflow-backend-api&start="), "{request}");
+    assert!(
+        request.starts_with("GET /api/traces?service=imageflow-backend-api&start="),
+        "{request}"
+    );
     assert!(request.contains("&limit=1000"), "{request}");
 }
 
@@ -76,8 +90,14 @@ fn one_execution_by_its_id() {
     let (url, seen) = canned_jaeger(include_str!("fixtures/jaeger-traces.json"));
     let (ok, out, err) = imageflowctl(&["traces", "--jaeger", &url, "execution", "exec-1"]);
     assert!(ok, "{err}");
-    assert!(out.starts_with("trace 4bf92f3577b34da6a3ce929d0e0e4736\n"), "{out}");
-    assert!(out.contains("POST /v1/executions [imageflow-backend-api]"), "{out}");
+    assert!(
+        out.starts_with("trace 4bf92f3577b34da6a3ce929d0e0e4736\n"),
+        "{out}"
+    );
+    assert!(
+        out.contains("POST /v1/executions [imageflow-backend-api]"),
+        "{out}"
+    );
     let request = seen.lock().unwrap()[0].clone();
     assert!(
         request.contains("tags=%7B%22execution.id%22%3A%22exec-1%22%7D"),
@@ -87,7 +107,8 @@ fn one_execution_by_its_id() {
 
 #[test]
 fn an_empty_answer_says_why() {
-    let (url, _) = canned_jaeger(r#"{"data": [], "total": 0, "limit": 0, "offset": 0, "errors": null}"#);
+    let (url, _) =
+        canned_jaeger(r#"{"data": [], "total": 0, "limit": 0, "offset": 0, "errors": null}"#);
     let (ok, _, err) = imageflowctl(&["traces", "--jaeger", &url, "execution", "nope"]);
     assert!(!ok);
     assert!(err.contains("no trace with execution.id=nope"), "{err}");
@@ -95,8 +116,16 @@ fn an_empty_answer_says_why() {
 
 #[test]
 fn an_unreachable_jaeger_is_a_clear_error() {
-    let closed = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-    let (ok, _, err) = imageflowctl(&["traces", "--jaeger", &format!("http://{closed}"), "services"]);
+    let closed = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let (ok, _, err) = imageflowctl(&[
+        "traces",
+        "--jaeger",
+        &format!("http://{closed}"),
+        "services",
+    ]);
     assert!(!ok);
     assert!(err.contains("cannot reach Jaeger"), "{err}");
 }

@@ -166,29 +166,70 @@ pub async fn create(
         steps: initial_records(&plan),
     };
     let parameters = serde_json::to_value(&request.parameters).unwrap_or(Value::Null);
+    let queued = match (&state.kafka, state.execution_mode) {
+        (Some(link), crate::queue::ExecutionMode::Queue) => Some(link),
+        _ => None,
+    };
+    let owner = match queued {
+        Some(_) => crate::db::QUEUE_OWNER,
+        None => state.engine.owner(),
+    };
     state
         .db
-        .create_execution(&record, &definition, &parameters, state.engine.owner())
+        .create_execution(&record, &definition, &parameters, owner)
         .await?;
     // Subscribed before the run starts, so the end cannot be missed.
     let mut events = query.wait.then(|| state.engine.events().subscribe());
     let timeout = definition.timeout_seconds.map(Duration::from_secs_f64);
-    state
-        .engine
-        .submit(Submission {
+    if let Some(link) = queued {
+        let message = imageflow_events::ExecutionRequest {
             execution_id: execution_id.clone(),
-            plan,
-            input: ImageData {
-                bucket: file.bucket,
-                object_key: file.object_key,
-                ..Default::default()
-            },
-            timeout,
-            pipeline_id: record.pipeline_id.clone(),
-            parent: imageflow_telemetry::propagation::context_of(&tracing::Span::current()),
-        })
-        .map_err(submit_error)?;
-    tracing::info!(actor = %actor.0, execution_id = %execution_id, pipeline_id = record.pipeline_id.as_deref().unwrap_or("inline"), "execution accepted");
+            pipeline_config: serde_json::to_value(&definition).unwrap_or(Value::Null),
+            input_data: serde_json::json!({
+                "file_ids": request.inputs,
+                "bucket": file.bucket,
+                "object_key": file.object_key,
+            }),
+            parameters,
+        };
+        if let Err(err) = link.enqueue(&message).await {
+            let reason = format!("could not be queued: {err}");
+            let (at, _) = now();
+            state
+                .db
+                .finish_execution(
+                    &execution_id,
+                    ExecutionStatus::Failed,
+                    Some(&reason),
+                    &at,
+                    None,
+                )
+                .await?;
+            return Err(ApiError::Unavailable {
+                message: format!("the execution queue (Kafka) is unavailable: {err}"),
+                retry_after_secs: 5,
+            });
+        }
+        tracing::info!(actor = %actor.0, execution_id = %execution_id, "execution queued");
+    } else {
+        state
+            .engine
+            .submit(Submission {
+                execution_id: execution_id.clone(),
+                plan,
+                input: ImageData {
+                    bucket: file.bucket,
+                    object_key: file.object_key,
+                    ..Default::default()
+                },
+                timeout,
+                pipeline_id: record.pipeline_id.clone(),
+                parent: imageflow_telemetry::propagation::context_of(&tracing::Span::current()),
+                claimed: None,
+            })
+            .map_err(submit_error)?;
+        tracing::info!(actor = %actor.0, execution_id = %execution_id, pipeline_id = record.pipeline_id.as_deref().unwrap_or("inline"), "execution accepted");
+    }
 
     if let Some(events) = events.as_mut() {
         // Bounded by the execution deadline plus the queue; the engine always

@@ -36,6 +36,9 @@ pub struct AppState {
     pub tokens: Arc<Vec<ApiToken>>,
     pub max_upload_bytes: usize,
     pub ui: Arc<ui::UiSettings>,
+    /// Kafka, when `KAFKA_BROKERS` is set.
+    pub kafka: Option<crate::queue::KafkaLink>,
+    pub execution_mode: crate::queue::ExecutionMode,
 }
 
 /// The acting user of a request (the token's name, or `anonymous` when the API

@@ -1,0 +1,446 @@
+//! The backend's side of Kafka (DESIGN section 5):
+//!
+//! * every progress event of this replica goes to `pipeline-progress` and
+//!   every ending to `pipeline-completed` (never blocking a run: the
+//!   publisher counts what it cannot deliver);
+//! * the live streams of this replica also show the progress of executions
+//!   other replicas run (a consumer of `pipeline-progress`, one group per
+//!   replica, starting from the latest message);
+//! * in queue mode, `POST /v1/executions` records the execution and produces
+//!   it to `pipeline-executions`; every replica consumes that topic in one
+//!   group and runs what it is assigned. A message is committed once the
+//!   execution is claimed in the database (pending → running by this
+//!   replica), so a replica dying before that leaves it to another; one dying
+//!   after that is found by the reaper and requeued (at most
+//!   [`crate::engine::MAX_REQUEUES`] times). A message delivered twice finds
+//!   its execution no longer pending and is skipped.
+
+use std::{sync::Arc, time::Duration};
+
+use imageflow_events::{
+    CompletionMessage, Consumer, ExecutionRequest, KafkaSettings, ProgressMessage, Publisher,
+    Received, StartFrom, topics,
+};
+use imageflow_proto::v1::ImageData;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::{
+    dag,
+    db::Db,
+    engine::{Engine, Submission},
+    events::{EventHub, Forward, ProgressEvent},
+    model::ExecutionStatus,
+};
+
+/// Consumer group of the execution queue, shared by every replica.
+pub const EXECUTIONS_GROUP: &str = "imageflow-backend-executions";
+/// Header naming the replica that produced a progress event.
+const ORIGIN: &str = "imageflow-origin";
+/// `source` of the backend's progress messages.
+pub const SOURCE: &str = "imageflow-backend-api";
+
+/// How executions reach a replica.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ExecutionMode {
+    /// `POST /v1/executions` runs the execution in the replica that took it.
+    #[default]
+    Direct,
+    /// Executions go through `pipeline-executions` to whichever replica is assigned them.
+    Queue,
+}
+
+/// This replica's Kafka clients.
+#[derive(Clone, Debug)]
+pub struct KafkaLink {
+    settings: KafkaSettings,
+    publisher: Publisher,
+    owner: String,
+}
+
+impl KafkaLink {
+    /// Builds the producer (no network call yet: a broker that is down only
+    /// shows up as counted drops, never as a backend that cannot start).
+    pub fn new(
+        settings: &KafkaSettings,
+        owner: &str,
+    ) -> Result<Self, imageflow_events::EventsError> {
+        Ok(Self {
+            settings: settings.clone(),
+            publisher: Publisher::new(settings, SOURCE)?,
+            owner: owner.to_string(),
+        })
+    }
+
+    pub fn publisher(&self) -> &Publisher {
+        &self.publisher
+    }
+
+    /// The hook the event hub calls for each event of this replica.
+    pub fn forward(&self) -> Forward {
+        let link = self.clone();
+        Arc::new(move |event: &ProgressEvent| link.forward_event(event))
+    }
+
+    fn forward_event(&self, event: &ProgressEvent) {
+        let headers = vec![(ORIGIN.to_string(), self.owner.clone())];
+        let message = ProgressMessage {
+            execution_id: event.execution_id.clone(),
+            step_id: event.step_id.clone(),
+            status: event.status.clone(),
+            message: event.message.clone(),
+            timestamp: event.timestamp.clone(),
+            attempt: event.attempt.and_then(|a| u32::try_from(a).ok()),
+            processing_time_ms: event.processing_time_ms,
+            source: SOURCE.to_string(),
+        };
+        self.publisher.publish(
+            topics::PROGRESS,
+            &event.execution_id,
+            &message,
+            headers.clone(),
+        );
+        if event.is_final() {
+            let completion = CompletionMessage {
+                execution_id: event.execution_id.clone(),
+                status: event.status.clone(),
+                execution_time_ms: event.processing_time_ms,
+                output_path: event.output_path.clone(),
+                processing_time_ms: event.processing_time_ms,
+            };
+            self.publisher
+                .publish(topics::COMPLETED, &event.execution_id, &completion, headers);
+        }
+    }
+
+    /// Creates the topics when missing, retrying in the background until the
+    /// brokers answer (the backend serves meanwhile).
+    pub fn ensure_topics_in_background(&self, stop: CancellationToken) {
+        let settings = self.settings.clone();
+        tokio::spawn(async move {
+            let mut wait = Duration::from_millis(500);
+            loop {
+                match imageflow_events::topics::ensure_topics(&settings, topics::ALL).await {
+                    Ok(()) => {
+                        tracing::info!(brokers = %settings.brokers, "Kafka topics ready");
+                        return;
+                    }
+                    Err(err) => {
+                        tracing::warn!(error = %err, "cannot create the Kafka topics yet; retrying")
+                    }
+                }
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    () = tokio::time::sleep(wait) => {}
+                }
+                wait = (wait * 2).min(Duration::from_secs(30));
+            }
+        });
+    }
+
+    /// Queue mode: hands a recorded execution to the queue and waits for the
+    /// brokers' acknowledgement (a lost request must be an error, not a drop).
+    pub async fn enqueue(
+        &self,
+        request: &ExecutionRequest,
+    ) -> Result<(), imageflow_events::EventsError> {
+        self.publisher
+            .send(
+                topics::EXECUTIONS,
+                &request.execution_id,
+                request,
+                Vec::new(),
+            )
+            .await
+    }
+
+    /// Progress of other replicas' executions into this replica's live streams.
+    pub fn spawn_progress_consumer(&self, hub: EventHub, stop: CancellationToken) {
+        let link = self.clone();
+        tokio::spawn(async move {
+            let group = format!("imageflow-progress-{}", link.owner);
+            let consumer = match Consumer::with_start(
+                &link.settings,
+                &group,
+                &[topics::PROGRESS],
+                StartFrom::Latest,
+            ) {
+                Ok(c) => c,
+                Err(err) => {
+                    tracing::error!(error = %err, "cannot consume pipeline-progress; live streams show this replica's executions only");
+                    return;
+                }
+            };
+            loop {
+                let received = tokio::select! {
+                    () = stop.cancelled() => return,
+                    r = consumer.recv() => r,
+                };
+                match received {
+                    Ok(message) => {
+                        if let Some(event) = link.remote_event(&message) {
+                            hub.deliver(event);
+                        }
+                    }
+                    Err(err) => {
+                        tracing::debug!(error = %err, "pipeline-progress consumer");
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                }
+            }
+        });
+    }
+
+    /// A progress message of another backend replica, as a live-stream event.
+    fn remote_event(&self, message: &Received) -> Option<ProgressEvent> {
+        if message.header(ORIGIN) == Some(self.owner.as_bytes()) {
+            return None;
+        }
+        let progress: ProgressMessage = message.json().ok()?;
+        // Services report their own calls too; the execution's stream is the
+        // backend's view of it.
+        if progress.source != SOURCE {
+            return None;
+        }
+        Some(ProgressEvent {
+            execution_id: progress.execution_id,
+            step_id: progress.step_id,
+            status: progress.status,
+            message: progress.message,
+            timestamp: progress.timestamp,
+            attempt: progress.attempt.and_then(|a| i32::try_from(a).ok()),
+            processing_time_ms: progress.processing_time_ms,
+            output_path: None,
+        })
+    }
+
+    /// Queue mode: takes executions assigned to this replica while it has
+    /// room for them.
+    pub fn spawn_execution_consumer(&self, engine: Engine, db: Db, stop: CancellationToken) {
+        let link = self.clone();
+        tokio::spawn(async move {
+            let consumer = match Consumer::new(
+                &link.settings,
+                EXECUTIONS_GROUP,
+                &[topics::EXECUTIONS],
+            ) {
+                Ok(c) => c,
+                Err(err) => {
+                    tracing::error!(error = %err, "cannot consume pipeline-executions: this replica runs no queued executions");
+                    return;
+                }
+            };
+            tracing::info!(group = EXECUTIONS_GROUP, "taking queued executions");
+            loop {
+                // Only as much as can run now: the rest stays in Kafka for
+                // the other replicas.
+                while engine.live() >= engine.max_parallel() {
+                    tokio::select! {
+                        () = stop.cancelled() => return,
+                        () = tokio::time::sleep(Duration::from_millis(20)) => {}
+                    }
+                }
+                let received = tokio::select! {
+                    () = stop.cancelled() => return,
+                    r = consumer.recv() => r,
+                };
+                let message = match received {
+                    Ok(m) => m,
+                    Err(err) => {
+                        tracing::debug!(error = %err, "pipeline-executions consumer");
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        continue;
+                    }
+                };
+                let span = message.span();
+                let done = take(&engine, &db, &message).instrument(span).await;
+                if done && let Err(err) = consumer.commit(&message) {
+                    // Not fatal: the message comes again and is skipped as taken.
+                    tracing::warn!(error = %err, "cannot commit a queued execution's offset");
+                }
+            }
+        });
+    }
+}
+
+/// Queue mode: adopts executions that waited in the queue longer than
+/// `after` while this replica has room (see [`Db::stale_queued`]).
+pub fn spawn_adopter(engine: Engine, db: Db, after: Duration, stop: CancellationToken) {
+    tokio::spawn(async move {
+        let tick = (after / 4).clamp(Duration::from_millis(250), Duration::from_secs(5));
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = tokio::time::sleep(tick) => {}
+            }
+            let room = engine.max_parallel().saturating_sub(engine.live());
+            if room == 0 {
+                continue;
+            }
+            let ids = match db.stale_queued(after, room as i64).await {
+                Ok(ids) => ids,
+                Err(err) => {
+                    tracing::debug!(error = %err, "cannot look for stale queued executions");
+                    continue;
+                }
+            };
+            for id in ids {
+                match submission(&db, &id, None).await {
+                    Ok((submission, claimed)) => {
+                        if engine.submit(submission).is_ok()
+                            && matches!(
+                                tokio::time::timeout(Duration::from_secs(30), claimed).await,
+                                Ok(Ok(true))
+                            )
+                        {
+                            tracing::warn!(execution_id = %id, waited_s = after.as_secs_f64(), "adopted a queued execution nobody consumed");
+                        }
+                    }
+                    Err(reason) => {
+                        tracing::warn!(execution_id = %id, error = %reason, "cannot adopt a queued execution")
+                    }
+                }
+            }
+        }
+    });
+}
+
+/// Runs one queued execution if it still waits; `true` when its message can
+/// be committed (claimed here, or nothing left to do).
+async fn take(engine: &Engine, db: &Db, message: &Received) -> bool {
+    let request: ExecutionRequest = match message.json() {
+        Ok(r) => r,
+        Err(err) => {
+            tracing::error!(error = %err, partition = message.partition, offset = message.offset, "unreadable execution request; skipped");
+            return true;
+        }
+    };
+    let id = request.execution_id.clone();
+    let state = match db.execution_owner(&id).await {
+        Ok(state) => state,
+        Err(err) => {
+            // Not committed: it comes again once the database answers.
+            tracing::warn!(execution_id = %id, error = %err, "cannot read a queued execution; will retry");
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            return false;
+        }
+    };
+    match state {
+        None => {
+            tracing::warn!(execution_id = %id, "queued execution unknown to the database; skipped");
+            true
+        }
+        Some((ExecutionStatus::Pending, _, _)) => match submission(db, &id, Some(message)).await {
+            Ok((submission, claimed)) => match engine.submit(submission) {
+                // Claimed here, or found taken: either way the message is done.
+                Ok(()) => matches!(
+                    tokio::time::timeout(Duration::from_secs(30), claimed).await,
+                    Ok(Ok(_))
+                ),
+                Err(err) => {
+                    tracing::warn!(execution_id = %id, error = %err, "cannot take a queued execution now");
+                    false
+                }
+            },
+            Err(reason) => {
+                tracing::error!(execution_id = %id, error = %reason, "queued execution cannot run");
+                let (at, _) = crate::db::now();
+                let _ = db
+                    .finish_execution(&id, ExecutionStatus::Failed, Some(&reason), &at, None)
+                    .await;
+                true
+            }
+        },
+        Some((status, owner, _)) => {
+            tracing::info!(execution_id = %id, status = status.as_str(), owner = %owner, "queued execution already taken; skipped");
+            true
+        }
+    }
+}
+
+async fn submission(
+    db: &Db,
+    id: &str,
+    message: Option<&Received>,
+) -> Result<(Submission, tokio::sync::oneshot::Receiver<bool>), String> {
+    let record = db
+        .get_execution(id)
+        .await
+        .map_err(|e| format!("database: {e}"))?
+        .ok_or("the execution disappeared")?;
+    let (definition, parameters) = db
+        .execution_input(id)
+        .await
+        .map_err(|e| format!("database: {e}"))?
+        .ok_or("the execution disappeared")?;
+    let overrides: dag::Overrides = serde_json::from_value(parameters).unwrap_or_default();
+    let plan = dag::plan(&definition, &overrides).map_err(|e| e.to_string())?;
+    let input_id = record.inputs.first().ok_or("the execution has no input")?;
+    let file = db
+        .get_file(input_id)
+        .await
+        .map_err(|e| format!("database: {e}"))?
+        .ok_or_else(|| format!("input file {input_id} no longer exists"))?;
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    Ok((
+        Submission {
+            execution_id: id.to_string(),
+            plan,
+            input: ImageData {
+                bucket: file.bucket,
+                object_key: file.object_key,
+                ..Default::default()
+            },
+            timeout: definition.timeout_seconds.map(Duration::from_secs_f64),
+            pipeline_id: record.pipeline_id,
+            parent: message.map(Received::trace_context).unwrap_or_default(),
+            claimed: Some(tx),
+        },
+        rx,
+    ))
+}
+
+/// The request message of a recorded execution, from the database.
+pub async fn request_of(db: &Db, id: &str) -> Result<ExecutionRequest, String> {
+    let record = db
+        .get_execution(id)
+        .await
+        .map_err(|e| format!("database: {e}"))?
+        .ok_or("the execution disappeared")?;
+    let (definition, parameters) = db
+        .execution_input(id)
+        .await
+        .map_err(|e| format!("database: {e}"))?
+        .ok_or("the execution disappeared")?;
+    Ok(ExecutionRequest {
+        execution_id: id.to_string(),
+        pipeline_config: serde_json::to_value(&definition).unwrap_or_default(),
+        input_data: serde_json::json!({ "file_ids": record.inputs }),
+        parameters,
+    })
+}
+
+/// Produces a requeued execution again; if that fails, fails the execution
+/// with the reason rather than leaving it waiting for a message that never
+/// comes.
+pub async fn requeue(link: &KafkaLink, db: &Db, id: &str) {
+    let sent = match request_of(db, id).await {
+        Ok(request) => link.enqueue(&request).await.map_err(|e| e.to_string()),
+        Err(reason) => Err(reason),
+    };
+    if let Err(reason) = sent {
+        tracing::error!(execution_id = %id, error = %reason, "cannot requeue; failing the execution");
+        let (at, _) = crate::db::now();
+        let _ = db
+            .finish_execution(
+                id,
+                ExecutionStatus::Failed,
+                Some(&format!(
+                    "interrupted, and it could not be queued again: {reason}"
+                )),
+                &at,
+                None,
+            )
+            .await;
+    }
+}
