@@ -12,7 +12,7 @@ S3S_FS_VERSION=0.14.1
 # lints the scripts. protoc comes from the protoc-bin-vendored crate.
 # libcurl4-openssl-dev and cmake build the bundled librdkafka (rdkafka's
 # cmake-build feature; Debian's own librdkafka is too old for the broker).
-apt_packages=(cmake nasm pkg-config shellcheck prometheus libcurl4-openssl-dev libssl-dev libsasl2-dev zlib1g-dev)
+apt_packages=(cmake nasm pkg-config shellcheck prometheus libcurl4-openssl-dev libssl-dev libsasl2-dev zlib1g-dev openssl)
 missing=()
 for pkg in "${apt_packages[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
