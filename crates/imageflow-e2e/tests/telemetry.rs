@@ -186,6 +186,19 @@ async fn one_trace_from_http_through_every_service() {
     assert_ne!(ok_trace, failed_trace, "each request starts its own trace");
 
     // Every service's spans, in the one trace of each run.
+    // Exporters batch per process, so wait until both traces are whole: every
+    // service present, one root, every other span's parent arrived.
+    let complete = |spans: &[ReceivedSpan], trace_id: &str| {
+        let trace: Vec<&ReceivedSpan> = spans.iter().filter(|s| s.trace_id == trace_id).collect();
+        let ids: HashSet<&str> = trace.iter().map(|s| s.span_id.as_str()).collect();
+        let roots = trace
+            .iter()
+            .filter(|s| !ids.contains(s.parent_span_id.as_str()))
+            .count();
+        roots == 1
+            && trace.iter().any(|s| s.name == "POST /v1/executions")
+            && trace.iter().any(|s| s.name == "pipeline.execute")
+    };
     let spans = receiver
         .wait_for_spans(Duration::from_secs(30), |spans| {
             let services: HashSet<&str> = spans
@@ -194,6 +207,8 @@ async fn one_trace_from_http_through_every_service() {
                 .map(|s| s.service.as_str())
                 .collect();
             SERVICES.iter().all(|s| services.contains(s))
+                && complete(spans, &ok_trace)
+                && complete(spans, &failed_trace)
                 && spans.iter().any(|s| {
                     s.trace_id == failed_trace && s.name == "step.execute" && s.status_code == 2
                 })

@@ -112,25 +112,14 @@ impl Accounting {
         Registry::global().inc(PUBLISHED_METRIC, PUBLISHED_HELP, &[("topic", topic)]);
     }
 
-    /// A delivery failed. When nothing at all was acknowledged for
-    /// `stuck_after` (twice the delivery timeout), the producer is rebuilt.
-    ///
-    /// Why: the idempotent producer keeps its producer id across an outage
-    /// and, on errors, only bumps the epoch locally. A broker that lost its
-    /// state meanwhile (tansu with memory storage; a cluster whose producer
-    /// state expired) answers UNKNOWN_PRODUCER_ID to every retry, so the old
-    /// producer would never deliver again. A new one asks for a new id. During
-    /// a plain outage a rebuild costs only what was queued, which was about to
-    /// time out anyway; it happens at most once per `stuck_after`.
-    fn failed(&self) {
-        let now = self.now_ms();
-        let stuck_ms = u64::try_from(self.stuck_after.as_millis()).unwrap_or(u64::MAX);
-        let quiet_for = now.saturating_sub(self.last_success_ms.load(Ordering::Relaxed));
-        let since_rebuild = now.saturating_sub(self.last_rebuild_ms.load(Ordering::Relaxed));
-        if quiet_for >= stuck_ms && since_rebuild >= stuck_ms {
-            self.rebuild.store(true, Ordering::Release);
-        }
-    }
+    /// A delivery failed. The producer is not rebuilt for that: without
+    /// idempotence it needs no producer id, so it simply delivers again once
+    /// the brokers are back (even a broker that lost its state, like tansu
+    /// with memory storage). Rebuilding, and dropping the old producer while
+    /// its purged reports are in flight, crashed the process (SIGSEGV inside
+    /// librdkafka, seen in the broker-outage tests); only a fatal error
+    /// rebuilds now.
+    fn failed(&self) {}
 
     fn dropped(&self, topic: &'static str, reason: &'static str, detail: &str) {
         Registry::global().inc(
@@ -270,10 +259,15 @@ fn build_producer(
 ) -> Result<ThreadedProducer<ProducerCtx>, EventsError> {
     let mut config = settings.client_config(source);
     config
-        // Idempotence keeps per-partition order and avoids duplicates across
-        // librdkafka's internal retries; it implies acks=all, set anyway so
-        // the intent is visible.
-        .set("enable.idempotence", "true")
+        // acks=all: an event counts as delivered once every in-sync replica
+        // has it. Not idempotent: an idempotent producer keeps a producer id
+        // that a restarted broker may have forgotten, and then never delivers
+        // again (see `Accounting::failed`). One request in flight per
+        // connection keeps per-key order across retries instead; a retried
+        // event may arrive twice, which consumers keyed by execution id and
+        // status already tolerate (at-least-once).
+        .set("enable.idempotence", "false")
+        .set("max.in.flight.requests.per.connection", "1")
         .set("acks", "all")
         // lz4 is built into librdkafka (no extra system library) and cheap
         // on CPU; progress JSON compresses well.
