@@ -3,7 +3,7 @@
 //! the caller; [`Publisher::send`] for the few whose loss must be an error
 //! (queue-mode submission).
 //!
-//! One idempotent librdkafka producer serves both, so events keyed by the same
+//! One librdkafka producer (acks=all, one request in flight) serves both, so events keyed by the same
 //! execution id stay in order whichever method sent them. librdkafka keeps its
 //! own bounded queue, retries and reconnects in its threads; delivery reports
 //! come back on the polling thread of a [`ThreadedProducer`], where they are
