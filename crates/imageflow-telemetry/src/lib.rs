@@ -31,7 +31,12 @@ use opentelemetry_sdk::{
     trace::{Sampler, SdkTracerProvider},
 };
 use tokio::sync::watch;
-use tracing_subscriber::{EnvFilter, layer::SubscriberExt, util::SubscriberInitExt};
+use tracing_subscriber::{
+    EnvFilter, Layer as _,
+    filter::{FilterExt, filter_fn},
+    layer::SubscriberExt,
+    util::SubscriberInitExt,
+};
 
 pub use grpc_layer::GrpcServerLayer;
 pub use json::JsonLayer;
@@ -129,20 +134,29 @@ where
     let tracer = provider.tracer("imageflow");
 
     let _ = SERVICE.set((settings.service_name.clone(), version));
+    // RUST_LOG picks log lines only: traces keep their spans whatever the log
+    // level (RUST_LOG=warn in production must not switch tracing off), and
+    // log lines inside a span keep its fields and trace id.
+    let log_filter = filter.or(filter_fn(|m| m.is_span()));
+    let trace_filter = filter_fn(|m| {
+        if m.is_span() {
+            *m.level() <= tracing::Level::INFO
+        } else {
+            *m.level() <= tracing::Level::WARN
+        }
+    });
     tracing_subscriber::registry()
-        .with(filter)
         .with(
             tracing_opentelemetry::layer()
                 .with_tracer(tracer)
                 .with_error_records_to_exceptions(true)
                 .with_threads(false)
-                .with_tracked_inactivity(false),
+                .with_tracked_inactivity(false)
+                .with_filter(trace_filter),
         )
-        .with(JsonLayer::new(
-            settings.service_name.clone(),
-            version,
-            writer,
-        ))
+        .with(
+            JsonLayer::new(settings.service_name.clone(), version, writer).with_filter(log_filter),
+        )
         .try_init()
         .map_err(|e| InitError(format!("a global log subscriber is already installed: {e}")))?;
 
