@@ -15,6 +15,10 @@ use std::{
 use imageflow_testkit::{ChildProcess, OtlpReceiver, ReceivedSpan, fixture, free_addr};
 use serde_json::{Value, json};
 
+/// A bearer token that only opens this test's loopback backend; no log line
+/// of any process may contain it.
+const TEST_TOKEN: &str = "e2e-loopback-only-token-4f1c9a";
+
 const SERVICES: [&str; 4] = [
     "imageflow-backend-api",
     "imageflow-resize",
@@ -81,6 +85,7 @@ async fn start_stack(receiver: &OtlpReceiver, dir: &Path) -> Stack {
     let http = free_addr();
     let mut env = telemetry_env(receiver, "1.0");
     env.insert("HTTP_LISTEN_ADDR".into(), http.to_string());
+    env.insert("IMAGEFLOW_API_TOKENS".into(), format!("e2e:{TEST_TOKEN}"));
     env.insert("STORAGE_URL".into(), storage);
     env.insert(
         "DATABASE_URL".into(),
@@ -142,6 +147,7 @@ async fn one_trace_from_http_through_every_service() {
 
     let upload: Value = http
         .post(format!("{}/v1/files", stack.api))
+        .bearer_auth(TEST_TOKEN)
         .header("content-type", "image/jpeg")
         .body(fixture("astronaut.jpg"))
         .send()
@@ -167,7 +173,13 @@ async fn one_trace_from_http_through_every_service() {
         let http = http.clone();
         let url = format!("{}/v1/executions?wait=true", stack.api);
         async move {
-            let response = http.post(url).json(&body).send().await.unwrap();
+            let response = http
+                .post(url)
+                .bearer_auth(TEST_TOKEN)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
             assert_eq!(response.status(), 200);
             response.json::<Value>().await.unwrap()
         }
@@ -331,6 +343,15 @@ async fn one_trace_from_http_through_every_service() {
         .find(|s| s.name == "pipeline.execute")
         .unwrap();
     assert_eq!(failed_pipeline.status_code, 2);
+
+    // No process logged the API token, whatever it did with the requests.
+    for p in &stack.processes {
+        assert!(
+            !p.output().contains(TEST_TOKEN),
+            "{} logged the API token",
+            p.name
+        );
+    }
 
     // Logs of the run carry the same trace id, in every process that served it.
     for p in &stack.processes {
