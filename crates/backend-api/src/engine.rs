@@ -275,10 +275,16 @@ impl Engine {
                 .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
                 .unwrap_or_default();
             for (id, token) in local {
-                if let Ok(Some(status)) = db.execution_status(&id).await
-                    && status.is_terminal()
-                {
-                    token.cancel();
+                match db.execution_owner(&id).await {
+                    // Ended elsewhere (a cancel), or no longer ours: a replica
+                    // that thought we were dead requeued it and someone else
+                    // took it. Stop, so it does not run twice for long.
+                    Ok(Some((status, _, _))) if status.is_terminal() => token.cancel(),
+                    Ok(Some((ExecutionStatus::Running, owner, _))) if owner != self.inner.owner => {
+                        tracing::warn!(execution_id = %id, now_owned_by = %owner, "execution taken over by another replica; stopping here");
+                        token.cancel();
+                    }
+                    _ => {}
                 }
             }
             if let Some(RequeueHook(requeue)) = self.inner.requeue.get() {
@@ -414,6 +420,7 @@ impl Engine {
         let inner = &self.inner;
         let id = submission.execution_id.clone();
         let started = Instant::now();
+        tracing::info!(execution_id = %id, replica = %inner.owner, "execution started");
         inner.metrics.execution_started();
         inner.events.publish(ProgressEvent::execution(
             &id,
