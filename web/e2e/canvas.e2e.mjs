@@ -294,7 +294,12 @@ describe('ImageFlowCanvas web UI', () => {
     await page.getByLabel('Status').selectOption('completed');
     await row.first().waitFor();
     await page.getByLabel('Pipeline').selectOption({ label: 'e2e astronaut pipeline' });
-    await row.first().waitFor();
+    // The list refetches: wait for the filtered answer, not the old rows.
+    await page
+      .waitForFunction(() => document.querySelectorAll('tbody tr[data-status="completed"]').length === 1, null, {
+        timeout: 10000,
+      })
+      .catch(() => {});
     assert.equal(await page.locator('tbody tr').count(), 1);
     await shot('05-executions');
   });
@@ -350,11 +355,17 @@ describe('ImageFlowCanvas web UI', () => {
         .map((e) => e.outerHTML),
     );
     assert.deepEqual(unlabelled, []);
-    // Arrow keys move the focused node.
+    // Arrow keys move the focused node (focus it again: Enter opened the
+    // inspector), once the move has rendered.
+    await node('detect').focus();
     const before = await node('detect').boundingBox();
     await page.keyboard.press('ArrowDown');
-    const after = await node('detect').boundingBox();
-    assert.ok(Math.abs(after.y - before.y - 10) < 2);
+    let after = await node('detect').boundingBox();
+    for (let i = 0; i < 40 && Math.abs(after.y - before.y - 10) >= 2; i++) {
+      await page.waitForTimeout(50);
+      after = await node('detect').boundingBox();
+    }
+    assert.ok(Math.abs(after.y - before.y - 10) < 2, `the node moved ${after.y - before.y}px, not 10`);
     // The first Tab reaches the skip link.
     await page.goto(BASE + '/#/executions');
     await page.reload();
