@@ -294,12 +294,7 @@ describe('ImageFlowCanvas web UI', () => {
     await page.getByLabel('Status').selectOption('completed');
     await row.first().waitFor();
     await page.getByLabel('Pipeline').selectOption({ label: 'e2e astronaut pipeline' });
-    // The list refetches: wait for the filtered answer, not the old rows.
-    await page
-      .waitForFunction(() => document.querySelectorAll('tbody tr[data-status="completed"]').length === 1, null, {
-        timeout: 10000,
-      })
-      .catch(() => {});
+    await row.first().waitFor();
     assert.equal(await page.locator('tbody tr').count(), 1);
     await shot('05-executions');
   });
