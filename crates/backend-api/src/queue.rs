@@ -358,11 +358,19 @@ async fn take(engine: &Engine, db: &Db, message: &Received) -> bool {
     }
 }
 
-async fn submission(
+/// A recorded execution with its stored definition and parameters: what a
+/// replica needs to run it or to queue it again.
+async fn stored(
     db: &Db,
     id: &str,
-    message: Option<&Received>,
-) -> Result<(Submission, tokio::sync::oneshot::Receiver<bool>), String> {
+) -> Result<
+    (
+        crate::model::ExecutionRecord,
+        crate::model::PipelineDefinition,
+        serde_json::Value,
+    ),
+    String,
+> {
     let record = db
         .get_execution(id)
         .await
@@ -373,6 +381,15 @@ async fn submission(
         .await
         .map_err(|e| format!("database: {e}"))?
         .ok_or("the execution disappeared")?;
+    Ok((record, definition, parameters))
+}
+
+async fn submission(
+    db: &Db,
+    id: &str,
+    message: Option<&Received>,
+) -> Result<(Submission, tokio::sync::oneshot::Receiver<bool>), String> {
+    let (record, definition, parameters) = stored(db, id).await?;
     let overrides: dag::Overrides = serde_json::from_value(parameters).unwrap_or_default();
     let plan = dag::plan(&definition, &overrides).map_err(|e| e.to_string())?;
     let input_id = record.inputs.first().ok_or("the execution has no input")?;
@@ -402,16 +419,7 @@ async fn submission(
 
 /// The request message of a recorded execution, from the database.
 pub async fn request_of(db: &Db, id: &str) -> Result<ExecutionRequest, String> {
-    let record = db
-        .get_execution(id)
-        .await
-        .map_err(|e| format!("database: {e}"))?
-        .ok_or("the execution disappeared")?;
-    let (definition, parameters) = db
-        .execution_input(id)
-        .await
-        .map_err(|e| format!("database: {e}"))?
-        .ok_or("the execution disappeared")?;
+    let (record, definition, parameters) = stored(db, id).await?;
     Ok(ExecutionRequest {
         execution_id: id.to_string(),
         pipeline_config: serde_json::to_value(&definition).unwrap_or_default(),
