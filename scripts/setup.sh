@@ -29,6 +29,13 @@ if ! "$TOOLS_DIR/bin/s3s-fs" --version 2>/dev/null | grep -q "$S3S_FS_VERSION"; 
     CARGO_TARGET_DIR="$IMAGEFLOW_CACHE/tools-target" cargo install s3s-fs \
         --version "$S3S_FS_VERSION" --locked --features binary --root "$TOOLS_DIR" --quiet
 fi
+# cargo-deny checks the dependency tree's licenses and sources in the tests.
+CARGO_DENY_VERSION=0.20.2
+if ! "$TOOLS_DIR/bin/cargo-deny" --version 2>/dev/null | grep -q "$CARGO_DENY_VERSION"; then
+    log "building cargo-deny $CARGO_DENY_VERSION into $TOOLS_DIR"
+    CARGO_TARGET_DIR="$IMAGEFLOW_CACHE/tools-target" cargo install cargo-deny \
+        --version "$CARGO_DENY_VERSION" --locked --root "$TOOLS_DIR" --quiet
+fi
 # The Kafka-compatible broker the tests use (tansu); about 35 min to build
 # from scratch on 2 cores, then cached.
 "$REPO_ROOT/scripts/build-tansu.sh"

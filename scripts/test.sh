@@ -32,6 +32,9 @@ cargo fmt --all -- --check
 log "cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+log "cargo deny: licenses, bans, sources of the dependency tree"
+cargo deny --locked check bans licenses sources
+
 log "cargo test"
 cargo test --workspace --locked --no-fail-fast
 
@@ -43,5 +46,8 @@ log "web UI: unit tests and the browser end-to-end test"
 
 log "schemathesis against the backend's OpenAPI document"
 "$REPO_ROOT/scripts/api-fuzz.sh"
+
+log "cargo fuzz: image decoding, pipeline JSON, DAG validation (20 s each)"
+"$REPO_ROOT/scripts/fuzz.sh" 20
 
 log "all tests passed"

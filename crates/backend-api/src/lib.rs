@@ -10,15 +10,12 @@
 pub mod api;
 pub mod clients;
 pub mod config;
-pub mod dag;
 pub mod db;
 pub mod engine;
 pub mod error;
 pub mod events;
 pub mod metrics;
-pub mod model;
 pub mod queue;
-pub mod registry;
 
 use std::{future::Future, sync::Arc, time::Duration};
 
@@ -27,6 +24,9 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 pub use config::{BackendConfig, ConfigError};
+// Pipeline definitions and their validation live in their own crate (no I/O, fuzzed);
+// re-exported so `backend_api::model` and `crate::dag` paths stay as they were.
+pub use imageflow_pipeline::{dag, model, registry};
 
 /// How long running executions may finish after SIGTERM before they are
 /// failed as interrupted (the chart's terminationGracePeriodSeconds is longer).

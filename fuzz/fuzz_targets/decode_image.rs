@@ -1,0 +1,41 @@
+//! Any bytes through the header probe and the decoder, with limits small enough that a
+//! decompression bomb is refused from its header: never a panic, never an image larger
+//! than the limits, and a decoded image always agrees with what the probe said.
+#![no_main]
+
+use imageflow_imaging::{Limits, decode, decode_at_least, probe};
+use libfuzzer_sys::fuzz_target;
+
+const LIMITS: Limits = Limits {
+    max_input_bytes: 1 << 20,
+    max_pixels: 4_000_000,
+    max_dimension: 4096,
+};
+
+fuzz_target!(|data: &[u8]| {
+    let probed = probe(data, &LIMITS);
+    if let Ok(decoded) = decode(data, &LIMITS) {
+        let image = &decoded.image;
+        let (w, h) = (image.width(), image.height());
+        assert!(w > 0 && h > 0, "decoded an empty image");
+        assert!(u64::from(w) * u64::from(h) <= LIMITS.max_pixels);
+        assert!(w <= LIMITS.max_dimension && h <= LIMITS.max_dimension);
+        assert_eq!(
+            image.pixels().len(),
+            w as usize * h as usize * usize::from(image.channels()),
+            "pixel buffer does not match width x height x channels"
+        );
+        let info = probed.expect("decode succeeded where probe failed");
+        assert_eq!(
+            (info.width, info.height),
+            (w, h),
+            "probe and decode disagree on size"
+        );
+        assert_eq!(info.format, decoded.format);
+        // The reduced-resolution path must stay inside the same bounds.
+        if let Ok(small) = decode_at_least(data, &LIMITS, 64, 64) {
+            assert!(small.image.width() <= w && small.image.height() <= h);
+            assert_eq!((small.original_width, small.original_height), (w, h));
+        }
+    }
+});
