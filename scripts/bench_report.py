@@ -77,6 +77,17 @@ def verdict(ok) -> str:
     return "—" if ok is None else ("met" if ok else "**not met**")
 
 
+def rounded(value):
+    """Floats to 4 decimals, so the committed JSON stays small and diffs stay readable."""
+    if isinstance(value, float):
+        return round(value, 4)
+    if isinstance(value, list):
+        return [rounded(v) for v in value]
+    if isinstance(value, dict):
+        return {k: rounded(v) for k, v in value.items()}
+    return value
+
+
 def main() -> None:
     work, out_dir = sys.argv[1:3]
     env = read_env(os.path.join(work, "run.env"))
@@ -133,10 +144,18 @@ def main() -> None:
     detect_p50 = svc_p50("detect")
     if ort and detect_p50:
         added = detect_p50 - ort["p50_ms"]
+        split = level(grpc["detect"], 1).get("service_split_median_ms", {})
+        # The service's own split is the steadier view on a busy machine: two
+        # inference runs in two processes seconds apart differ by more than 5 ms.
+        own = (
+            f"; the service's own medians: pre {split['preprocess_ms']:.2f} + queue {split['queue_ms']:.2f} "
+            f"+ post {split['postprocess_ms']:.2f} ms around inference {split['inference_ms']:.2f} ms"
+            if split.get("preprocess_ms") is not None else ""
+        )
         targets.append({
             "target": "detect adds < 5 ms over bare ONNX Runtime",
             "measured": f"{detect_p50:.2f} ms (gRPC p50, c1, 1920x1080 JPEG in) − {ort['p50_ms']:.2f} ms "
-                        f"(session.run on the tensor) = {added:+.2f} ms",
+                        f"(session.run p50 on the same tensor) = {added:+.2f} ms" + own,
             "value": added, "limit": 5.0, "met": added < 5.0,
         })
     for label, case in pipelines.items():
@@ -330,7 +349,7 @@ def main() -> None:
         "load": loads,
     }
     with open(os.path.join(out_dir, "latest.json"), "w") as handle:
-        json.dump(report, handle, indent=1)
+        json.dump(rounded(report), handle, indent=1)
     print(markdown)
 
 

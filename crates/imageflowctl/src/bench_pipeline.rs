@@ -9,7 +9,7 @@ use anyhow::{Context, bail};
 use clap::Args;
 use serde_json::{Value, json};
 
-use crate::bench::percentile;
+use crate::bench::{Measure, level_json, percentile};
 
 #[derive(Debug, Args)]
 pub struct BenchPipelineArgs {
@@ -28,9 +28,11 @@ pub struct BenchPipelineArgs {
     /// Comma-separated concurrency levels.
     #[arg(long, default_value = "1,8", value_delimiter = ',')]
     concurrency: Vec<usize>,
+    #[command(flatten)]
+    measure: Measure,
 }
 
-fn chain(steps: &[String]) -> anyhow::Result<Value> {
+pub fn chain(steps: &[String]) -> anyhow::Result<Value> {
     let mut out = Vec::new();
     for (i, name) in steps.iter().enumerate() {
         let (component, parameters) = match name.as_str() {
@@ -98,6 +100,7 @@ pub async fn run(args: BenchPipelineArgs) -> anyhow::Result<()> {
     let mut body = json!({"pipeline": chain(&args.steps)?, "inputs": [file["file_id"]]});
     let body = Arc::new(std::mem::take(&mut body));
     let n_steps = args.steps.len() as f64;
+    let mut levels = Vec::new();
     println!(
         "| pipeline | concurrency | executions | p50 ms | p95 ms | p99 ms | exec/s | services p50 ms | overhead p50 ms/step |\n|---|---|---|---|---|---|---|---|---|"
     );
@@ -107,6 +110,7 @@ pub async fn run(args: BenchPipelineArgs) -> anyhow::Result<()> {
         }
         one(&http, &api, &body).await?; // warm-up
         let per_worker = args.requests.div_ceil(concurrency);
+        let cpu_before = args.measure.cpu()?;
         let started = Instant::now();
         let mut workers = Vec::new();
         for _ in 0..concurrency {
@@ -124,6 +128,7 @@ pub async fn run(args: BenchPipelineArgs) -> anyhow::Result<()> {
             samples.extend(worker.await??);
         }
         let elapsed = started.elapsed().as_secs_f64();
+        let cpu_after = args.measure.cpu()?;
         let mut e2e: Vec<f64> = samples.iter().map(|s| s.0).collect();
         let mut services: Vec<f64> = samples.iter().map(|s| s.1).collect();
         let mut overhead: Vec<f64> = samples.iter().map(|s| (s.0 - s.1) / n_steps).collect();
@@ -142,6 +147,17 @@ pub async fn run(args: BenchPipelineArgs) -> anyhow::Result<()> {
             percentile(&services, 50.0),
             percentile(&overhead, 50.0),
         );
+        let mut level = level_json(concurrency, &e2e, elapsed, &cpu_before, &cpu_after);
+        level["services_p50_ms"] = json!(percentile(&services, 50.0));
+        level["overhead_per_step_p50_ms"] = json!(percentile(&overhead, 50.0));
+        level["overhead_per_step_mean_ms"] =
+            json!(overhead.iter().sum::<f64>() / overhead.len().max(1) as f64);
+        levels.push(level);
     }
-    Ok(())
+    args.measure.write(
+        &args.steps.join(","),
+        "pipeline",
+        levels,
+        json!({"steps": args.steps}),
+    )
 }

@@ -5,7 +5,10 @@
 //! and prints one line per hop with the time the service reported.
 //! `imageflowctl run photo.jpg` uploads it to backend-api and runs resize →
 //! ai_detection → sharpen (or `--pipeline file.json`), printing each step.
-//! `imageflowctl bench resize --endpoint ... --input photo.jpg` measures a service.
+//! `imageflowctl bench resize --endpoint ... --input photo.jpg` measures a service,
+//! `bench-pipeline` the backend's synchronous path, `load` the backend under
+//! N clients for M seconds (with an audit of every execution); `scripts/bench.sh`
+//! drives them all.
 //! `imageflowctl traces report` and `traces execution ID` read a Jaeger query
 //! API; `imageflowctl slo` reads Prometheus: the SRE views of the design.
 
@@ -13,8 +16,10 @@
 
 mod bench;
 mod bench_pipeline;
+mod load;
 mod otlp_sink;
 mod process;
+mod procstat;
 mod run;
 mod slo;
 mod traces;
@@ -41,6 +46,19 @@ enum Command {
     /// Measure pipelines through backend-api's synchronous path, with the
     /// orchestration overhead separated from the services' own time.
     BenchPipeline(bench_pipeline::BenchPipelineArgs),
+    /// N clients for M seconds on backend-api's synchronous path, then check
+    /// that every accepted execution exists and ended; RSS sampled each second.
+    Load(load::LoadArgs),
+    /// Write the detection input tensor ai-detect-svc builds for an image
+    /// (decode, letterbox to 640x640, planar RGB f32 little-endian), so a
+    /// bare ONNX Runtime run can be fed exactly the same values.
+    Tensor {
+        /// The image.
+        input: std::path::PathBuf,
+        /// Where to write the 3x640x640 f32 values.
+        #[arg(short, long)]
+        output: std::path::PathBuf,
+    },
     /// Traces from a Jaeger query API: the bottleneck report, one execution's trace.
     Traces(traces::TracesArgs),
     /// SLO report from Prometheus: availability, p95 latency, pipeline error
@@ -66,6 +84,8 @@ async fn main() -> ExitCode {
         Command::Process(args) => process::run(args).await,
         Command::Bench(args) => bench::run(args).await,
         Command::BenchPipeline(args) => bench_pipeline::run(args).await,
+        Command::Load(args) => load::run(args).await,
+        Command::Tensor { input, output } => tensor(&input, &output),
         Command::Health { endpoint, service } => health(&endpoint, &service).await,
         Command::Traces(args) => traces::run(args).await,
         Command::OtlpSink(args) => otlp_sink::run(args).await,
@@ -101,4 +121,23 @@ async fn health(endpoint: &str, service: &str) -> anyhow::Result<()> {
     eprintln!("{endpoint} {service:?}: {status:?}");
     anyhow::ensure!(status == ServingStatus::Serving, "not serving");
     Ok(())
+}
+
+fn tensor(input: &std::path::Path, output: &std::path::Path) -> anyhow::Result<()> {
+    use anyhow::Context;
+    use imageflow_imaging::{Limits, decode, letterbox_into};
+    const SIDE: u32 = 640;
+    let data = std::fs::read(input).with_context(|| format!("reading {}", input.display()))?;
+    let decoded = decode(&data, &Limits::default())?;
+    let mut values = vec![0.0f32; 3 * (SIDE * SIDE) as usize];
+    letterbox_into(
+        &decoded.image,
+        decoded.original_width,
+        decoded.original_height,
+        SIDE,
+        SIDE,
+        &mut values,
+    )?;
+    let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+    std::fs::write(output, bytes).with_context(|| format!("writing {}", output.display()))
 }
