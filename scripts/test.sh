@@ -33,7 +33,7 @@ log "cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
 log "cargo deny: licenses, bans, sources of the dependency tree"
-cargo deny --locked check bans licenses sources
+cargo deny --locked --log-level error check bans licenses sources
 
 log "cargo test"
 cargo test --workspace --locked --no-fail-fast
