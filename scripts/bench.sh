@@ -25,12 +25,6 @@ load_seconds="${LOAD_SECONDS:-30}"
 out_dir="${BENCH_OUT:-$REPO_ROOT/bench/results}"
 [ "$load_seconds" -le 600 ] || die "LOAD_SECONDS is bounded at 600"
 
-loadavg_start="$(cut -d' ' -f1-3 /proc/loadavg)"
-started_at="$(date -u +%Y-%m-%dT%H:%M:%SZ)"
-# What else was using the CPU when we started, so a reader can judge the noise.
-# (ps's %CPU is over each process's lifetime: a rough picture, counted by name.)
-busy_at_start="$(ps -eo pcpu=,comm= | awk '$1 >= 20 {n[$2]++} END {for (c in n) printf "%s%s x%d", (s++ ? ", " : ""), c, n[c]}')"
-
 # The anchors' Python side: pinned, in its own venv so the project's venv
 # (scripts/setup.sh) stays as the tests expect; a second run only checks.
 apt_packages=(libvips42 libvips-dev)
@@ -62,6 +56,13 @@ log "building release binaries"
 cargo build --release --locked --quiet -p resize-svc -p filter-svc -p ai-detect-svc -p backend-api -p imageflowctl
 bin="$CARGO_TARGET_DIR/release"
 ctl="$bin/imageflowctl"
+
+# Taken after the build, so they describe the machine the measurements met.
+loadavg_start="$(cut -d' ' -f1-3 /proc/loadavg)"
+started_at="$(date -u +%Y-%m-%dT%H:%M:%SZ)"
+# What else was using the CPU, so a reader can judge the noise (ps's %CPU is
+# over each process's lifetime: a rough picture, counted by name).
+busy_at_start="$(ps -eo pcpu=,comm= | awk '$1 >= 20 {n[$2]++} END {for (c in n) printf "%s%s x%d", (s++ ? ", " : ""), c, n[c]}')"
 work="$(mktemp -d)"
 mkdir -p "$work/results"
 pids=()
