@@ -41,7 +41,8 @@ enum Command {
     Run(run::RunArgs),
     /// Resize and filter one image through the running services.
     Process(process::ProcessArgs),
-    /// Measure a running resize-svc or filter-svc: p50/p95/p99 and requests/s.
+    /// Measure a running resize-svc, filter-svc or ai-detect-svc: p50/p95/p99,
+    /// requests/s, and with --watch CPU per request and peak RSS.
     Bench(bench::BenchArgs),
     /// Measure pipelines through backend-api's synchronous path, with the
     /// orchestration overhead separated from the services' own time.
