@@ -825,7 +825,6 @@ impl StepContext {
         max_retries: u32,
         factor: f64,
     ) -> Result<CallResult, String> {
-        let services = &self.engine.inner.services;
         let timeout = self.attempt_timeout(step, call);
         let mut retry = 0;
         loop {
@@ -836,7 +835,7 @@ impl StepContext {
                 record,
                 format!("attempt {} on {}", record.attempts, call.component()),
             );
-            match clients::call(services, call, input, &self.execution_id, timeout).await {
+            match self.call_through_backpressure(call, input, timeout).await {
                 Ok(result) => return Ok(result),
                 Err(err) => {
                     let text = err.describe(call.component());
@@ -868,6 +867,63 @@ impl StepContext {
                     tokio::time::sleep(wait).await;
                 }
             }
+        }
+    }
+
+    /// One call, waiting out the service's backpressure: a RESOURCE_EXHAUSTED
+    /// with a `retry-after-ms` hint means the service refused before doing any
+    /// work and said when to come back, so waiting is queueing, not a failed
+    /// attempt. It spends the attempt's time budget, not `maxRetries` (a
+    /// pipeline without a retry policy would otherwise fail at the first
+    /// refusal of a busy service). Past the budget the refusal is returned
+    /// and the retry policy decides.
+    async fn call_through_backpressure(
+        &self,
+        call: &StepCall,
+        input: &ImageData,
+        timeout: Duration,
+    ) -> Result<CallResult, CallError> {
+        let services = &self.engine.inner.services;
+        let started = Instant::now();
+        let mut refusals = 0u32;
+        loop {
+            let left = timeout.saturating_sub(started.elapsed());
+            let err = match clients::call(services, call, input, &self.execution_id, left).await {
+                Ok(result) => {
+                    if refusals > 0 {
+                        tracing::info!(
+                            refusals,
+                            waited_ms = started.elapsed().as_millis() as u64,
+                            "service admitted the call after backpressure"
+                        );
+                    }
+                    return Ok(result);
+                }
+                Err(err) => err,
+            };
+            let Some(hint) = err
+                .retry_after
+                .filter(|_| err.status.code() == tonic::Code::ResourceExhausted)
+            else {
+                return Err(err);
+            };
+            // Jittered up to twice the hint, so waiting callers do not all
+            // come back in the same instant.
+            let wait = hint.min(MAX_BACKOFF).mul_f64(1.0 + rand::random::<f64>());
+            if started.elapsed() + wait >= timeout {
+                return Err(err);
+            }
+            refusals += 1;
+            self.engine
+                .inner
+                .metrics
+                .call_failed(call.component(), err.status.code());
+            tracing::debug!(
+                refusals,
+                wait_ms = wait.as_millis() as u64,
+                "service over its concurrency limit; waiting"
+            );
+            tokio::time::sleep(wait).await;
         }
     }
 

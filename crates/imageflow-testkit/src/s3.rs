@@ -3,7 +3,7 @@
 use std::{
     collections::HashMap,
     net::{SocketAddr, TcpStream},
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
@@ -21,6 +21,9 @@ pub struct S3Server {
     pub secret_key: String,
     child: Option<Child>,
     _root: Option<tempfile::TempDir>,
+    /// What a private server needs to start again on the same port and
+    /// directory (`restart`).
+    relaunch: Option<(PathBuf, SocketAddr, PathBuf)>,
 }
 
 impl S3Server {
@@ -37,31 +40,27 @@ impl S3Server {
                     .unwrap_or_else(|_| TEST_SECRET_KEY.into()),
                 child: None,
                 _root: None,
+                relaunch: None,
             });
         }
+        Self::start_private()
+    }
+
+    /// Always starts a private `s3s-fs` (never the shared one), so the test
+    /// may stop and restart it.
+    pub fn start_private() -> anyhow::Result<Self> {
         let binary = find_binary()?;
         let mut last_error = None;
         for _ in 0..5 {
             let root = tempfile::tempdir()?;
             let addr = crate::closed_port();
-            let child = Command::new(&binary)
-                .args(["--host", "127.0.0.1", "--port", &addr.port().to_string()])
-                .args([
-                    "--access-key",
-                    TEST_ACCESS_KEY,
-                    "--secret-key",
-                    TEST_SECRET_KEY,
-                ])
-                .arg(root.path())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .with_context(|| format!("starting {}", binary.display()))?;
+            let child = launch(&binary, addr, root.path())?;
             let mut server = Self {
                 endpoint: format!("http://{addr}"),
                 access_key: TEST_ACCESS_KEY.into(),
                 secret_key: TEST_SECRET_KEY.into(),
                 child: Some(child),
+                relaunch: Some((binary.clone(), addr, root.path().to_path_buf())),
                 _root: Some(root),
             };
             match server.wait_until_accepting(addr) {
@@ -70,6 +69,29 @@ impl S3Server {
             }
         }
         Err(last_error.unwrap_or_else(|| anyhow::anyhow!("s3s-fs did not start")))
+    }
+
+    /// Kills a private server (its objects stay on disk for `restart`).
+    pub fn stop(&mut self) {
+        assert!(
+            self.relaunch.is_some(),
+            "only a private server can be stopped"
+        );
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts a stopped private server again on the same port and directory.
+    pub fn restart(&mut self) -> anyhow::Result<()> {
+        let (binary, addr, root) = self
+            .relaunch
+            .clone()
+            .context("only a private server can be restarted")?;
+        self.stop();
+        self.child = Some(launch(&binary, addr, &root)?);
+        self.wait_until_accepting(addr)
     }
 
     fn wait_until_accepting(&mut self, addr: SocketAddr) -> anyhow::Result<()> {
@@ -107,6 +129,22 @@ impl Drop for S3Server {
             let _ = child.wait();
         }
     }
+}
+
+fn launch(binary: &Path, addr: SocketAddr, root: &Path) -> anyhow::Result<Child> {
+    Command::new(binary)
+        .args(["--host", "127.0.0.1", "--port", &addr.port().to_string()])
+        .args([
+            "--access-key",
+            TEST_ACCESS_KEY,
+            "--secret-key",
+            TEST_SECRET_KEY,
+        ])
+        .arg(root)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .with_context(|| format!("starting {}", binary.display()))
 }
 
 fn find_binary() -> anyhow::Result<PathBuf> {
