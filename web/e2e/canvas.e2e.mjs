@@ -289,13 +289,20 @@ describe('ImageFlowCanvas web UI', () => {
     const row = page.locator('tr[data-status="completed"]');
     await row.first().waitFor();
     assert.match(await row.first().textContent(), /e2e astronaut pipeline/);
+    // The page marks what its rows were loaded for, so each check reads the list of the filter
+    // just chosen, never the previous one's rows or the loading state in between.
     await page.getByLabel('Status').selectOption('failed');
-    await page.getByText('No executions match these filters.').waitFor();
+    await page.locator('[data-empty][data-loaded-status="failed"]').waitFor();
+    assert.match(await page.locator('[data-empty]').textContent(), /No executions match these filters\./);
     await page.getByLabel('Status').selectOption('completed');
-    await row.first().waitFor();
-    await page.getByLabel('Pipeline').selectOption({ label: 'e2e astronaut pipeline' });
-    await row.first().waitFor();
+    await page.locator('.table-wrap[data-loaded-status="completed"][data-loaded-pipeline=""]').waitFor();
+    const [pipelineId] = await page.getByLabel('Pipeline').selectOption({ label: 'e2e astronaut pipeline' });
+    assert.ok(pipelineId, 'the pipeline filter lists the saved pipeline');
+    await page
+      .locator(`.table-wrap[data-loaded-status="completed"][data-loaded-pipeline="${pipelineId}"]`)
+      .waitFor();
     assert.equal(await page.locator('tbody tr').count(), 1);
+    assert.match(await row.first().textContent(), /e2e astronaut pipeline/);
     await shot('05-executions');
   });
 
@@ -341,9 +348,18 @@ describe('ImageFlowCanvas web UI', () => {
 
   step('keyboard and screen-reader basics', async () => {
     await page.getByRole('link', { name: 'Canvas' }).click();
-    await node('detect').focus();
-    await page.keyboard.press('Enter');
-    await page.locator('[data-inspector="detect"]').waitFor();
+    // The canvas re-renders its nodes once the stored pipeline has loaded, which can
+    // take the focus from a node focused just before: focus and press again then.
+    for (let attempt = 1; ; attempt++) {
+      await node('detect').focus();
+      await page.keyboard.press('Enter');
+      try {
+        await page.locator('[data-inspector="detect"]').waitFor({ timeout: 3000 });
+        break;
+      } catch (err) {
+        if (attempt === 4) throw err;
+      }
+    }
     const unlabelled = await page.$$eval('input, select, textarea', (els) =>
       els
         .filter((e) => e.type !== 'hidden' && !(e.labels && e.labels.length) && !e.getAttribute('aria-label'))

@@ -1,4 +1,4 @@
-import { useEffect, useState } from 'preact/hooks';
+import { useEffect, useRef, useState } from 'preact/hooks';
 import { api } from '../api';
 import { StatusBadge } from '../components/StatusBadge';
 import { fmtMs, fmtTime, shortId } from '../format';
@@ -13,8 +13,15 @@ export function ExecutionsPage({ route }: { route: Route }) {
   const status = route.query.get('status') ?? '';
   const pipelineId = route.query.get('pipeline') ?? '';
   const limit = Number(route.query.get('limit') ?? '20');
-  const [rows, setRows] = useState<ExecutionRecord[] | null>(null);
-  const [next, setNext] = useState<string | undefined>();
+  // Rows belong to the filter they were fetched for: a response to an older filter (still in
+  // flight when the user changed it) is dropped, and rows of the old filter are never shown
+  // under the new one.
+  const query = `${status}|${pipelineId}|${limit}`;
+  const current = useRef(query);
+  current.current = query;
+  const [page, setPage] = useState<{ query: string; rows: ExecutionRecord[]; next?: string } | null>(null);
+  const rows = page?.query === query ? page.rows : null;
+  const next = page?.query === query ? page.next : undefined;
   const [error, setError] = useState<string | null>(null);
   const [pipelines, setPipelines] = useState<StoredPipeline[]>([]);
   const [auto, setAuto] = useState(true);
@@ -23,29 +30,31 @@ export function ExecutionsPage({ route }: { route: Route }) {
     api.listPipelines().then(setPipelines, () => setPipelines([]));
   }, []);
 
-  const fetchFirst = () =>
-    api.listExecutions({ limit, status, pipelineId }).then(
+  const fetchFirst = () => {
+    const asked = query;
+    return api.listExecutions({ limit, status, pipelineId }).then(
       (r) => {
-        setRows(r.executions);
-        setNext(r.next_cursor);
+        if (current.current !== asked) return;
+        setPage({ query: asked, rows: r.executions, next: r.next_cursor });
         setError(null);
       },
-      (e: Error) => setError(e.message),
+      (e: Error) => {
+        if (current.current === asked) setError(e.message);
+      },
     );
-  useEffect(() => {
-    setRows(null);
-  }, [status, pipelineId, limit]);
+  };
   const anyLive = (rows ?? []).some((r) => r.status === 'pending' || r.status === 'running');
   usePolling(fetchFirst, 3000, auto && (anyLive || rows === null), [status, pipelineId, limit]);
 
   const more = async () => {
-    if (!next) return;
+    if (!next || !rows) return;
+    const asked = query;
     try {
       const r = await api.listExecutions({ limit, status, pipelineId, cursor: next });
-      setRows((old) => [...(old ?? []), ...r.executions]);
-      setNext(r.next_cursor);
+      if (current.current !== asked) return;
+      setPage({ query: asked, rows: [...rows, ...r.executions], next: r.next_cursor });
     } catch (e) {
-      setError((e as Error).message);
+      if (current.current === asked) setError((e as Error).message);
     }
   };
 
@@ -107,7 +116,7 @@ export function ExecutionsPage({ route }: { route: Route }) {
       )}
       {rows === null && !error && <p class="muted">Loading…</p>}
       {rows?.length === 0 && (
-        <div class="empty" data-empty="executions">
+        <div class="empty" data-empty="executions" data-loaded-status={status} data-loaded-pipeline={pipelineId}>
           {filtered ? (
             <p>No executions match these filters.</p>
           ) : (
@@ -118,7 +127,7 @@ export function ExecutionsPage({ route }: { route: Route }) {
         </div>
       )}
       {rows && rows.length > 0 && (
-        <div class="table-wrap">
+        <div class="table-wrap" data-loaded-status={status} data-loaded-pipeline={pipelineId}>
           <table class="executions">
             <caption class="sr-only">Executions, newest first</caption>
             <thead>
