@@ -33,7 +33,10 @@ import time
 import yaml
 
 BINARIES = ("backend-api", "resize-svc", "filter-svc", "ai-detect-svc")
-LISTEN = ("GRPC_LISTEN_ADDR", "HTTP_LISTEN_ADDR", "METRICS_LISTEN_ADDR")
+LISTEN = ("GRPC_LISTEN_ADDR", "HTTP_LISTEN_ADDR", "METRICS_LISTEN_ADDR", "GRPC_HEALTH_LISTEN_ADDR")
+# gRPC TLS files the pods mount from a Secret: which stand-in file each names.
+GRPC_TLS_FILES = {"GRPC_TLS_CERT": "tls.crt", "GRPC_TLS_KEY": "tls.key", "GRPC_TLS_CLIENT_CA": "tls.crt",
+                  "GRPC_TLS_CA": "tls.crt", "GRPC_TLS_CLIENT_CERT": "tls.crt", "GRPC_TLS_CLIENT_KEY": "tls.key"}
 # Stand-ins for Secrets created outside the chart (existingSecret), shaped like
 # the real values so the binaries parse them.
 STAND_INS = {
@@ -152,6 +155,20 @@ def main():
                              "-out", str(ca)],
                             check=True, capture_output=True)
                     env["KAFKA_SSL_CA_LOCATION"] = str(ca)
+                if any(k in env for k in GRPC_TLS_FILES):
+                    # The mounted gRPC TLS Secret: a throwaway self-signed
+                    # certificate stands in for the certificate, the key and
+                    # the CA (the binaries read and check all three at start).
+                    if not (work / "tls.crt").exists():
+                        subprocess.run(
+                            ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+                             "-nodes", "-days", "1", "-subj", "/CN=validate-chart-env",
+                             "-addext", "subjectAltName=DNS:localhost",
+                             "-keyout", str(work / "tls.key"), "-out", str(work / "tls.crt")],
+                            check=True, capture_output=True)
+                    for key, file in GRPC_TLS_FILES.items():
+                        if key in env:
+                            env[key] = str(work / file)
                 if env.get("DATABASE_URL", "").startswith("sqlite://"):
                     env["DATABASE_URL"] = f"sqlite://{work}/{len(runs)}.db"
                 env["PATH"] = os.environ.get("PATH", "/usr/bin:/bin")

@@ -83,6 +83,9 @@ fi
 if "$HELM" template imageflow "$chart" --set services.resize.maxConcurrentRequest=5 >/dev/null 2>&1; then
     die "values.schema.json accepted an unknown key"
 fi
+if "$HELM" template imageflow "$chart" --set grpc.tls.enabled=true >/dev/null 2>&1; then
+    die "values.schema.json accepted grpc.tls.enabled without grpc.tls.existingSecret"
+fi
 
 log "kubectl kustomize (dev, prod overlays, GPU node pieces)"
 for dir in overlays/dev overlays/prod gpu; do

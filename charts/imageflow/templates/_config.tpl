@@ -10,6 +10,12 @@ GRPC_MAX_MESSAGE_BYTES: {{ $root.Values.grpc.maxMessageBytes | int64 | quote }}
 MAX_IMAGE_BYTES: {{ $root.Values.grpc.maxImageBytes | int64 | quote }}
 MAX_IMAGE_PIXELS: {{ $root.Values.grpc.maxImagePixels | int64 | quote }}
 SHUTDOWN_GRACE_SECONDS: {{ $root.Values.grpc.shutdownGraceSeconds | quote }}
+{{- if $root.Values.grpc.tls.enabled }}
+GRPC_TLS_CERT: "/etc/imageflow/grpc-tls/tls.crt"
+GRPC_TLS_KEY: "/etc/imageflow/grpc-tls/tls.key"
+GRPC_TLS_CLIENT_CA: "/etc/imageflow/grpc-tls/ca.crt"
+GRPC_HEALTH_LISTEN_ADDR: {{ printf "0.0.0.0:%d" (int $root.Values.grpc.tls.healthPort) | quote }}
+{{- end }}
 {{- if gt (int $svc.cpuWorkers) 0 }}
 CPU_WORKERS: {{ $svc.cpuWorkers | quote }}
 {{- end }}
@@ -38,9 +44,19 @@ INFERENCE_BACKEND: "onnx"
 {{- $b := .Values.backend -}}
 {{ include "imageflow.sharedConfig" . }}
 HTTP_LISTEN_ADDR: {{ printf "0.0.0.0:%d" (int $b.httpPort) | quote }}
-RESIZE_GRPC_ENDPOINT: {{ printf "http://%s-resize:%d" $fullname (int .Values.grpc.port) | quote }}
-FILTER_GRPC_ENDPOINT: {{ printf "http://%s-filter:%d" $fullname (int .Values.grpc.port) | quote }}
-AI_DETECTION_GRPC_ENDPOINT: {{ printf "http://%s-ai-detect:%d" $fullname (int .Values.grpc.port) | quote }}
+{{- $tls := .Values.grpc.tls }}
+{{- $scheme := ternary "https" "http" $tls.enabled }}
+RESIZE_GRPC_ENDPOINT: {{ printf "%s://%s-resize:%d" $scheme $fullname (int .Values.grpc.port) | quote }}
+FILTER_GRPC_ENDPOINT: {{ printf "%s://%s-filter:%d" $scheme $fullname (int .Values.grpc.port) | quote }}
+AI_DETECTION_GRPC_ENDPOINT: {{ printf "%s://%s-ai-detect:%d" $scheme $fullname (int .Values.grpc.port) | quote }}
+{{- if $tls.enabled }}
+GRPC_TLS_CA: "/etc/imageflow/grpc-tls/ca.crt"
+GRPC_TLS_CLIENT_CERT: "/etc/imageflow/grpc-tls/tls.crt"
+GRPC_TLS_CLIENT_KEY: "/etc/imageflow/grpc-tls/tls.key"
+{{- with $tls.serverName }}
+GRPC_TLS_SERVER_NAME: {{ . | quote }}
+{{- end }}
+{{- end }}
 EXECUTION_MODE: {{ $b.executionMode | quote }}
 MAX_PARALLEL_EXECUTIONS: {{ $b.maxParallelExecutions | quote }}
 MAX_QUEUED_EXECUTIONS: {{ $b.maxQueuedExecutions | quote }}

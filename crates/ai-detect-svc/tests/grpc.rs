@@ -491,3 +491,39 @@ async fn asking_for_cuda_without_it_falls_back_to_the_cpu() {
     );
     service.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn object_keys_are_checked_and_oversized_messages_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut env = fs_env(dir.path());
+    env.insert("GRPC_MAX_MESSAGE_BYTES".into(), "65536".into());
+    let (service, mut client) = start(&env).await;
+    let too_long = "k".repeat(1025);
+    for (bad, why) in [
+        ("a/../../etc/passwd", "'..'"),
+        ("/etc/passwd", "'/'"),
+        ("", "empty"),
+        ("in/tab\there.jpg", "control characters"),
+        (too_long.as_str(), "limit is 1024"),
+    ] {
+        let status = client
+            .detect_objects(object_request("imageflow-files", bad, "exec-keys", false))
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument, "{bad:?}: {status:?}");
+        assert!(
+            status.message().starts_with("input_image.object_key: ")
+                && status.message().contains(why),
+            "{bad:?}: {status:?}"
+        );
+    }
+
+    // Over GRPC_MAX_MESSAGE_BYTES (coffee.jpg is 72 KB): refused by the codec.
+    let status = client
+        .detect_objects(bytes_request(fixture("coffee.jpg"), false))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::OutOfRange, "{status:?}");
+    assert!(status.message().contains("too large"), "{status:?}");
+    service.stop().await.unwrap();
+}

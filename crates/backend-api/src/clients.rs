@@ -2,6 +2,9 @@
 //! component. Each configured endpoint's host name is re-resolved every few
 //! seconds, so a Kubernetes headless service spreads calls over every pod and
 //! follows scale-ups; a pod that goes away leaves the set on the next round.
+//! With `GRPC_TLS_CA` set every connection is TLS (mutual with a client
+//! certificate), checked against the host name the endpoint was configured
+//! with, not the pod address it resolved to.
 
 use std::{
     collections::HashSet,
@@ -20,6 +23,7 @@ use imageflow_proto::v1::{
     filter_request, filter_service_client::FilterServiceClient, resize_request,
     resize_service_client::ResizeServiceClient,
 };
+use imageflow_service::tls::ClientTls;
 use tokio::sync::mpsc::Sender;
 use tonic::{
     Code, Status,
@@ -45,8 +49,9 @@ pub struct ServiceChannel {
 }
 
 impl ServiceChannel {
-    /// Starts resolving `urls` (http://host:port) in the background.
-    pub fn new(name: &'static str, urls: &[String]) -> Self {
+    /// Starts resolving `urls` (http://host:port) in the background; with
+    /// `tls`, every connection is TLS.
+    pub fn new(name: &'static str, urls: &[String], tls: Option<Arc<ClientTls>>) -> Self {
         let (channel, changes) = Channel::balance_channel::<SocketAddr>(64);
         let live = Arc::new(AtomicUsize::new(0));
         let targets: Vec<(String, u16)> = urls
@@ -57,7 +62,7 @@ impl ServiceChannel {
                 Some((host, uri.port_u16().unwrap_or(80)))
             })
             .collect();
-        tokio::spawn(resolve_loop(name, targets, changes, live.clone()));
+        tokio::spawn(resolve_loop(name, targets, tls, changes, live.clone()));
         Self {
             name,
             channel,
@@ -87,21 +92,34 @@ impl ServiceChannel {
     }
 }
 
-fn endpoint(addr: SocketAddr) -> Option<Endpoint> {
-    Endpoint::from_shared(format!("http://{addr}"))
-        .ok()
-        .map(|e| {
-            e.connect_timeout(Duration::from_secs(2))
-                .tcp_nodelay(true)
-                .http2_keep_alive_interval(Duration::from_secs(30))
-                .keep_alive_timeout(Duration::from_secs(10))
-                .keep_alive_while_idle(true)
-        })
+/// The endpoint of one resolved address of `host`.
+fn endpoint(name: &str, addr: SocketAddr, host: &str, tls: Option<&ClientTls>) -> Option<Endpoint> {
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let endpoint = Endpoint::from_shared(format!("{scheme}://{addr}"))
+        .ok()?
+        .connect_timeout(Duration::from_secs(2))
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(30))
+        .keep_alive_timeout(Duration::from_secs(10))
+        .keep_alive_while_idle(true);
+    match tls {
+        None => Some(endpoint),
+        // The same config was built once at start-up, so this only fails on
+        // a host that is no valid server name; say so rather than drop it quietly.
+        Some(tls) => match endpoint.tls_config(tls.config(host)) {
+            Ok(endpoint) => Some(endpoint),
+            Err(err) => {
+                tracing::error!(service = name, host, error = %err, "cannot set up TLS for this endpoint; set GRPC_TLS_SERVER_NAME");
+                None
+            }
+        },
+    }
 }
 
 async fn resolve_loop(
     name: &'static str,
     targets: Vec<(String, u16)>,
+    tls: Option<Arc<ClientTls>>,
     changes: Sender<Change<SocketAddr, Endpoint>>,
     live: Arc<AtomicUsize>,
 ) {
@@ -109,9 +127,18 @@ async fn resolve_loop(
     let mut warned = false;
     loop {
         let mut resolved = HashSet::new();
+        // Which configured host each address came from: its certificate is
+        // checked against that name.
+        let mut hosts: std::collections::HashMap<SocketAddr, &str> =
+            std::collections::HashMap::new();
         for (host, port) in &targets {
             match tokio::net::lookup_host((host.as_str(), *port)).await {
-                Ok(addrs) => resolved.extend(addrs),
+                Ok(addrs) => {
+                    for addr in addrs {
+                        resolved.insert(addr);
+                        hosts.entry(addr).or_insert(host.as_str());
+                    }
+                }
                 Err(err) => {
                     if !warned {
                         tracing::warn!(service = name, host, error = %err, "cannot resolve service endpoint; retrying");
@@ -127,7 +154,8 @@ async fn resolve_loop(
                 }
             }
             for new in resolved.difference(&current) {
-                if let Some(e) = endpoint(*new)
+                let host = hosts.get(new).copied().unwrap_or_default();
+                if let Some(e) = endpoint(name, *new, host, tls.as_deref())
                     && changes.send(Change::Insert(*new, e)).await.is_err()
                 {
                     return;
@@ -159,11 +187,17 @@ pub struct Services {
 }
 
 impl Services {
-    pub fn new(resize: &[String], filter: &[String], detect: &[String]) -> Self {
+    pub fn new(
+        resize: &[String],
+        filter: &[String],
+        detect: &[String],
+        tls: Option<ClientTls>,
+    ) -> Self {
+        let tls = tls.map(Arc::new);
         Self {
-            resize: ServiceChannel::new("resize", resize),
-            filter: ServiceChannel::new("filter", filter),
-            detect: ServiceChannel::new("ai_detection", detect),
+            resize: ServiceChannel::new("resize", resize, tls.clone()),
+            filter: ServiceChannel::new("filter", filter, tls.clone()),
+            detect: ServiceChannel::new("ai_detection", detect, tls),
         }
     }
 
@@ -208,6 +242,7 @@ impl CallError {
 
 impl From<Status> for CallError {
     fn from(status: Status) -> Self {
+        let status = connection_failure(status);
         let retry_after = status
             .metadata()
             .get("retry-after-ms")
@@ -219,6 +254,37 @@ impl From<Status> for CallError {
             retry_after,
         }
     }
+}
+
+/// A call that failed below gRPC (the connection or its TLS handshake) comes
+/// back from tonic as "transport error", often with code UNKNOWN, and the
+/// reason only in its source chain (e.g. "received fatal alert:
+/// CertificateRequired"). It is the service being unreachable to us:
+/// UNAVAILABLE (so retried, and counted as such) with the reason in the text.
+fn connection_failure(status: Status) -> Status {
+    use std::error::Error as _;
+    let Some(source) = status.source() else {
+        return status;
+    };
+    if source.downcast_ref::<tonic::transport::Error>().is_none() {
+        return status;
+    }
+    let mut text = status.message().to_string();
+    let mut cause: Option<&dyn std::error::Error> = Some(source);
+    while let Some(err) = cause {
+        let part = err.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        cause = err.source();
+    }
+    if text.contains("fatal alert") || text.contains("invalid peer certificate") {
+        text.push_str(
+            " (TLS handshake refused: check GRPC_TLS_CA and GRPC_TLS_CLIENT_CERT/GRPC_TLS_CLIENT_KEY here against the service's certificate and its GRPC_TLS_CLIENT_CA)",
+        );
+    }
+    Status::unavailable(text)
 }
 
 /// Calls the service of `call` on the object `input`, within `timeout`.

@@ -34,6 +34,21 @@ pub const SETTINGS: &[Setting] = &[
         help: "ai-detect-svc, same form",
     },
     Setting {
+        name: "GRPC_TLS_CA",
+        default: "unset (plaintext gRPC)",
+        help: "PEM file of the CA that signed the services' certificates; set, every call to them is TLS",
+    },
+    Setting {
+        name: "GRPC_TLS_CLIENT_CERT / GRPC_TLS_CLIENT_KEY",
+        default: "unset (no client certificate)",
+        help: "PEM files of the backend's own certificate and key, for services that require mutual TLS (GRPC_TLS_CLIENT_CA)",
+    },
+    Setting {
+        name: "GRPC_TLS_SERVER_NAME",
+        default: "each endpoint's host name",
+        help: "name the services' certificates must be valid for, when it differs from the endpoint hosts (e.g. IP endpoints)",
+    },
+    Setting {
         name: "MAX_PARALLEL_EXECUTIONS",
         default: "10",
         help: "executions running at once in this replica; more wait in the queue (status pending)",
@@ -128,6 +143,8 @@ pub struct BackendConfig {
     pub resize_endpoints: Vec<String>,
     pub filter_endpoints: Vec<String>,
     pub detection_endpoints: Vec<String>,
+    /// TLS to the services; `None` is plaintext.
+    pub grpc_tls: Option<imageflow_service::tls::ClientTls>,
     pub max_parallel_executions: usize,
     pub max_queued_executions: usize,
     pub execution_timeout: Duration,
@@ -202,18 +219,38 @@ impl BackendConfig {
                 });
             }
         };
+        let grpc_tls = imageflow_service::tls::ClientTls::from_env(env)?;
+        let resize_endpoints = endpoints(env, "RESIZE_GRPC_ENDPOINT", "http://127.0.0.1:9091")?;
+        let filter_endpoints = endpoints(env, "FILTER_GRPC_ENDPOINT", "http://127.0.0.1:9092")?;
+        let detection_endpoints =
+            endpoints(env, "AI_DETECTION_GRPC_ENDPOINT", "http://127.0.0.1:9093")?;
+        if grpc_tls.is_none() {
+            // Plaintext to a TLS port fails every call with an unreadable
+            // protocol error; refuse the combination at start instead.
+            for (name, list) in [
+                ("RESIZE_GRPC_ENDPOINT", &resize_endpoints),
+                ("FILTER_GRPC_ENDPOINT", &filter_endpoints),
+                ("AI_DETECTION_GRPC_ENDPOINT", &detection_endpoints),
+            ] {
+                if let Some(url) = list.iter().find(|u| u.starts_with("https://")) {
+                    return Err(ConfigError {
+                        variable: name.to_string(),
+                        message: format!(
+                            "{url:?} asks for TLS but GRPC_TLS_CA is unset: name the CA that signed the services' certificates"
+                        ),
+                    });
+                }
+            }
+        }
         Ok(Self {
             http_listen_addr: parse(env, "HTTP_LISTEN_ADDR", ([0, 0, 0, 0], 8000).into(), |_| {
                 true
             })?,
             database_url: database_url(env)?,
-            resize_endpoints: endpoints(env, "RESIZE_GRPC_ENDPOINT", "http://127.0.0.1:9091")?,
-            filter_endpoints: endpoints(env, "FILTER_GRPC_ENDPOINT", "http://127.0.0.1:9092")?,
-            detection_endpoints: endpoints(
-                env,
-                "AI_DETECTION_GRPC_ENDPOINT",
-                "http://127.0.0.1:9093",
-            )?,
+            resize_endpoints,
+            filter_endpoints,
+            detection_endpoints,
+            grpc_tls,
             max_parallel_executions: parse(env, "MAX_PARALLEL_EXECUTIONS", 10, |v| *v > 0)?,
             max_queued_executions: parse(env, "MAX_QUEUED_EXECUTIONS", 1000, |v| *v > 0)?,
             execution_timeout: secs("EXECUTION_TIMEOUT_SECONDS", 300)?,
@@ -357,6 +394,8 @@ mod tests {
             ("RESIZE_GRPC_ENDPOINT", "ftp://x:1"),
             ("IMAGEFLOW_API_TOKENS", "alice:short"),
             ("STALE_EXECUTION_SECONDS", "2"),
+            ("RESIZE_GRPC_ENDPOINT", "https://resize:9090"),
+            ("GRPC_TLS_CA", "/nonexistent/ca.pem"),
         ] {
             let err = BackendConfig::from_env(&env(&[(name, value)])).unwrap_err();
             assert_eq!(err.variable, name, "{name}={value}: {err}");

@@ -67,6 +67,7 @@ impl Backend {
             &config.resize_endpoints,
             &config.filter_endpoints,
             &config.detection_endpoints,
+            config.grpc_tls.clone(),
         );
         let metrics = metrics::Metrics::new();
         let owner = engine::replica_id();

@@ -126,7 +126,10 @@ async fn bad_requests_get_clear_4xx_answers() {
         dir.path(),
         &db,
         &services,
-        &[("MAX_UPLOAD_BYTES", "100000")],
+        &[
+            ("MAX_UPLOAD_BYTES", "100000"),
+            ("MAX_REQUEST_BYTES", "65536"),
+        ],
     ))
     .await;
 
@@ -204,6 +207,39 @@ async fn bad_requests_get_clear_4xx_answers() {
         .await
         .unwrap();
     assert_eq!(response.status(), 413);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "payload_too_large", "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("MAX_UPLOAD_BYTES"),
+        "{body}"
+    );
+    // The same limit holds for a multipart upload.
+    let form = reqwest::multipart::Form::new().part(
+        "file",
+        reqwest::multipart::Part::bytes(fixture("photo-1920x1080.jpg")).file_name("big.jpg"),
+    );
+    let response = backend
+        .http
+        .post(backend.at("/v1/files"))
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 413);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "payload_too_large", "{body}");
+    // A JSON body over MAX_REQUEST_BYTES (the upload limit is only for uploads).
+    let (code, body) = backend
+        .post(
+            "/v1/pipelines",
+            json!({"pipelineName": "x".repeat(70_000), "steps": [step("a", "resize", &[])]}),
+        )
+        .await;
+    assert_eq!(code, 413, "{body}");
+    assert_eq!(body["error"]["code"], "payload_too_large", "{body}");
     let response = backend
         .http
         .post(backend.at("/v1/files"))

@@ -248,3 +248,47 @@ async fn a_stream_of_filters_answers_each_item() {
     assert_eq!(statuses, vec![ok, failed, ok]);
     service.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn object_keys_are_checked_and_oversized_messages_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut env = fs_env(dir.path());
+    env.insert("GRPC_MAX_MESSAGE_BYTES".into(), "65536".into());
+    let (service, mut client) = start(env).await;
+    let object = |key: &str| FilterRequest {
+        input: Some(Input::InputImage(ImageData {
+            bucket: "imageflow-files".into(),
+            object_key: key.into(),
+            ..Default::default()
+        })),
+        filter_type: FilterType::Blur as i32,
+        intensity: 1.0,
+        parameters: HashMap::new(),
+        execution_id: "exec-keys".into(),
+    };
+    let too_long = "k".repeat(1025);
+    for (bad, why) in [
+        ("../../etc/passwd", "'..'"),
+        ("/etc/passwd", "'/'"),
+        ("", "empty"),
+        ("in/\u{1b}[31mred.jpg", "control characters"),
+        (too_long.as_str(), "limit is 1024"),
+    ] {
+        let status = client.apply_filter(object(bad)).await.unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument, "{bad:?}: {status:?}");
+        assert!(
+            status.message().starts_with("input_image.object_key: ")
+                && status.message().contains(why),
+            "{bad:?}: {status:?}"
+        );
+    }
+
+    // Over GRPC_MAX_MESSAGE_BYTES: refused by the codec, before any handler.
+    let status = client
+        .apply_filter(bytes_request(fixture("chelsea.png"), FilterType::Blur, 1.0))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::OutOfRange, "{status:?}");
+    assert!(status.message().contains("too large"), "{status:?}");
+    service.stop().await.unwrap();
+}

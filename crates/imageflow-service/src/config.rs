@@ -40,6 +40,21 @@ pub const SETTINGS: &[Setting] = &[
         help: "address of the Prometheus /metrics endpoint, e.g. 0.0.0.0:9464",
     },
     Setting {
+        name: "GRPC_TLS_CERT / GRPC_TLS_KEY",
+        default: "unset (plaintext gRPC)",
+        help: "PEM files of this service's certificate (chain) and private key; set both to serve TLS only",
+    },
+    Setting {
+        name: "GRPC_TLS_CLIENT_CA",
+        default: "unset (callers need no certificate)",
+        help: "PEM file of the CA that must have signed every caller's certificate (mutual TLS); needs GRPC_TLS_CERT",
+    },
+    Setting {
+        name: "GRPC_HEALTH_LISTEN_ADDR",
+        default: "unset (health only on GRPC_LISTEN_ADDR)",
+        help: "extra plaintext listener serving only grpc.health.v1, for Kubernetes gRPC probes (they cannot present a client certificate)",
+    },
+    Setting {
         name: "MAX_CONCURRENT_REQUESTS",
         default: "per service (resize 50, filter 50, ai 20)",
         help: "requests served at once; more get RESOURCE_EXHAUSTED with retry-after-ms",
@@ -153,6 +168,12 @@ pub struct ServiceConfig {
     pub grpc_listen_addr: SocketAddr,
     /// Where Prometheus scrapes `/metrics`; `None` serves no metrics listener.
     pub metrics_listen_addr: Option<SocketAddr>,
+    /// TLS on `grpc_listen_addr` (mutual when it names a client CA); `None`
+    /// serves plaintext.
+    pub tls: Option<crate::tls::ServerTls>,
+    /// A plaintext listener with nothing but `grpc.health.v1`, for probes
+    /// that cannot do (mutual) TLS.
+    pub health_listen_addr: Option<SocketAddr>,
     pub max_concurrent_requests: usize,
     pub request_timeout: Duration,
     pub cpu_workers: usize,
@@ -185,6 +206,8 @@ impl ServiceConfig {
                 |_| true,
             )?,
             metrics_listen_addr: optional_addr(env, "METRICS_LISTEN_ADDR")?,
+            tls: crate::tls::ServerTls::from_env(env)?,
+            health_listen_addr: optional_addr(env, "GRPC_HEALTH_LISTEN_ADDR")?,
             max_concurrent_requests: parse(
                 env,
                 "MAX_CONCURRENT_REQUESTS",
@@ -344,6 +367,9 @@ mod tests {
         let text = ServiceConfig::help(&DEFAULTS, "Resizes images.");
         for s in SETTINGS {
             assert!(text.contains(s.name), "{} missing from --help", s.name);
+        }
+        for tls in ["GRPC_TLS_CERT", "GRPC_TLS_KEY", "GRPC_TLS_CLIENT_CA"] {
+            assert!(text.contains(tls), "{tls} missing from --help");
         }
     }
 }

@@ -54,9 +54,13 @@ pub async fn load_input(store: &Store, input: Option<Input>) -> Result<LoadedInp
             let bucket = if image.bucket.is_empty() {
                 store.default_bucket().clone()
             } else {
-                BucketName::parse(&image.bucket)?
+                BucketName::parse(&image.bucket)
+                    .map_err(|e| field_error("input_image.bucket", e))?
             };
-            let key = ObjectKey::parse(&image.object_key)?;
+            // Keys come from callers: checked here, once, for every service
+            // (no '..', no leading '/', no control characters, at most 1024 bytes).
+            let key = ObjectKey::parse(&image.object_key)
+                .map_err(|e| field_error("input_image.object_key", e))?;
             // Boxed: the S3 client's futures are deep enough to overflow the
             // compiler's layout queries (and large stacks) when nested inline.
             let object = Box::pin(store.get(&bucket, &key)).await?;
@@ -66,6 +70,11 @@ pub async fn load_input(store: &Store, input: Option<Input>) -> Result<LoadedInp
             })
         }
     }
+}
+
+/// A name the caller sent that storage refuses, with the field it came in.
+fn field_error(field: &str, err: imageflow_storage::StorageError) -> ServiceError {
+    ServiceError::InvalidArgument(format!("{field}: {err}"))
 }
 
 /// A declared format that contradicts the bytes is refused rather than guessed

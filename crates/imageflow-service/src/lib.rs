@@ -6,7 +6,8 @@
 //! * [`io`]: input by object or by bytes, outputs under `executions/{id}/`;
 //! * [`error`]: one mapping from typed errors to `tonic::Status`;
 //! * [`health`] and [`server`]: health that follows the store, reflection,
-//!   graceful shutdown.
+//!   graceful shutdown;
+//! * [`tls`]: (mutual) TLS between backend-api and the services, from PEM files.
 
 pub mod admission;
 pub mod cli;
@@ -17,6 +18,7 @@ pub mod io;
 pub mod metrics_http;
 pub mod request;
 pub mod server;
+pub mod tls;
 
 use std::time::Duration;
 

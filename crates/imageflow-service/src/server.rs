@@ -22,6 +22,11 @@ pub enum ServeError {
     /// a runtime library); the message names the setting to fix.
     #[error("{0}")]
     Startup(String),
+    #[error("GRPC_HEALTH_LISTEN_ADDR: cannot bind {addr}: {source}")]
+    HealthListener {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
     #[error("METRICS_LISTEN_ADDR: cannot bind {addr}: {source}")]
     MetricsListener {
         addr: std::net::SocketAddr,
@@ -112,6 +117,8 @@ pub async fn serve(
         .register_encoded_file_descriptor_set(imageflow_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()?;
+    // Probes get health alone, before reflection and the service are added.
+    let health_only = health_routes.clone();
     let routes = service_routes(health_routes.add_service(reflection));
 
     let readiness = tokio::spawn(become_ready(runtime.clone(), readiness));
@@ -132,13 +139,26 @@ pub async fn serve(
         addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
         max_concurrent_requests = runtime.admission.limit(),
         storage = runtime.store.backend_name(),
+        tls = match &config.tls {
+            None => "off",
+            Some(tls) if tls.mutual() => "mutual",
+            Some(_) => "server-only",
+        },
         "gRPC server listening"
     );
     let metrics_server = match config.metrics_listen_addr {
         Some(addr) => Some(crate::metrics_http::spawn(addr).await?),
         None => None,
     };
-    let server = tonic::transport::Server::builder()
+    let health_server = match config.health_listen_addr {
+        Some(addr) => Some(spawn_health_listener(addr, health_only).await?),
+        None => None,
+    };
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = &config.tls {
+        builder = builder.tls_config(tls.config())?;
+    }
+    let server = builder
         .layer(imageflow_telemetry::GrpcServerLayer)
         .tcp_nodelay(true)
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
@@ -168,7 +188,34 @@ pub async fn serve(
     if let Some(metrics_server) = metrics_server {
         metrics_server.abort();
     }
+    // Last to go, so probes see NOT_SERVING for the whole drain.
+    if let Some(health_server) = health_server {
+        health_server.abort();
+    }
     result
+}
+
+/// Serves `grpc.health.v1` alone, in plaintext, on `addr`: Kubernetes gRPC
+/// probes cannot present a client certificate (nor speak TLS at all), and
+/// health status is no secret. Nothing else is reachable on this port.
+async fn spawn_health_listener(
+    addr: std::net::SocketAddr,
+    health: Routes,
+) -> Result<tokio::task::JoinHandle<()>, ServeError> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServeError::HealthListener { addr, source })?;
+    let bound = listener.local_addr().unwrap_or(addr);
+    tracing::info!(addr = %bound, "plaintext health listener (grpc.health.v1 only)");
+    Ok(tokio::spawn(async move {
+        let served = tonic::transport::Server::builder()
+            .add_routes(health)
+            .serve_with_incoming(TcpIncoming::from(listener).with_nodelay(Some(true)))
+            .await;
+        if let Err(err) = served {
+            tracing::warn!(error = %err, "health listener stopped");
+        }
+    }))
 }
 
 /// Flips health to SERVING once the store answers and the service's own

@@ -10,12 +10,15 @@
 //! * [`fixture`]: the real photos under `crates/imageflow-imaging/tests/fixtures`;
 //! * [`KafkaBroker`]: a real `tansu` broker on loopback (stop/restart on the same port);
 //! * [`OtlpReceiver`]: an OTLP/gRPC collector stand-in that keeps what it gets;
-//! * [`ChildProcess`]: the workspace's binaries as real processes.
+//! * [`ChildProcess`]: the workspace's binaries as real processes;
+//! * [`TestPki`]: a throwaway CA with server and client certificates as PEM
+//!   files, for the mutual-TLS tests.
 
 #![allow(clippy::unwrap_used)]
 
 mod kafka;
 mod otlp;
+mod pki;
 mod process;
 mod s3;
 
@@ -30,6 +33,7 @@ use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
 
 pub use kafka::KafkaBroker;
 pub use otlp::{OtlpReceiver, ReceivedMetric, ReceivedSpan};
+pub use pki::TestPki;
 pub use process::{ChildProcess, free_addr, workspace_binary};
 pub use s3::S3Server;
 

@@ -174,14 +174,45 @@ async fn object_mode_roundtrip(env: HashMap<String, String>, bucket: &str) {
     assert_eq!(status.code(), Code::NotFound, "{status:?}");
     assert!(status.message().contains("missing.jpg"), "{status:?}");
 
-    // Keys that try to escape are refused before storage is touched.
-    for bad in ["../etc/passwd", "/abs/key", "a//b", ""] {
+    // Keys that try to escape, or that S3 would refuse, are refused before
+    // storage is touched, naming the field and the rule.
+    let too_long = format!("uploads/{}", "k".repeat(1020));
+    for (bad, why) in [
+        ("../etc/passwd", "'..'"),
+        ("uploads/../../etc/passwd", "'..'"),
+        ("/abs/key", "'/'"),
+        ("a//b", "empty segments"),
+        ("", "empty"),
+        ("uploads/a\0b.jpg", "control characters"),
+        ("uploads/new\nline.jpg", "control characters"),
+        (too_long.as_str(), "limit is 1024"),
+    ] {
         let status = client
             .resize_image(object_request(bucket, bad, "exec-7"))
             .await
             .unwrap_err();
         assert_eq!(status.code(), Code::InvalidArgument, "{bad:?}: {status:?}");
+        assert!(
+            status.message().starts_with("input_image.object_key: ")
+                && status.message().contains(why),
+            "{bad:?}: {status:?}"
+        );
+        // Bounded: a hostile key does not come back whole.
+        assert!(status.message().len() < 300, "{status:?}");
     }
+    let status = client
+        .resize_image(object_request(
+            "Not_A_Bucket",
+            "uploads/photo.jpg",
+            "exec-7",
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(
+        status.message().starts_with("input_image.bucket: "),
+        "{status:?}"
+    );
     service.stop().await.unwrap();
 }
 
@@ -452,6 +483,17 @@ async fn oversized_messages_are_refused_by_the_server() {
         .unwrap_err();
     // tonic 0.14 refuses an over-limit message in its codec, before any
     // handler runs, with OUT_OF_RANGE (grpc-go says RESOURCE_EXHAUSTED).
+    assert_eq!(status.code(), Code::OutOfRange, "{status:?}");
+    assert!(status.message().contains("too large"), "{status:?}");
+
+    // A small request whose answer is over the limit: the server refuses to
+    // send it rather than the client choking on it.
+    let small = fixture("horse.png");
+    assert!(small.len() < 65536);
+    let status = client
+        .resize_image(bytes_request(small, 1500, 1500, false))
+        .await
+        .unwrap_err();
     assert_eq!(status.code(), Code::OutOfRange, "{status:?}");
     assert!(status.message().contains("too large"), "{status:?}");
     service.stop().await.unwrap();
