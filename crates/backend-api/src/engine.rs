@@ -475,24 +475,40 @@ impl Engine {
         let elapsed = started.elapsed();
         let ms = elapsed.as_secs_f64() * 1000.0;
         let (at, _) = now();
-        let mut delay = Duration::from_millis(100);
-        for attempt in 1..=5 {
-            match inner
+        match retry_db("record the end of the execution", || {
+            inner
                 .db
                 .finish_execution(id, status, error.as_deref(), &at, Some(ms))
-                .await
-            {
-                Ok(true) => break,
-                Ok(false) => return, // cancelled or reaped meanwhile: that state stands
-                Err(err) if attempt < 5 => {
-                    tracing::warn!(error = %err, attempt, "cannot record the end of the execution; retrying");
-                    tokio::time::sleep(delay).await;
-                    delay *= 2;
-                }
-                Err(err) => {
-                    tracing::error!(error = %err, "cannot record the end of the execution; the reaper will fail it");
-                    return;
-                }
+        })
+        .await
+        {
+            Ok(true) => {}
+            Ok(false) => return, // cancelled or reaped meanwhile: that state stands
+            Err(err) => {
+                // Never left `running` while this process lives (its
+                // heartbeat would keep the reaper away): keep trying in the
+                // background until the database is back. If the process dies
+                // first, the reaper fails the execution.
+                tracing::error!(error = %err, "cannot record the end of the execution; retrying in the background");
+                let db = inner.db.clone();
+                let id = id.to_string();
+                tokio::spawn(async move {
+                    loop {
+                        tokio::time::sleep(Duration::from_secs(2)).await;
+                        match db
+                            .finish_execution(&id, status, error.as_deref(), &at, Some(ms))
+                            .await
+                        {
+                            Ok(_) => {
+                                let _ = db.close_open_steps(&id).await;
+                                tracing::info!(execution_id = %id, "end of the execution recorded after the database came back");
+                                return;
+                            }
+                            Err(err) => tracing::debug!(error = %err, "database still unreachable"),
+                        }
+                    }
+                });
+                return;
             }
         }
         inner
@@ -699,13 +715,12 @@ struct StepContext {
 
 impl StepContext {
     async fn save(&self, record: &StepRecord) {
-        if let Err(err) = self
-            .engine
-            .inner
-            .db
-            .save_step(&self.execution_id, record)
-            .await
-        {
+        let db = &self.engine.inner.db;
+        let saved = retry_db("record step progress", || {
+            db.save_step(&self.execution_id, record)
+        })
+        .await;
+        if let Err(err) = saved {
             tracing::warn!(error = %err, step_id = %record.step_id, "cannot record step progress");
         }
     }
@@ -963,6 +978,51 @@ impl StepContext {
             height: image.height,
         })
     }
+}
+
+/// How long a write of execution state waits out a database outage (a
+/// restart or failover takes seconds) before giving up on it.
+const DB_RETRY_BUDGET: Duration = Duration::from_secs(20);
+
+/// Runs `op` until it succeeds or `DB_RETRY_BUDGET` is spent, backing off
+/// from 100 ms to 2 s: a transition written during a short outage is kept
+/// rather than lost. Only connection-level errors are retried.
+async fn retry_db<T, F, Fut>(what: &str, mut op: F) -> Result<T, sqlx::Error>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, sqlx::Error>>,
+{
+    let started = Instant::now();
+    let mut delay = Duration::from_millis(100);
+    let mut attempt = 1u32;
+    loop {
+        match op().await {
+            Err(err) if is_transient(&err) && started.elapsed() + delay < DB_RETRY_BUDGET => {
+                tracing::warn!(error = %err, attempt, "cannot {what}; the database is unreachable, retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(2));
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Errors a later attempt may not see: the connection or the pool, not the query.
+fn is_transient(err: &sqlx::Error) -> bool {
+    matches!(
+        err,
+        sqlx::Error::Io(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Protocol(_)
+            | sqlx::Error::WorkerCrashed
+    ) || matches!(
+        err,
+        // PostgreSQL's connection exceptions (08), shutdown or restart in
+        // progress (57), out of resources (53).
+        sqlx::Error::Database(e) if e.code().is_some_and(|c| ["08", "57", "53"].iter().any(|p| c.starts_with(p)))
+    )
 }
 
 /// Exponential backoff with jitter (50-100% of the step), never shorter than
