@@ -205,6 +205,12 @@ async fn the_backend_with_its_client_certificate_runs_a_pipeline_over_mutual_tls
         status,
         tonic_health::pb::health_check_response::ServingStatus::Serving as i32
     );
+    // ... and serves nothing but health: the plaintext port is no way around TLS.
+    let bypass = ResizeServiceClient::new(plaintext_channel(tls.health[0]).await)
+        .resize_image(ResizeRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(bypass.code(), tonic::Code::Unimplemented, "{bypass:?}");
     backend.stop().await;
     tls.services.resize.stop().await.unwrap();
     tls.services.filter.stop().await.unwrap();
