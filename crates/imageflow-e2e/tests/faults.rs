@@ -443,7 +443,9 @@ async fn a_database_restart_under_running_executions_leaves_none_running_and_the
     }
     // Down until a step transition has met the outage, so the writes'
     // retries are what this test exercises, not a lucky gap between them.
-    let deadline = Instant::now() + Duration::from_secs(15);
+    // A write first waits out the pool's 5 s acquire timeout, and steps of
+    // the heavy pipeline take seconds: this can take a while.
+    let deadline = Instant::now() + Duration::from_secs(45);
     while !backend.output().contains(DB_WAIT) {
         assert!(
             Instant::now() < deadline,
