@@ -247,6 +247,10 @@ async fn a_stopped_s3_server_fails_runs_with_a_reason_and_a_restarted_one_serves
             error.contains("resize"),
             "the first step, which reads the input, fails and says so: {record}"
         );
+        assert!(
+            !error.contains("DispatchFailure") && !error.contains("ConnectorError"),
+            "the reason is the storage's message, not the SDK's internal Debug text: {error}"
+        );
         eprintln!(
             "FIGURE S3 down: {id} failed after {:?}: {error}",
             started.elapsed()

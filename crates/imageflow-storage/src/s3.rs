@@ -22,7 +22,7 @@ use aws_sdk_s3::config::{
     BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
     StalledStreamProtectionConfig,
 };
-use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{BucketLocationConstraint, CreateBucketConfiguration};
 use bytes::{Bytes, BytesMut};
@@ -184,7 +184,7 @@ impl S3Backend {
                     let capacity = announced.unwrap_or(0).min(limit);
                     let mut data = BytesMut::with_capacity(usize::try_from(capacity).unwrap_or(0));
                     while let Some(chunk) = body.try_next().await.map_err(|e| {
-                        Failure::Transient(format!("reading the body: {}", DisplayErrorContext(&e)))
+                        Failure::Transient(format!("reading the body: {}", causes(&e)))
                     })? {
                         let size = (data.len() + chunk.len()) as u64;
                         if size > limit {
@@ -460,14 +460,32 @@ where
             key,
         ),
         SdkError::DispatchFailure(failure) if failure.is_user() => {
-            Failure::Permanent(StorageError::Other(DisplayErrorContext(&err).to_string()))
+            Failure::Permanent(StorageError::Other(causes(&err)))
         }
         // Connect refused/reset, DNS, TLS handshake, timeouts, truncated responses.
         SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
-            Failure::Transient(DisplayErrorContext(&err).to_string())
+            Failure::Transient(causes(&err))
         }
-        _ => Failure::Permanent(StorageError::Other(DisplayErrorContext(&err).to_string())),
+        _ => Failure::Permanent(StorageError::Other(causes(&err))),
     }
+}
+
+/// An error and its causes as one line of their messages, e.g. "dispatch failure:
+/// io error: client error (Connect): tcp connect error: Connection refused (os error
+/// 111)". The SDK's `DisplayErrorContext` appends the whole `Debug` tree as well:
+/// internal text that ends up in execution records and in front of users.
+fn causes(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut next = Some(err);
+    while let Some(e) = next {
+        let text = e.to_string();
+        // Wrappers often repeat their source's message; keep each once.
+        if !text.is_empty() && !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        next = e.source();
+    }
+    parts.join(": ")
 }
 
 fn classify_service(
@@ -545,6 +563,25 @@ mod tests {
         match f {
             Failure::Transient(m) => format!("transient: {m}"),
             Failure::Permanent(e) => format!("permanent: {e:?}"),
+        }
+    }
+
+    #[test]
+    fn a_refused_connection_reads_as_its_causes_without_the_debug_tree() {
+        let refused =
+            std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "Connection refused");
+        let err = SdkError::<aws_sdk_s3::operation::get_object::GetObjectError, HttpResponse>::dispatch_failure(
+            aws_sdk_s3::error::ConnectorError::io(Box::new(refused)),
+        );
+        let Failure::Transient(message) = classify(err, &bucket(), Some(&key())) else {
+            panic!("a refused connection is worth another attempt");
+        };
+        assert!(message.contains("Connection refused"), "{message}");
+        for internal in ["DispatchFailure", "ConnectorError", "{", "kind:"] {
+            assert!(
+                !message.contains(internal),
+                "{internal:?} leaks into {message:?}"
+            );
         }
     }
 
