@@ -64,6 +64,7 @@ EXECUTION_TIMEOUT_SECONDS: {{ $b.executionTimeoutSeconds | quote }}
 STEP_TIMEOUT_SECONDS: {{ $b.stepTimeoutSeconds | quote }}
 MAX_UPLOAD_BYTES: {{ $b.maxUploadBytes | int64 | quote }}
 MAX_REQUEST_BYTES: {{ $b.maxRequestBytes | int64 | quote }}
+HTTP_HEADER_READ_TIMEOUT_SECONDS: {{ $b.httpHeaderReadTimeoutSeconds | quote }}
 HEARTBEAT_SECONDS: {{ $b.heartbeatSeconds | quote }}
 STALE_EXECUTION_SECONDS: {{ $b.staleExecutionSeconds | quote }}
 SHUTDOWN_GRACE_SECONDS: {{ .Values.grpc.shutdownGraceSeconds | quote }}

@@ -79,6 +79,11 @@ pub const SETTINGS: &[Setting] = &[
         help: "largest JSON request body",
     },
     Setting {
+        name: "HTTP_HEADER_READ_TIMEOUT_SECONDS",
+        default: "10",
+        help: "HTTP/1 clients must send a request's headers within this long (else the connection is closed), which also ends idle keep-alive connections; responses (SSE, ?wait=true) are not limited by it",
+    },
+    Setting {
         name: "IMAGEFLOW_API_TOKENS",
         default: "unset (open API, local runs only)",
         help: "comma-separated NAME:TOKEN pairs; requests need 'Authorization: Bearer TOKEN'",
@@ -151,6 +156,9 @@ pub struct BackendConfig {
     pub step_timeout: Option<Duration>,
     pub max_upload_bytes: usize,
     pub max_request_bytes: usize,
+    /// HTTP/1: how long a client may take to send a request's headers (slow
+    /// clients cannot hold connections open).
+    pub http_header_read_timeout: Duration,
     pub api_tokens: Vec<ApiToken>,
     pub heartbeat: Duration,
     pub stale_after: Duration,
@@ -260,6 +268,7 @@ impl BackendConfig {
             },
             max_upload_bytes: parse(env, "MAX_UPLOAD_BYTES", 64 << 20, |v| *v > 0)?,
             max_request_bytes: parse(env, "MAX_REQUEST_BYTES", 1 << 20, |v| *v >= 1024)?,
+            http_header_read_timeout: secs("HTTP_HEADER_READ_TIMEOUT_SECONDS", 10)?,
             api_tokens: api_tokens(env)?,
             heartbeat,
             stale_after,
@@ -382,6 +391,7 @@ mod tests {
         assert_eq!(config.max_parallel_executions, 10);
         assert_eq!(config.resize_endpoints, vec!["http://127.0.0.1:9091"]);
         assert!(config.api_tokens.is_empty());
+        assert_eq!(config.http_header_read_timeout, Duration::from_secs(10));
     }
 
     #[test]
@@ -394,6 +404,8 @@ mod tests {
             ("RESIZE_GRPC_ENDPOINT", "ftp://x:1"),
             ("IMAGEFLOW_API_TOKENS", "alice:short"),
             ("STALE_EXECUTION_SECONDS", "2"),
+            ("HTTP_HEADER_READ_TIMEOUT_SECONDS", "0"),
+            ("HTTP_HEADER_READ_TIMEOUT_SECONDS", "soon"),
             ("RESIZE_GRPC_ENDPOINT", "https://resize:9090"),
             ("GRPC_TLS_CA", "/nonexistent/ca.pem"),
         ] {

@@ -19,6 +19,11 @@ pub mod queue;
 
 use std::{future::Future, sync::Arc, time::Duration};
 
+use hyper_util::{
+    rt::{TokioExecutor, TokioIo, TokioTimer},
+    server::{conn::auto::Builder, graceful::GracefulShutdown},
+    service::TowerToHyperService,
+};
 use imageflow_storage::Store;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -50,6 +55,7 @@ pub enum RunError {
 pub struct Backend {
     pub state: api::AppState,
     max_request_bytes: usize,
+    http_header_read_timeout: Duration,
     queue_adopt_after: Duration,
 }
 
@@ -116,6 +122,7 @@ impl Backend {
                 execution_mode: config.execution_mode,
             },
             max_request_bytes: config.max_request_bytes,
+            http_header_read_timeout: config.http_header_read_timeout,
             queue_adopt_after: config.queue_adopt_after,
         })
     }
@@ -179,16 +186,15 @@ impl Backend {
         let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
             let _ = tcp.set_nodelay(true);
         });
-        let result = axum::serve(listener, router)
-            .with_graceful_shutdown({
-                let intake = intake.clone();
-                async move {
-                    shutdown.await;
-                    intake.cancel();
-                    tracing::info!("shutdown requested: draining");
-                }
-            })
-            .await;
+        let result = serve_http(listener, router, self.http_header_read_timeout, {
+            let intake = intake.clone();
+            async move {
+                shutdown.await;
+                intake.cancel();
+                tracing::info!("shutdown requested: draining");
+            }
+        })
+        .await;
         intake.cancel();
         engine.shutdown(grace).await;
         if let Some(link) = &self.state.kafka {
@@ -200,6 +206,56 @@ impl Backend {
         self.state.db.close().await;
         result.map_err(RunError::from)
     }
+}
+
+/// What `axum::serve(..).with_graceful_shutdown(..)` does, plus hyper's HTTP/1
+/// header-read timeout, which needs a timer that `axum::serve` does not give
+/// hyper (so it had none: a client sending its headers byte by byte, or never
+/// finishing them, held its connection forever). The timeout covers reading a
+/// request's head only (and so an idle keep-alive connection waiting for its
+/// next request), never a response: SSE streams and `?wait=true` run as long
+/// as they need. On `shutdown` it stops accepting, asks every connection to
+/// close once its in-flight requests are answered, and returns when all have.
+async fn serve_http<L>(
+    mut listener: L,
+    router: axum::Router,
+    header_read_timeout: Duration,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()>
+where
+    L: axum::serve::Listener,
+{
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_read_timeout);
+    // As axum::serve: the CONNECT protocol (HTTP/2 WebSockets).
+    builder.http2().enable_connect_protocol();
+    let graceful = GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        // Accept errors (e.g. too many open files) are retried inside
+        // axum's Listener impl, as under axum::serve.
+        let io = tokio::select! {
+            (io, _addr) = listener.accept() => io,
+            () = &mut shutdown => break,
+        };
+        let service = TowerToHyperService::new(router.clone());
+        let connection = builder
+            .serve_connection_with_upgrades(TokioIo::new(io), service)
+            .into_owned();
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(err) = connection.await {
+                // Timeouts, resets and malformed requests: the client's doing.
+                tracing::debug!(error = %err, "HTTP connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+    Ok(())
 }
 
 /// Starts and serves; what `main` and the tests call.
