@@ -82,21 +82,30 @@ async fn one(http: &reqwest::Client, api: &str, body: &Value) -> anyhow::Result<
     Ok((e2e, services))
 }
 
-pub async fn run(args: BenchPipelineArgs) -> anyhow::Result<()> {
-    let api = args.api.trim_end_matches('/').to_string();
-    // Without TCP_NODELAY the request body waits for the server's delayed ACK
-    // of the headers (~40 ms per execution), which would be measured as ours.
-    let http = reqwest::Client::builder().tcp_nodelay(true).build()?;
-    let data =
-        std::fs::read(&args.input).with_context(|| format!("reading {}", args.input.display()))?;
-    let file: Value = http
+/// Uploads the input image once (`POST /v1/files`); executions then name its `file_id`,
+/// so the measured requests carry no image bytes.
+pub(crate) async fn upload(
+    http: &reqwest::Client,
+    api: &str,
+    input: &std::path::Path,
+) -> anyhow::Result<Value> {
+    let data = std::fs::read(input).with_context(|| format!("reading {}", input.display()))?;
+    Ok(http
         .post(format!("{api}/v1/files"))
         .body(data)
         .send()
         .await?
         .error_for_status()?
         .json()
-        .await?;
+        .await?)
+}
+
+pub async fn run(args: BenchPipelineArgs) -> anyhow::Result<()> {
+    let api = args.api.trim_end_matches('/').to_string();
+    // Without TCP_NODELAY the request body waits for the server's delayed ACK
+    // of the headers (~40 ms per execution), which would be measured as ours.
+    let http = reqwest::Client::builder().tcp_nodelay(true).build()?;
+    let file = upload(&http, &api, &args.input).await?;
     let mut body = json!({"pipeline": chain(&args.steps)?, "inputs": [file["file_id"]]});
     let body = Arc::new(std::mem::take(&mut body));
     let n_steps = args.steps.len() as f64;

@@ -22,7 +22,7 @@ use serde_json::{Value, json};
 
 use crate::{
     bench::percentile,
-    bench_pipeline::chain,
+    bench_pipeline::{chain, upload},
     procstat::{self, Watched},
 };
 
@@ -166,16 +166,7 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<()> {
         .tcp_nodelay(true)
         .timeout(Duration::from_secs(120))
         .build()?;
-    let data =
-        std::fs::read(&args.input).with_context(|| format!("reading {}", args.input.display()))?;
-    let file: Value = http
-        .post(format!("{api}/v1/files"))
-        .body(data)
-        .send()
-        .await?
-        .error_for_status()?
-        .json()
-        .await?;
+    let file = upload(&http, &api, &args.input).await?;
     let body = Arc::new(json!({"pipeline": chain(&args.steps)?, "inputs": [file["file_id"]]}));
     // Unique per run, so ids never collide with an earlier run's (an existing
     // id would be answered from the database instead of run).
