@@ -26,4 +26,6 @@ log "building tansu $TANSU_VERSION (the tests' Kafka broker) into $TOOLS_DIR; ab
 CARGO_TARGET_DIR="$IMAGEFLOW_CACHE/tansu-target" cargo install tansu \
     --version "$TANSU_VERSION" --locked --features dynostore,libsql --root "$TOOLS_DIR"
 tansu_ready || die "tansu was installed but '$TOOLS_DIR/bin/tansu --version' does not report $TANSU_VERSION"
+# The build folder only served to resume an interrupted build; it is several GB.
+rm -rf "$IMAGEFLOW_CACHE/tansu-target"
 log "tansu $TANSU_VERSION ready at $TOOLS_DIR/bin/tansu"

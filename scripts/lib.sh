@@ -6,6 +6,9 @@
 IMAGEFLOW_CACHE="${IMAGEFLOW_CACHE:-$HOME/.cache/imageflow}"
 TOOLS_DIR="$IMAGEFLOW_CACHE/tools"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$IMAGEFLOW_CACHE/target}"
+# Incremental state is kept per checkout path and never pruned, so every CI
+# clone added a few GB to the shared cache; a clean clone gains nothing from it.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 export PATH="$TOOLS_DIR/bin:$HOME/.cargo/bin:$PATH"
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

@@ -6,6 +6,7 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$REPO_ROOT"
 
+"$REPO_ROOT/scripts/disk-guard.sh"
 "$REPO_ROOT/scripts/setup.sh"
 
 run_dir="$(mktemp -d)"
