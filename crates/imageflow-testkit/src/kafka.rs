@@ -1,6 +1,7 @@
-//! A real Kafka-compatible broker for tests: `tansu` on loopback with memory
-//! storage. It does not create topics on first use; tests create them (the
-//! events crate's `ensure_topics`).
+//! A real Kafka-compatible broker for tests: `tansu` on loopback, with memory
+//! storage or (for restarts) a SQLite file that keeps topics, offsets and
+//! groups as a real cluster does. It does not create topics on first use;
+//! tests create them (the events crate's `ensure_topics`).
 
 use std::{
     net::{SocketAddr, TcpStream},
@@ -20,12 +21,30 @@ pub struct KafkaBroker {
     binary: PathBuf,
     child: Option<Child>,
     log: tempfile::NamedTempFile,
+    /// Where the SQLite store lives; `None` for memory storage.
+    durable: Option<tempfile::TempDir>,
 }
 
 impl KafkaBroker {
     /// Starts tansu on a free loopback port and waits until it accepts
     /// connections. Fails (never skips) when the binary is missing.
     pub fn start() -> anyhow::Result<Self> {
+        Self::start_with(false)
+    }
+
+    /// [`KafkaBroker::start`] with a store on disk, so that a
+    /// [`KafkaBroker::restart`] keeps topics (and their ids), committed
+    /// offsets and producer state, as a real broker's restart does.
+    ///
+    /// Use it for restart tests: with memory storage the restarted broker has
+    /// no topics, and tansu answers a fetch of an unknown topic with a
+    /// leader hint and a zero topic id, which makes librdkafka 2.12 crash
+    /// (SIGSEGV in `rd_kafka_metadata_update_op`, a NULL topic name).
+    pub fn start_durable() -> anyhow::Result<Self> {
+        Self::start_with(true)
+    }
+
+    fn start_with(durable: bool) -> anyhow::Result<Self> {
         let binary = find_binary()?;
         let mut last_error = None;
         // A port picked free can be taken by someone else before tansu binds
@@ -36,6 +55,11 @@ impl KafkaBroker {
                 binary: binary.clone(),
                 child: None,
                 log: tempfile::NamedTempFile::new()?,
+                durable: if durable {
+                    Some(tempfile::tempdir()?)
+                } else {
+                    None
+                },
             };
             match broker.spawn() {
                 Ok(()) => return Ok(broker),
@@ -62,8 +86,8 @@ impl KafkaBroker {
         }
     }
 
-    /// Starts the broker again on the same port. Memory storage starts empty:
-    /// topics must be created again.
+    /// Starts the broker again on the same port. Memory storage starts empty
+    /// (topics must be created again); a durable one keeps what it had.
     pub fn restart(&mut self) -> anyhow::Result<()> {
         self.stop();
         let started = Instant::now();
@@ -95,10 +119,18 @@ impl KafkaBroker {
                 command.env(keep, value);
             }
         }
+        // tansu resolves a sqlite:// path against its working directory.
+        let storage = match &self.durable {
+            Some(dir) => {
+                command.current_dir(dir.path());
+                "sqlite://tansu.db"
+            }
+            None => "memory://tansu/",
+        };
         let child = command
             .args(["broker", "--listener-url", &url])
             .args(["--advertised-listener-url", &url])
-            .args(["--storage-engine", "memory://tansu/"])
+            .args(["--storage-engine", storage])
             .stdin(Stdio::null())
             .stdout(Stdio::from(out))
             .stderr(Stdio::from(err))
