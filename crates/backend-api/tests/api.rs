@@ -171,6 +171,22 @@ async fn bad_requests_get_clear_4xx_answers() {
         );
         assert_eq!(body["error"]["step_id"].as_str(), step_id, "{body}");
     }
+    // The original system's path keys are not used; a wrong type is refused.
+    let (code, body) = backend
+        .post(
+            "/v1/pipelines",
+            json!({"pipelineName": "bad", "steps": [step("x", "resize", &[])],
+                   "globalParameters": {"outputPath": 42}}),
+        )
+        .await;
+    assert_eq!(code, 400, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("globalParameters.outputPath must be a string"),
+        "{body}"
+    );
 
     // Malformed JSON and a missing content type.
     let response = backend

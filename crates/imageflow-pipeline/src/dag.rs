@@ -39,6 +39,30 @@ impl PlanError {
     }
 }
 
+/// The original system's path keys. Definitions that carry them load
+/// unchanged, but nothing reads them (inputs come from an execution's `inputs`,
+/// outputs go under `executions/{execution_id}/`), so a value of the wrong
+/// type is refused instead of being silently carried along.
+const GLOBAL_STRING_KEYS: [&str; 3] = ["inputPath", "outputPath", "executionId"];
+
+fn check_global_parameters(globals: &BTreeMap<String, Value>) -> Result<(), PlanError> {
+    for key in GLOBAL_STRING_KEYS {
+        let kind = match globals.get(key) {
+            None | Some(Value::String(_) | Value::Null) => continue,
+            Some(Value::Bool(_)) => "a boolean",
+            Some(Value::Number(_)) => "a number",
+            Some(Value::Array(_)) => "an array",
+            Some(Value::Object(_)) => "an object",
+        };
+        return Err(PlanError::pipeline(format!(
+            "globalParameters.{key} must be a string (got {kind}); it is kept with the \
+             pipeline for compatibility and not used: inputs come from the execution's \
+             \"inputs\", outputs are written under executions/<execution_id>/"
+        )));
+    }
+    Ok(())
+}
+
 /// A step ready to run.
 #[derive(Clone, Debug)]
 pub struct PlannedStep {
@@ -82,6 +106,8 @@ pub fn plan(pipeline: &PipelineDefinition, overrides: &Overrides) -> Result<Plan
             "timeoutSeconds must be a positive number",
         ));
     }
+
+    check_global_parameters(&pipeline.global_parameters)?;
 
     let mut index: HashMap<&str, usize> = HashMap::new();
     for (i, step) in pipeline.steps.iter().enumerate() {
@@ -289,6 +315,40 @@ mod tests {
         assert_eq!(levels, vec![0, 1, 1, 2]);
         assert_eq!(plan.levels, 3);
         assert_eq!(plan.steps[3].dependencies, vec![1, 2]);
+    }
+
+    #[test]
+    fn global_path_keys_must_be_strings_and_other_keys_pass() {
+        let with = |globals: Value| -> PipelineDefinition {
+            serde_json::from_value(json!({
+                "pipelineName": "t",
+                "steps": [step("a", "resize", &[])],
+                "globalParameters": globals,
+            }))
+            .unwrap()
+        };
+        let accepted = with(json!({
+            "inputPath": "uploads/in.jpg",
+            "outputPath": null,
+            "executionId": "e-1",
+            "anything": 5
+        }));
+        assert!(plan(&accepted, &Overrides::new()).is_ok());
+        for (key, value, kind) in [
+            ("inputPath", json!(3), "a number"),
+            ("outputPath", json!({"bucket": "b"}), "an object"),
+            ("executionId", json!(true), "a boolean"),
+        ] {
+            let err = plan(&with(json!({ key: value })), &Overrides::new()).unwrap_err();
+            assert_eq!(err.step_id, None);
+            assert!(
+                err.message.starts_with(&format!(
+                    "globalParameters.{key} must be a string (got {kind})"
+                )),
+                "{err}"
+            );
+            assert!(err.message.contains("not used"), "{err}");
+        }
     }
 
     #[test]

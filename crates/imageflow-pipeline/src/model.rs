@@ -22,6 +22,10 @@ pub struct PipelineDefinition {
     #[serde(default)]
     pub metadata: PipelineMetadata,
     pub steps: Vec<StepDefinition>,
+    /// Kept with the pipeline as given. `inputPath`, `outputPath` and
+    /// `executionId` (the original system's keys) must be strings when present
+    /// and are not interpreted: an execution's input is its `inputs`, and its
+    /// outputs are written under `executions/{execution_id}/`.
     #[serde(default)]
     pub global_parameters: BTreeMap<String, Value>,
     /// Deadline of an execution of this pipeline (queueing excluded); at most the
