@@ -18,7 +18,13 @@ const PROTOS: &[&str] = &[
 const INFERENCE_PROTOS: &[&str] = &["inference/grpc_service.proto"];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let proto_root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../proto");
+    // Read when the script runs, not baked in when it is compiled: cargo reuses
+    // a compiled build script across checkouts at different paths that share
+    // one target folder (CI clones), and a baked path points into another,
+    // possibly deleted, checkout.
+    let manifest_dir =
+        std::env::var_os("CARGO_MANIFEST_DIR").ok_or("CARGO_MANIFEST_DIR is not set")?;
+    let proto_root = PathBuf::from(manifest_dir).join("../../proto");
     let protoc = match std::env::var_os("PROTOC") {
         Some(path) => PathBuf::from(path),
         None => protoc_bin_vendored::protoc_bin_path()?,
