@@ -237,15 +237,8 @@ async fn bad_requests_get_clear_4xx_answers() {
         "file",
         reqwest::multipart::Part::bytes(fixture("photo-1920x1080.jpg")).file_name("big.jpg"),
     );
-    let response = backend
-        .http
-        .post(backend.at("/v1/files"))
-        .multipart(form)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 413);
-    let body: Value = response.json().await.unwrap();
+    let (code, body) = backend.post_multipart("/v1/files", form).await;
+    assert_eq!(code, 413);
     assert_eq!(body["error"]["code"], "payload_too_large", "{body}");
     // A JSON body over MAX_REQUEST_BYTES (the upload limit is only for uploads).
     let (code, body) = backend
@@ -848,26 +841,13 @@ async fn multipart_uploads_and_list_pagination() {
             "file",
             reqwest::multipart::Part::bytes(fixture("horse.png")).file_name("../../horse.png"),
         );
-    let response = backend
-        .http
-        .post(backend.at("/v1/files"))
-        .multipart(form)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 201);
-    let file: Value = response.json().await.unwrap();
+    let (code, file) = backend.post_multipart("/v1/files", form).await;
+    assert_eq!(code, 201);
     assert_eq!(file["content_type"], "image/png");
     assert_eq!(file["filename"], "horse.png", "path parts are dropped");
     let form = reqwest::multipart::Form::new().text("other", "x");
-    let response = backend
-        .http
-        .post(backend.at("/v1/files"))
-        .multipart(form)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 400);
+    let (code, _) = backend.post_multipart("/v1/files", form).await;
+    assert_eq!(code, 400);
 
     // Five executions, read back three pages of two, newest first, no repeats.
     let mut started = Vec::new();

@@ -20,6 +20,7 @@ mod kafka;
 mod otlp;
 mod pki;
 mod process;
+mod refusals;
 mod s3;
 
 use std::{
@@ -35,6 +36,7 @@ pub use kafka::KafkaBroker;
 pub use otlp::{OtlpReceiver, ReceivedMetric, ReceivedSpan};
 pub use pki::TestPki;
 pub use process::{ChildProcess, free_addr, workspace_binary};
+pub use refusals::{assert_bad_object_key, assert_message_too_large};
 pub use s3::S3Server;
 
 /// Bytes of a fixture photo, e.g. `fixture("photo-1920x1080.jpg")`.

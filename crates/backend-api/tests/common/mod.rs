@@ -121,6 +121,18 @@ impl Backend {
         (status, response.json().await.unwrap_or(Value::Null))
     }
 
+    pub async fn post_multipart(&self, path: &str, form: reqwest::multipart::Form) -> (u16, Value) {
+        let response = self
+            .http
+            .post(self.at(path))
+            .multipart(form)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
     pub async fn get(&self, path: &str) -> (u16, Value) {
         let response = self.http.get(self.at(path)).send().await.unwrap();
         let status = response.status().as_u16();
