@@ -29,13 +29,10 @@ export npm_config_update_notifier=false
 stamp=node_modules/.imageflow-package-lock.json
 if ! cmp -s package-lock.json "$stamp"; then
     log "installing the web UI's npm packages (npm ci)"
-    # A registry mirror that lacks the other platforms' optional packages
-    # (rollup's native builds) makes npm ci refuse the lock file; npm install
-    # --no-save then installs the same locked versions and leaves it as is.
-    if ! npm ci --no-audit --no-fund --loglevel=error 2>"$IMAGEFLOW_CACHE/npm-ci.log"; then
-        log "npm ci refused (see $IMAGEFLOW_CACHE/npm-ci.log); installing the locked versions with npm install --no-save"
-        npm install --no-save --no-audit --no-fund --loglevel=error
-    fi
+    # npm ci only, no npm install fallback: a lock file out of step with
+    # package.json (e.g. missing other platforms' optional rollup builds) must
+    # fail here, not be papered over on one machine and refused on the next.
+    npm ci --no-audit --no-fund --loglevel=error
     cp package-lock.json "$stamp"
 fi
 log "building the web UI into web/dist"
