@@ -28,7 +28,23 @@ report() {
     for dir in target tansu-target tools-target fuzz-target; do
         [ -d "$IMAGEFLOW_CACHE/$dir" ] && line+=" $dir $(size_of "$IMAGEFLOW_CACHE/$dir")"
     done
+    # scripts/build-images.sh: buildah's images and layers, and its cache mounts.
+    [ -d "$BUILDAH_STORAGE" ] && line+=" container-images $(size_of "$BUILDAH_STORAGE")"
+    [ -d "$BUILDAH_CACHE" ] && line+=" image-build-cache $(size_of "$BUILDAH_CACHE")"
     log "$line"
+}
+
+BUILDAH_STORAGE=/var/lib/containers/storage
+BUILDAH_CACHE="${TMPDIR:-/var/tmp}/buildah-cache"
+
+# Image layers no tag refers to (older builds' steps); the cargo cache mount
+# stays, so the next image build is still incremental.
+prune_images() {
+    [ "$(free_gib)" -ge "$want_gib" ] && return 0
+    command -v buildah >/dev/null || return 1
+    log "only $(free_gib) GiB free (want $want_gib): removing untagged image layers (buildah rmi --prune)"
+    buildah rmi --prune >/dev/null 2>&1 || true
+    [ "$(free_gib)" -ge "$want_gib" ]
 }
 
 # Drops one cache when space is still short; returns 0 once enough is free.
@@ -48,8 +64,10 @@ if [ "$(free_gib)" -lt "$want_gib" ]; then
         { "$TOOLS_DIR/bin/tansu" --version >/dev/null 2>&1 &&
             drop "$IMAGEFLOW_CACHE/tansu-target" "tansu is installed; this is its build folder"; } ||
         drop "$IMAGEFLOW_CACHE/fuzz-target" "instrumented fuzz builds; about 3 min to rebuild" ||
+        prune_images ||
         drop "$CARGO_TARGET_DIR/debug/incremental" "incremental state; rebuilt as needed" ||
         drop "$CARGO_TARGET_DIR/release" "release builds for the benchmarks and the main command" ||
+        drop "$BUILDAH_CACHE" "the image builds' cargo cache; the next image build is cold" ||
         drop "$CARGO_TARGET_DIR" "the whole build cache; the next build is cold" ||
         true
     report

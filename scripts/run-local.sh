@@ -14,7 +14,7 @@ cd "$REPO_ROOT"
 demo_only=false
 [ "${1:-}" = "--demo-only" ] && demo_only=true
 
-"$REPO_ROOT/scripts/setup.sh"
+"$REPO_ROOT/scripts/setup.sh" --run-only
 if command -v npm >/dev/null; then
     "$REPO_ROOT/scripts/build-ui.sh" --if-stale
 else

@@ -42,6 +42,15 @@ cargo test --workspace --locked --no-fail-fast
 log "deployment: chart, manifests, Dockerfile, alerts, workflows"
 "$REPO_ROOT/scripts/validate-deploy.sh" --require-binaries
 
+log "container images: built from docker/Dockerfile and run as the chart runs them (when the image cache is warm)"
+images_rc=0
+"$REPO_ROOT/scripts/build-images.sh" --only-if-warm || images_rc=$?
+case "$images_rc" in
+    0) "$REPO_ROOT/scripts/validate-images.sh" ;;
+    3) log "images skipped: their build cache is cold (see above); run scripts/build-images.sh and scripts/validate-images.sh" ;;
+    *) die "scripts/build-images.sh failed" ;;
+esac
+
 log "web UI: unit tests and the browser end-to-end test"
 "$REPO_ROOT/scripts/ui-e2e.sh"
 

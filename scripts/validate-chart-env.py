@@ -20,7 +20,6 @@ Without --require, a binary missing from BIN_DIR is skipped with a note.
 """
 
 import argparse
-import base64
 import os
 import pathlib
 import re
@@ -31,6 +30,8 @@ import tempfile
 import time
 
 import yaml
+
+from chartpod import container_env, secret_data
 
 BINARIES = ("backend-api", "resize-svc", "filter-svc", "ai-detect-svc")
 LISTEN = ("GRPC_LISTEN_ADDR", "HTTP_LISTEN_ADDR", "METRICS_LISTEN_ADDR", "GRPC_HEALTH_LISTEN_ADDR")
@@ -53,37 +54,6 @@ def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def secret_data(obj):
-    data = {k: base64.b64decode(v).decode() for k, v in (obj.get("data") or {}).items()}
-    data.update(obj.get("stringData") or {})
-    return data
-
-
-def container_env(container, configmaps, secrets):
-    env = {}
-    for src in container.get("envFrom", []):
-        if "configMapRef" in src:
-            env.update(configmaps.get(src["configMapRef"]["name"], {}))
-        elif "secretRef" in src:
-            ref = src["secretRef"]
-            if ref["name"] in secrets:
-                env.update(secrets[ref["name"]])
-            elif not ref.get("optional"):
-                raise SystemExit(f"secret {ref['name']} is neither rendered nor optional")
-    for item in container.get("env", []):
-        name = item["name"]
-        if "value" in item:
-            # $(VAR) refers to variables defined earlier, as the kubelet expands them.
-            env[name] = re.sub(r"\$\((\w+)\)", lambda m: env.get(m.group(1), m.group(0)), item["value"])
-        elif "secretKeyRef" in item["valueFrom"]:
-            ref = item["valueFrom"]["secretKeyRef"]
-            # A Secret created outside the chart (existingSecret): a stand-in value.
-            env[name] = secrets.get(ref["name"], {}).get(ref["key"], STAND_INS.get(ref["key"], "validate"))
-        elif "fieldRef" in item["valueFrom"]:
-            env[name] = FIELD_VALUES[item["valueFrom"]["fieldRef"]["fieldPath"]]
-    return env
 
 
 def help_variables(binary):
@@ -122,7 +92,7 @@ def main():
                     else:
                         notes.add(msg)
                     continue
-                env = container_env(c, configmaps, secrets)
+                env = container_env(c, configmaps, secrets, FIELD_VALUES, STAND_INS)
                 if binary not in known:
                     known[binary] = help_variables(path)
                 extra = sorted(k for k in env if k not in known[binary]
