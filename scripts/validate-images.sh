@@ -47,12 +47,16 @@ host_ip=10.89.77.1
 work="$(mktemp -d)"
 relays=()
 cleanup() {
-    for pid in "${relays[@]}"; do kill "$pid" 2>/dev/null || true; done
+    # Each relay is a process group: socat forks a child per connection.
+    for pid in "${relays[@]}"; do kill -- "-$pid" 2>/dev/null || true; done
     "$REPO_ROOT/scripts/s3-test-server.sh" stop "$work/s3" >/dev/null 2>&1 || true
     for ctr in $(buildah containers --format '{{.ContainerName}}' 2>/dev/null | grep '^validate-' || true); do
         buildah rm "$ctr" >/dev/null 2>&1 || true
     done
-    for ns in $(ip netns list 2>/dev/null | awk '/^ifc-pod/ {print $1}'); do ip netns del "$ns" 2>/dev/null || true; done
+    for ns in $(ip netns list 2>/dev/null | awk '/^ifc-pod/ {print $1}'); do
+        for pid in $(ip netns pids "$ns" 2>/dev/null); do kill -9 "$pid" 2>/dev/null || true; done
+        ip netns del "$ns" 2>/dev/null || true
+    done
     ip link del "$bridge" 2>/dev/null || true
     if [ -n "${IMAGEFLOW_KEEP_VALIDATION:-}" ]; then log "kept $work"; else rm -rf "$work"; fi
 }
@@ -71,10 +75,11 @@ bucket="$(awk '/^  bucket:/ {print $2}' charts/imageflow/values.yaml)"
 mkdir -p "$work/s3/data/$bucket"
 eval "$("$REPO_ROOT/scripts/postgres-test-server.sh")"
 database="imageflow_validate_images"
-psql "$IMAGEFLOW_TEST_POSTGRES_URL" -qc "DROP DATABASE IF EXISTS $database" -c "CREATE DATABASE $database" >/dev/null
-socat "TCP-LISTEN:9000,bind=$host_ip,fork,reuseaddr" "TCP:127.0.0.1:$s3_port" &
+psql "$IMAGEFLOW_TEST_POSTGRES_URL" -qc "DROP DATABASE IF EXISTS $database WITH (FORCE)" \
+    -c "CREATE DATABASE $database" >/dev/null
+setsid socat "TCP-LISTEN:9000,bind=$host_ip,fork,reuseaddr" "TCP:127.0.0.1:$s3_port" &
 relays+=("$!")
-socat "TCP-LISTEN:5432,bind=$host_ip,fork,reuseaddr" "TCP:127.0.0.1:5432" &
+setsid socat "TCP-LISTEN:5432,bind=$host_ip,fork,reuseaddr" "TCP:127.0.0.1:5432" &
 relays+=("$!")
 
 log "helm template: default values + scripts/validate-images.values.yaml"

@@ -140,8 +140,7 @@ class Pod:
         return args
 
     def argv(self):
-        config = json.loads(sh("buildah", "inspect", "--type", "image", "--format", "{{json .OCIv1.Config}}",
-                               self.image))
+        config = json.loads(sh("buildah", "inspect", "--type", "image", self.image))["OCIv1"]["config"]
         command = self.container.get("command") or config.get("Entrypoint") or []
         args = self.container.get("args")
         if args is None:
@@ -201,7 +200,9 @@ class Pod:
                 exe = os.readlink(f"/proc/{pid}/exe")
             except OSError:
                 continue
-            if self.rootfs and exe.endswith(want) and "buildah" not in exe:
+            # buildah's own processes live in the namespace too; the app is the
+            # one running the manifest's command (a path inside the image).
+            if exe.endswith(want) and os.path.basename(exe) != "buildah":
                 return int(pid)
         return None
 
@@ -235,6 +236,10 @@ class Pod:
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
+        # Whatever is left in the pod's namespace (buildah's helpers, a process
+        # that ignored SIGTERM) goes with the pod.
+        for left in sh("ip", "netns", "pids", self.netns, check=False).split():
+            subprocess.run(["kill", "-9", left], capture_output=True)
         for m in self.ro_mounts:
             subprocess.run(["umount", str(m)], capture_output=True)
         if self.ctr:
