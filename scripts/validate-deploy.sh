@@ -4,13 +4,15 @@
 # actionlint, `helm lint --strict` and `helm template` of the chart with the
 # default, dev, prod and all-features values, every rendered object and each
 # kustomize overlay against the Kubernetes 1.32 schemas (strict, unknown APIs
-# fail) and the monitoring.coreos.com CRD schemas, `promtool check rules` and
+# fail) and the monitoring.coreos.com CRD schemas, the OpenTelemetry Collector
+# configurations (scripts/validate-otel-config.py), `promtool check rules` and
 # `promtool test rules`, the dashboard's queries through promtool, the
 # chart's Alertmanager configuration through amtool and one alert fired end to
 # end (scripts/validate-alerting.py: real Prometheus and Alertmanager on
 # loopback), the monitoring stack's values rendered with the upstream charts
-# when they are cached (scripts/monitoring-stack.sh), and the built binaries
-# started with each rendering's pod environment.
+# when they are cached (scripts/monitoring-stack.sh), the built binaries
+# started with each rendering's pod environment, and a real Prometheus scraping
+# them as the ServiceMonitors say, each series once (scripts/validate-metrics-path.py).
 # Fails on the first problem.
 #
 #   scripts/validate-deploy.sh [--require-binaries]
@@ -88,6 +90,16 @@ stack_values=(-f k8s/overlays/dev/values.yaml -f k8s/monitoring/imageflow.values
     || die "helm template (dev + monitoring values) failed"
 rendered+=("$out/chart-dev-monitoring.yaml")
 
+# The collector without the Kafka archive (and without container logs): the
+# branch no values file above takes.
+"$HELM" template imageflow "$chart" --namespace image-processing \
+    --set otelCollector.kafkaExport=false,otelCollector.agent.containerLogs.enabled=false \
+    >"$out/chart-no-kafka-export.yaml" || die "helm template (no Kafka export) failed"
+rendered+=("$out/chart-no-kafka-export.yaml")
+
+log "OpenTelemetry Collector configurations (pipelines, TLS files, one metrics path)"
+"$DEPLOY_PYTHON" scripts/validate-otel-config.py "$out"/chart-*.yaml
+
 log "the schema refuses bad values"
 if "$HELM" template imageflow "$chart" --set backend.executionMode=sometimes >/dev/null 2>&1; then
     die "values.schema.json accepted backend.executionMode=sometimes"
@@ -97,6 +109,9 @@ if "$HELM" template imageflow "$chart" --set services.resize.maxConcurrentReques
 fi
 if "$HELM" template imageflow "$chart" --set grpc.tls.enabled=true >/dev/null 2>&1; then
     die "values.schema.json accepted grpc.tls.enabled without grpc.tls.existingSecret"
+fi
+if "$HELM" template imageflow "$chart" --set otelCollector.tls.gateway.enabled=true >/dev/null 2>&1; then
+    die "values.schema.json accepted otelCollector.tls.gateway.enabled without its existingSecret"
 fi
 
 log "kubectl kustomize (dev, prod overlays, GPU node pieces)"
@@ -167,6 +182,10 @@ log "the binaries start with the chart's pod environments (default, prod, all-fe
 "$DEPLOY_PYTHON" scripts/validate-chart-env.py "${require_binaries[@]}" \
     "${IMAGEFLOW_BIN_DIR:-$CARGO_TARGET_DIR/debug}" "$REPO_ROOT/models" \
     "$out/chart-default.yaml" "$out/chart-prod.yaml" "$out/chart-all-features.yaml"
+
+log "metrics reach Prometheus once: a real Prometheus scrapes the binaries as the ServiceMonitors say"
+"$DEPLOY_PYTHON" scripts/validate-metrics-path.py "${require_binaries[@]}" "$PROMETHEUS" \
+    "${IMAGEFLOW_BIN_DIR:-$CARGO_TARGET_DIR/debug}" "$REPO_ROOT/models" "$out/chart-default.yaml"
 
 log "CI step spans: ci-span.sh exports an OTLP trace to a loopback receiver"
 "$DEPLOY_PYTHON" - "$out" <<'PY'

@@ -51,7 +51,9 @@ def check_workload(obj, where):
     for c in spec.get("initContainers", []) + spec.get("containers", []):
         name = f"{where} container {c['name']}"
         sc = c.get("securityContext", {})
-        if not root_reason and not (sc.get("runAsNonRoot") or psc.get("runAsNonRoot")):
+        # The container's setting, where it has one, overrides the pod's.
+        non_root = sc["runAsNonRoot"] if "runAsNonRoot" in sc else psc.get("runAsNonRoot")
+        if not root_reason and not non_root:
             problems.append(f"{name}: runAsNonRoot is not set")
         if sc.get("allowPrivilegeEscalation") is not False:
             problems.append(f"{name}: allowPrivilegeEscalation must be false")

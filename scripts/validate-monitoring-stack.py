@@ -10,8 +10,9 @@ scripts/validate-deploy.sh runs it when the upstream chart archives are cached.
 * the pieces meet: Alertmanager's configSecret is the Secret the imageflow
   chart renders, in the same namespace; Prometheus selects every rule and
   monitor (or the chart's selector labels); the imageflow gateway's trace
-  exporter and Grafana's data sources point at Services that exist, on ports
-  they serve; node_exporter runs outside the baseline-only `monitoring` namespace.
+  exporter, its Loki exporter (Loki's /otlp endpoint) and Grafana's data
+  sources point at Services that exist, on ports they serve; node_exporter
+  runs in kube-system, not in `monitoring`.
 
     validate-monitoring-stack.py STACK_DIR IMAGEFLOW_RENDERING
 """
@@ -129,6 +130,13 @@ if len(endpoints) != 1:
     problems.append(f"expected the gateway's otlp/jaeger exporter once, found {endpoints}")
 else:
     served(endpoints[0], "the imageflow gateway's trace exporter")
+loki_out = [e.get("endpoint", "") for ex in exporters for n, e in ex.items() if n == "otlphttp/loki"]
+if len(loki_out) != 1:
+    problems.append(f"expected the gateway's otlphttp/loki exporter once, found {loki_out}")
+elif not loki_out[0].endswith("/otlp"):
+    problems.append(f"the gateway's Loki exporter {loki_out[0]} is not Loki's OTLP endpoint (/otlp)")
+else:
+    served(loki_out[0].split("://", 1)[1].rsplit("/", 1)[0], "the imageflow gateway's log exporter")
 if find(imageflow, "Deployment", "imageflow-jaeger"):
     problems.append("the in-memory Jaeger is still deployed next to Tempo")
 grafana_ds = [yaml.safe_load(d["data"]["datasource.yaml"]) for d in find(kps, "ConfigMap", "kube-prometheus-stack-grafana-datasource")]
@@ -141,9 +149,10 @@ for name in ("Loki", "Tempo"):
 
 for ds in find(kps, "DaemonSet"):
     if "node-exporter" in ds["metadata"]["name"] and ds["metadata"].get("namespace") == "monitoring":
-        problems.append("node_exporter in `monitoring`, whose Pod Security level (baseline) refuses host access")
+        problems.append("node_exporter in `monitoring`: its host network, PID and file systems belong in kube-system"
+                        " (`monitoring` grants host access to the collector agent's read-only log mount only)")
 
 if problems:
     sys.exit("monitoring stack:\n  " + "\n  ".join(problems))
 print(f"monitoring stack: {checked} built-in objects valid (Kubernetes 1.32, strict); Tempo and Loki keep 7 days on PVCs; "
-      f"Alertmanager reads {am_secret['metadata']['name']}; traces to {endpoints[0]}; Grafana: {urls['Loki']}, {urls['Tempo']}")
+      f"Alertmanager reads {am_secret['metadata']['name']}; traces to {endpoints[0]}; logs to {loki_out[0]}; Grafana: {urls['Loki']}, {urls['Tempo']}")
