@@ -24,8 +24,9 @@ set -euo pipefail
 # shellcheck source=scripts/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-# Bumped when a recipe below changes, so the stand-ins are made again.
-RECIPE=2
+# Each recipe's version, bumped when it changes so that stand-in is made
+# again (and only that one: a new rust stand-in means a cold Rust build).
+declare -A RECIPE=([rust]=2 [python]=2 [node]=2 [distroless]=4)
 PREFIX=localhost/imageflow-base
 RUST_VERSION="$(rustc --version | awk '{print $2}')"
 RUST_TAG="$PREFIX/rust:$RUST_VERSION-slim-bookworm"
@@ -47,17 +48,17 @@ done
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 
-current() { # tag -> true when the image exists and was made by this recipe
-    [ "$(buildah inspect --type image --format '{{index .ImageAnnotations "org.imageflow.base-recipe"}}' "$1" 2>/dev/null)" = "$RECIPE" ]
+current() { # tag recipe -> true when the image exists and was made by this recipe
+    [ "$(buildah inspect --type image --format '{{index .ImageAnnotations "org.imageflow.base-recipe"}}' "$1" 2>/dev/null)" = "${RECIPE[$2]}" ]
 }
 
 # rootfs tarball + image settings -> an image in buildah's store.
-commit() { # tag tarball [buildah config args...]
-    local tag="$1" tarball="$2" ctr
-    shift 2
+commit() { # tag recipe tarball [buildah config args...]
+    local tag="$1" recipe="$2" tarball="$3" ctr
+    shift 3
     ctr="$(buildah from scratch)"
     buildah add --quiet "$ctr" "$tarball" / >/dev/null
-    buildah config --annotation "org.imageflow.base-recipe=$RECIPE" \
+    buildah config --annotation "org.imageflow.base-recipe=${RECIPE[$recipe]}" \
         --label "org.opencontainers.image.description=local stand-in made by scripts/base-images.sh" \
         "$@" "$ctr"
     buildah commit --quiet --rm "$ctr" "$tag" >/dev/null
@@ -76,7 +77,7 @@ debootstrap() { # tarball variant packages [mmdebstrap options...]
         "$@" bookworm "$tarball" - <<<"$SOURCES"
 }
 
-if ! current "$RUST_TAG"; then
+if ! current "$RUST_TAG" rust; then
     log "making $RUST_TAG (bookworm + this machine's Rust $RUST_VERSION)"
     toolchain="$(rustc --print sysroot)"
     tar -C "$toolchain" --exclude=./share/doc --exclude=./share/man -cf "$work/toolchain.tar" .
@@ -84,23 +85,23 @@ if ! current "$RUST_TAG"; then
         --customize-hook='mkdir -p "$1/usr/local/rustup/toolchain" "$1/usr/local/cargo/bin"' \
         --customize-hook="tar -C \"\$1/usr/local/rustup/toolchain\" -xf $work/toolchain.tar" \
         --customize-hook='for b in cargo rustc rustdoc; do ln -s ../../rustup/toolchain/bin/$b "$1/usr/local/cargo/bin/$b"; done'
-    commit "$RUST_TAG" "$work/rust.tar" \
+    commit "$RUST_TAG" rust "$work/rust.tar" \
         --env RUSTUP_HOME=/usr/local/rustup --env CARGO_HOME=/usr/local/cargo \
         --env PATH=/usr/local/cargo/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
         --env RUST_VERSION="$RUST_VERSION" --cmd /bin/bash
     rm -f "$work/toolchain.tar" "$work/rust.tar"
 fi
 
-if ! current "$PYTHON_TAG"; then
+if ! current "$PYTHON_TAG" python; then
     log "making $PYTHON_TAG"
     debootstrap "$work/python.tar" minbase ca-certificates,python3,python3-pip,python3-venv \
         --customize-hook='rm -f "$1"/usr/lib/python3*/EXTERNALLY-MANAGED' \
         --customize-hook='ln -s /usr/bin/python3 "$1/usr/local/bin/python"; ln -sf /usr/bin/pip3 "$1/usr/local/bin/pip"'
-    commit "$PYTHON_TAG" "$work/python.tar" --env LANG=C.UTF-8 --cmd python3
+    commit "$PYTHON_TAG" python "$work/python.tar" --env LANG=C.UTF-8 --cmd python3
     rm -f "$work/python.tar"
 fi
 
-if ! current "$NODE_TAG"; then
+if ! current "$NODE_TAG" node; then
     node_version="$(node --version 2>/dev/null || true)"
     case "$node_version" in
         v2[0-9].*) ;;
@@ -119,23 +120,36 @@ if ! current "$NODE_TAG"; then
     debootstrap "$work/node.tar" minbase ca-certificates,libstdc++6 \
         --customize-hook="tar -C \"\$1\" -xf $work/node-tree.tar" \
         --customize-hook='chroot "$1" useradd --uid 1000 --create-home --shell /bin/bash node'
-    commit "$NODE_TAG" "$work/node.tar" --env NODE_VERSION="${node_version#v}" --cmd node
+    commit "$NODE_TAG" node "$work/node.tar" --env NODE_VERSION="${node_version#v}" --cmd node
     rm -rf "$work/node" "$work/node-tree.tar" "$work/node.tar"
 fi
 
-if ! current "$DISTROLESS_TAG"; then
+if ! current "$DISTROLESS_TAG" distroless; then
     log "making $DISTROLESS_TAG"
-    # extract: packages unpacked, no maintainer scripts, no dpkg, no shell.
+    # extract: packages unpacked, no maintainer scripts; mmdebstrap runs no
+    # hooks for it, so what the scripts would have made is made here, and what
+    # came in as dependencies (debconf, perl, openssl's tools, shells) goes.
     debootstrap "$work/distroless.tar" extract \
-        base-files,libc6,libgcc-s1,libstdc++6,libssl3,zlib1g,ca-certificates,tzdata,netbase \
-        --customize-hook='cat "$1"/usr/share/ca-certificates/mozilla/*.crt >"$1/etc/ssl/certs/ca-certificates.crt"' \
-        --customize-hook='printf "root:x:0:0:root:/root:/sbin/nologin\nnobody:x:65534:65534:nobody:/nonexistent:/sbin/nologin\nnonroot:x:65532:65532:nonroot:/home/nonroot:/sbin/nologin\n" >"$1/etc/passwd"' \
-        --customize-hook='printf "root:x:0:\nnobody:x:65534:\nnonroot:x:65532:\n" >"$1/etc/group"' \
-        --customize-hook='printf "hosts: files dns\n" >"$1/etc/nsswitch.conf"' \
-        --customize-hook='mkdir -p "$1/home/nonroot" "$1/tmp" && chown 65532:65532 "$1/home/nonroot" && chmod 1777 "$1/tmp"' \
-        --customize-hook='rm -rf "$1"/usr/share/ca-certificates "$1"/usr/share/doc "$1"/usr/share/man "$1"/usr/share/lintian "$1"/usr/bin/* "$1"/usr/sbin/* "$1"/var/lib/dpkg "$1"/var/cache/apt "$1"/etc/apt' \
-        --customize-hook='mkdir -p "$1/var/lib/dpkg"'
-    commit "$DISTROLESS_TAG" "$work/distroless.tar" --user 65532:65532 --workingdir /home/nonroot \
+        base-files,libc6,libgcc-s1,libstdc++6,libssl3,zlib1g,ca-certificates,tzdata,netbase
+    root="${work:?}/distroless"
+    mkdir -p "$root"
+    tar -C "$root" -xf "$work/distroless.tar"
+    cat "${root:?}"/usr/share/ca-certificates/mozilla/*.crt >"$root/etc/ssl/certs/ca-certificates.crt"
+    printf '%s\n' "root:x:0:0:root:/root:/sbin/nologin" "nobody:x:65534:65534:nobody:/nonexistent:/sbin/nologin" \
+        "nonroot:x:65532:65532:nonroot:/home/nonroot:/sbin/nologin" >"$root/etc/passwd"
+    printf '%s\n' "root:x:0:" "nobody:x:65534:" "nonroot:x:65532:" >"$root/etc/group"
+    printf 'hosts: files dns\n' >"$root/etc/nsswitch.conf"
+    rm -rf "${root:?}"/usr/share/ca-certificates "${root:?}"/usr/share/doc "${root:?}"/usr/share/man "${root:?}"/usr/share/info \
+        "${root:?}"/usr/share/lintian "${root:?}"/usr/share/perl5 "${root:?}"/usr/share/debconf "${root:?}"/usr/share/locale \
+        "${root:?}"/usr/lib/x86_64-linux-gnu/gconv "${root:?}"/usr/lib/x86_64-linux-gnu/perl* "${root:?}"/usr/lib/ssl/misc \
+        "${root:?}"/usr/bin/* "${root:?}"/usr/sbin/* "${root:?}"/bin/* "${root:?}"/sbin/* \
+        "${root:?}"/var/lib/dpkg "${root:?}"/var/cache/* "${root:?}"/var/log/* "${root:?}"/etc/apt "${root:?}"/etc/debconf.conf
+    mkdir -p "$root/home/nonroot" "$root/tmp" "$root/var/lib/dpkg"
+    chown 65532:65532 "$root/home/nonroot"
+    chmod 1777 "$root/tmp"
+    tar -C "$root" -cf "$work/distroless.tar" .
+    rm -rf "$root"
+    commit "$DISTROLESS_TAG" distroless "$work/distroless.tar" --user 65532:65532 --workingdir /home/nonroot \
         --env PATH=/usr/local/bin:/usr/bin:/bin --env SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt
     rm -f "$work/distroless.tar"
 fi

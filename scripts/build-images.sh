@@ -111,6 +111,7 @@ for entry in "${IMAGES[@]}"; do
         --target "$target" --build-arg "BINARY=$binary" "${base_args[@]}" "${mounts[@]}" \
         --label "org.opencontainers.image.revision=$revision" \
         --label "org.opencontainers.image.version=$tag" \
+        --label "org.opencontainers.image.description=ImageFlowCanvas $name" \
         -t "$image" . 2>&1 | tee -a "$build_log" \
         | grep --line-buffered -E '^(\[[0-9]+/[0-9]+\] STEP [0-9]+/[0-9]+|COMMIT|--> Using cache)|^ *(Compiling|Finished) |^(error|warning: unused)|npm (ERR|error)|^ERROR'; then
         die "building $image failed; the last lines of $build_log:
