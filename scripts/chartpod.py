@@ -6,8 +6,40 @@ environments) and validate_images.py (the images run as the pods).
 
 import base64
 import re
+import socket
+import subprocess
 
 import yaml
+
+# Stand-ins for Secrets created outside the chart (existingSecret), shaped like
+# the real values so the binaries parse them.
+STAND_INS = {
+    "DATABASE_URL": "postgres://imageflow@postgres.databases.svc:5432/imageflow",
+    "IMAGEFLOW_API_TOKENS": "ops:validate-token-0123456789abcdef",
+    "AWS_ACCESS_KEY_ID": "validate-access-key",
+    "AWS_SECRET_ACCESS_KEY": "validate-secret-key-0123456789",
+}
+# What fieldRefs read in a pod on a made-up node.
+FIELD_VALUES = {"metadata.name": "imageflow-pod-0", "metadata.namespace": "image-processing",
+                "spec.nodeName": "k3s-node-1", "status.podIP": "10.42.0.10", "status.hostIP": "10.0.0.10"}
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def stop_processes(procs, timeout=30):
+    """SIGTERM to each, then SIGKILL to any still running after `timeout` s."""
+    for proc in procs:
+        proc.terminate()
+    for proc in procs:
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def secret_data(obj):

@@ -25,7 +25,6 @@ import http.server
 import json
 import os
 import queue
-import socket
 import subprocess
 import sys
 import tempfile
@@ -34,6 +33,8 @@ import time
 import urllib.request
 
 import yaml
+
+from chartpod import free_port, stop_processes
 
 chart, helm, amtool, prometheus_bin, alertmanager_bin = sys.argv[1:6]
 ALERT = "ImageflowDatabaseDown"
@@ -53,12 +54,6 @@ def render(*values):
 
 def amtool_run(*args, check=True):
     return subprocess.run([amtool, *args], capture_output=True, text=True, check=check)
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_until(what, predicate, timeout):
@@ -280,14 +275,7 @@ try:
     print(f"{SYMPTOM}: inhibited by {ALERT} in {NAMESPACE}, notified on {notified(SYMPTOM, OTHER_NAMESPACE)} "
           f"for {OTHER_NAMESPACE} ({time.monotonic() - started:.1f} s)")
 finally:
-    for name, p in procs:
-        p.terminate()
-    for name, p in procs:
-        try:
-            p.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
+    stop_processes([p for _, p in procs], timeout=10)
     for server in servers:
         server.shutdown()
     subprocess.run(["rm", "-rf", work], check=False)

@@ -23,7 +23,6 @@ import argparse
 import os
 import pathlib
 import re
-import socket
 import subprocess
 import sys
 import tempfile
@@ -31,31 +30,13 @@ import time
 
 import yaml
 
-from chartpod import container_env, secret_data
+from chartpod import FIELD_VALUES, STAND_INS, container_env, free_port, secret_data
 
 BINARIES = ("backend-api", "resize-svc", "filter-svc", "ai-detect-svc")
 LISTEN = ("GRPC_LISTEN_ADDR", "HTTP_LISTEN_ADDR", "METRICS_LISTEN_ADDR", "GRPC_HEALTH_LISTEN_ADDR")
 # gRPC TLS files the pods mount from a Secret: which stand-in file each names.
 GRPC_TLS_FILES = {"GRPC_TLS_CERT": "tls.crt", "GRPC_TLS_KEY": "tls.key", "GRPC_TLS_CLIENT_CA": "tls.crt",
                   "GRPC_TLS_CA": "tls.crt", "GRPC_TLS_CLIENT_CERT": "tls.crt", "GRPC_TLS_CLIENT_KEY": "tls.key"}
-# Stand-ins for Secrets created outside the chart (existingSecret), shaped like
-# the real values so the binaries parse them.
-STAND_INS = {
-    "DATABASE_URL": "postgres://imageflow@postgres.databases.svc:5432/imageflow",
-    "IMAGEFLOW_API_TOKENS": "ops:validate-token-0123456789abcdef",
-    "AWS_ACCESS_KEY_ID": "validate-access-key",
-    "AWS_SECRET_ACCESS_KEY": "validate-secret-key-0123456789",
-}
-FIELD_VALUES = {"metadata.name": "imageflow-pod-0", "metadata.namespace": "image-processing",
-                "spec.nodeName": "k3s-node-1", "status.podIP": "10.42.0.10", "status.hostIP": "10.0.0.10"}
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def help_variables(binary):
     out = subprocess.run([binary, "--help"], capture_output=True, text=True, timeout=20)
     return set(re.findall(r"\b([A-Z][A-Z0-9_]{2,})\b", out.stdout + out.stderr))

@@ -32,7 +32,6 @@ import json
 import os
 import pathlib
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -42,24 +41,13 @@ import urllib.request
 
 import yaml
 
-from chartpod import container_env, load_rendering
+from chartpod import FIELD_VALUES, STAND_INS, container_env, free_port, load_rendering, stop_processes
 
 BINARIES = ("backend-api", "resize-svc", "filter-svc", "ai-detect-svc")
 LISTEN = ("GRPC_LISTEN_ADDR", "HTTP_LISTEN_ADDR", "METRICS_LISTEN_ADDR", "GRPC_HEALTH_LISTEN_ADDR")
-STAND_INS = {
-    "DATABASE_URL": "postgres://imageflow@127.0.0.1:1/imageflow",
-    "IMAGEFLOW_API_TOKENS": "ops:validate-token-0123456789abcdef",
-    "AWS_ACCESS_KEY_ID": "validate-access-key",
-    "AWS_SECRET_ACCESS_KEY": "validate-secret-key-0123456789",
-}
-FIELD_VALUES = {"metadata.name": "imageflow-pod-0", "metadata.namespace": "image-processing",
-                "spec.nodeName": "k3s-node-1", "status.podIP": "10.42.0.10", "status.hostIP": "10.0.0.10"}
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+# Nothing answers there: backend-api gets an SQLite file instead (it serves
+# nothing until its database answers).
+STAND_INS = dict(STAND_INS, DATABASE_URL="postgres://imageflow@127.0.0.1:1/imageflow")
 
 
 def matches(selector, labels):
@@ -240,15 +228,7 @@ def main():
             print(f"{job}: {per_job.get(job, 0)} series, each once ({scraped.get(job)} samples per scrape)")
         print(f"{len(names)} metric names; e.g. " + ", ".join(sorted(n["metric"]["__name__"] for n in names)[:6]))
     finally:
-        prom.terminate()
-        prom.wait(timeout=30)
-        for _, proc in runs:
-            proc.terminate()
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_processes([prom] + [proc for _, proc in runs])
     for n in notes:
         print(f"note: {n}", file=sys.stderr)
     for p in problems:
