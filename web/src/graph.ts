@@ -2,14 +2,27 @@
 // ordered lists (the first one listed hands its image on, as the engine
 // does). Pure functions over immutable values, so the canvas, the tests and
 // the save/load code share one model.
+//
+// Round trip: a definition opened on the canvas and saved unchanged comes
+// back equal as JSON. So a node keeps its parameters as the definition states
+// them (registry defaults are shown, not written), and every key the canvas
+// has no editor for is carried in `extra`, at step and at pipeline level.
 
-import type { Component, PipelineDefinition, RetryPolicy, StepDefinition } from './types';
+import type {
+  Component,
+  FallbackDefinition,
+  PipelineDefinition,
+  RetryPolicy,
+  StepDefinition,
+  StoredPipeline,
+} from './types';
 import { defaultParams } from './params';
 
 export interface GraphNode {
   uid: string;
   stepId: string;
   component: string;
+  /** As the definition states them: a parameter left out runs with its default. */
   params: Record<string, unknown>;
   /** uids of the steps this one depends on, in order. */
   deps: string[];
@@ -18,6 +31,9 @@ export interface GraphNode {
   retry: RetryPolicy | null;
   continueOnFailure: boolean;
   timeoutSeconds: number | null;
+  fallback: FallbackDefinition | null;
+  /** The step's keys without an editor (componentVersion, resources, ...), as given. */
+  extra: Record<string, unknown>;
 }
 
 export interface Graph {
@@ -84,6 +100,8 @@ export function addNode(
     retry: null,
     continueOnFailure: false,
     timeoutSeconds: null,
+    fallback: null,
+    extra: {},
   };
   return { graph: { nodes: [...graph.nodes, node] }, node };
 }
@@ -122,10 +140,10 @@ export function edges(graph: Graph): Edge[] {
   return graph.nodes.flatMap((n) => n.deps.map((from, index) => ({ from, to: n.uid, index })));
 }
 
-/** Step id rules of the API (letters, digits, '-', '_', '.'; 1-128). */
+/** Step id rules of the API (letters, digits, '-', '_', '.'; 1-64). */
 export function stepIdError(graph: Graph, uid: string, stepId: string): string | null {
-  if (!/^[A-Za-z0-9._-]{1,128}$/.test(stepId)) {
-    return "use 1-128 letters, digits, '-', '_' or '.'";
+  if (!/^[A-Za-z0-9._-]{1,64}$/.test(stepId)) {
+    return "use 1-64 letters, digits, '-', '_' or '.'";
   }
   if (graph.nodes.some((n) => n.uid !== uid && n.stepId === stepId)) {
     return `another step is already named ${stepId}`;
@@ -173,58 +191,148 @@ export interface PipelineMeta {
   pipelineName: string;
   version: string;
   description?: string;
+  /** `metadata` less its description, as given (absent: the definition had no `metadata`). */
+  metadata?: Record<string, unknown>;
+  globalParameters?: Record<string, unknown>;
+  timeoutSeconds?: number;
+  /** Top-level keys without an editor, as given. */
+  extra?: Record<string, unknown>;
+}
+
+/** Keys a node edits itself; everything else in a step goes to `extra`. */
+export const STEP_EDITED_KEYS = [
+  'stepId',
+  'componentName',
+  'dependencies',
+  'parameters',
+  'retryPolicy',
+  'timeoutSeconds',
+  'continueOnFailure',
+  'fallback',
+] as const;
+
+/** Keys the pipeline bar and panel edit; with `metadata`, the rest goes to `extra`. */
+export const PIPELINE_EDITED_KEYS = [
+  'pipelineId',
+  'pipelineName',
+  'version',
+  'steps',
+  'globalParameters',
+  'timeoutSeconds',
+] as const;
+
+/** What the server keeps about a stored pipeline: not part of the definition sent back. */
+export const SERVER_KEPT_KEYS = ['revision', 'createdAt', 'updatedAt'] as const;
+
+// The API's field order, so an unchanged definition is the same text too.
+const STEP_ORDER = [
+  'stepId',
+  'componentName',
+  'componentVersion',
+  'dependencies',
+  'parameters',
+  'resources',
+  'retryPolicy',
+  'timeoutSeconds',
+  'continueOnFailure',
+  'fallback',
+];
+const PIPELINE_ORDER = [
+  'pipelineId',
+  'pipelineName',
+  'version',
+  'metadata',
+  'steps',
+  'globalParameters',
+  'timeoutSeconds',
+];
+
+function ordered<T extends Record<string, unknown>>(value: T, order: string[]): T {
+  const keys = Object.keys(value);
+  const sorted = [...order.filter((k) => keys.includes(k)), ...keys.filter((k) => !order.includes(k))];
+  // fromEntries, not assignment: a key named "__proto__" stays a key.
+  return Object.fromEntries(sorted.map((k) => [k, value[k]])) as T;
+}
+
+function without(value: Record<string, unknown>, keys: readonly string[]): Record<string, unknown> {
+  return Object.fromEntries(Object.entries(value).filter(([k]) => !keys.includes(k)));
+}
+
+export function toStep(node: GraphNode, byUid: Map<string, GraphNode>): StepDefinition {
+  const step: StepDefinition = {
+    ...(node.extra ?? {}),
+    stepId: node.stepId,
+    componentName: node.component,
+    dependencies: node.deps.map((d) => byUid.get(d)?.stepId ?? d),
+    parameters: { ...node.params },
+  };
+  if (node.retry) step.retryPolicy = { ...node.retry };
+  if (node.timeoutSeconds !== null) step.timeoutSeconds = node.timeoutSeconds;
+  if (node.continueOnFailure) step.continueOnFailure = true;
+  if (node.fallback) step.fallback = { ...node.fallback, parameters: { ...node.fallback.parameters } };
+  return ordered(step, STEP_ORDER);
 }
 
 export function toDefinition(graph: Graph, meta: PipelineMeta): PipelineDefinition {
   const byUid = new Map(graph.nodes.map((n) => [n.uid, n]));
-  const steps: StepDefinition[] = graph.nodes.map((n) => {
-    const step: StepDefinition = {
-      stepId: n.stepId,
-      componentName: n.component,
-      dependencies: n.deps.map((d) => byUid.get(d)?.stepId ?? d),
-      parameters: { ...n.params },
-    };
-    if (n.retry) step.retryPolicy = { ...n.retry };
-    if (n.timeoutSeconds !== null) step.timeoutSeconds = n.timeoutSeconds;
-    if (n.continueOnFailure) step.continueOnFailure = true;
-    return step;
-  });
   const definition: PipelineDefinition = {
+    ...(meta.extra ?? {}),
     pipelineName: meta.pipelineName,
     version: meta.version,
-    steps,
+    steps: graph.nodes.map((n) => toStep(n, byUid)),
   };
   if (meta.pipelineId) definition.pipelineId = meta.pipelineId;
-  if (meta.description) definition.metadata = { description: meta.description };
-  return definition;
+  if (meta.metadata !== undefined || meta.description !== undefined) {
+    definition.metadata = { ...(meta.metadata ?? {}) };
+    if (meta.description !== undefined) definition.metadata.description = meta.description;
+  }
+  if (meta.globalParameters !== undefined) definition.globalParameters = { ...meta.globalParameters };
+  if (meta.timeoutSeconds !== undefined) definition.timeoutSeconds = meta.timeoutSeconds;
+  return ordered(definition, PIPELINE_ORDER);
+}
+
+/** The pipeline-level part of a definition (or of a stored pipeline, less what the server keeps). */
+export function metaFromDefinition(definition: PipelineDefinition | StoredPipeline): PipelineMeta {
+  const meta: PipelineMeta = {
+    pipelineName: definition.pipelineName,
+    version: definition.version,
+    extra: without(definition, [...PIPELINE_EDITED_KEYS, 'metadata', ...SERVER_KEPT_KEYS]),
+  };
+  if (definition.pipelineId !== undefined) meta.pipelineId = definition.pipelineId;
+  if (definition.metadata !== undefined) {
+    const { description, ...rest } = definition.metadata;
+    meta.metadata = rest;
+    if (description !== undefined) meta.description = description;
+  }
+  if (definition.globalParameters !== undefined) meta.globalParameters = { ...definition.globalParameters };
+  if (definition.timeoutSeconds !== undefined) meta.timeoutSeconds = definition.timeoutSeconds;
+  return meta;
 }
 
 /**
- * The canvas for a stored definition: parameters the definition leaves out
- * show their registry defaults; positions from `positions` (by step id) when
- * known, else laid out by level.
+ * The canvas for a stored definition, parameters as the definition states
+ * them; positions from `positions` (by step id) when every step has one,
+ * else laid out by level.
  */
 export function fromDefinition(
   definition: PipelineDefinition,
-  components: Component[],
   positions: Record<string, { x: number; y: number }> = {},
 ): Graph {
   const uidOf = new Map(definition.steps.map((s) => [s.stepId, newUid()]));
-  const nodes: GraphNode[] = definition.steps.map((s) => {
-    const component = components.find((c) => c.name === s.componentName);
-    return {
-      uid: uidOf.get(s.stepId)!,
-      stepId: s.stepId,
-      component: s.componentName,
-      params: { ...(component ? defaultParams(component) : {}), ...(s.parameters ?? {}) },
-      deps: (s.dependencies ?? []).map((d) => uidOf.get(d) ?? d),
-      x: 0,
-      y: 0,
-      retry: s.retryPolicy ? { ...s.retryPolicy } : null,
-      continueOnFailure: Boolean(s.continueOnFailure),
-      timeoutSeconds: s.timeoutSeconds ?? null,
-    };
-  });
+  const nodes: GraphNode[] = definition.steps.map((s) => ({
+    uid: uidOf.get(s.stepId)!,
+    stepId: s.stepId,
+    component: s.componentName,
+    params: { ...(s.parameters ?? {}) },
+    deps: (s.dependencies ?? []).map((d) => uidOf.get(d) ?? d),
+    x: 0,
+    y: 0,
+    retry: s.retryPolicy ? { ...s.retryPolicy } : null,
+    continueOnFailure: Boolean(s.continueOnFailure),
+    timeoutSeconds: s.timeoutSeconds ?? null,
+    fallback: s.fallback ? { ...s.fallback, parameters: { ...(s.fallback.parameters ?? {}) } } : null,
+    extra: without(s, STEP_EDITED_KEYS),
+  }));
   const laid = layout({ nodes });
   const allKnown = nodes.length > 0 && nodes.every((n) => positions[n.stepId]);
   if (!allKnown) return laid;

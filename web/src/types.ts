@@ -26,25 +26,47 @@ export interface RetryPolicy {
   backoffFactor: number;
 }
 
+/** Run this component instead when the step still fails after its retries. */
+export interface FallbackDefinition {
+  componentName: string;
+  parameters: Record<string, unknown>;
+}
+
+/**
+ * The index signatures stand for keys the canvas has no editor for (today
+ * none beyond those named; tomorrow whatever the API adds): they are carried
+ * through unchanged.
+ */
 export interface StepDefinition {
   stepId: string;
   componentName: string;
   componentVersion?: string;
   dependencies: string[];
   parameters: Record<string, unknown>;
+  resources?: unknown;
   retryPolicy?: RetryPolicy;
   timeoutSeconds?: number;
   continueOnFailure?: boolean;
+  fallback?: FallbackDefinition;
+  [key: string]: unknown;
+}
+
+export interface PipelineMetadata {
+  createdBy?: string;
+  createdAt?: string;
+  description?: string;
+  [key: string]: unknown;
 }
 
 export interface PipelineDefinition {
   pipelineId?: string;
   pipelineName: string;
   version: string;
-  metadata?: { createdBy?: string; createdAt?: string; description?: string };
+  metadata?: PipelineMetadata;
   steps: StepDefinition[];
   globalParameters?: Record<string, unknown>;
   timeoutSeconds?: number;
+  [key: string]: unknown;
 }
 
 export interface StoredPipeline extends PipelineDefinition {

@@ -57,7 +57,7 @@ describe('graph', () => {
       ['filter', ['detect']],
     ]);
     expect(def.pipelineId).toBeUndefined();
-    const back = fromDefinition(def, components);
+    const back = fromDefinition(def);
     expect(toDefinition(back, { pipelineName: 'p', version: '1.0.0' })).toEqual(def);
     expect(back.nodes.map((n) => n.x)).toEqual([32, 282, 532]);
   });
@@ -91,11 +91,14 @@ describe('graph', () => {
     expect(stepIdError(g, a.uid, 'resize')).toBeNull();
     expect(stepIdError(g, a.uid, 'detect')).toMatch(/already/);
     expect(stepIdError(g, a.uid, 'has space')).toMatch(/letters/);
+    // dag.rs allows 64 characters (pipeline ids may have 128).
+    expect(stepIdError(g, a.uid, 'x'.repeat(64))).toBeNull();
+    expect(stepIdError(g, a.uid, 'x'.repeat(65))).toMatch(/1-64/);
   });
 
   it('keeps remembered positions when every step has one', () => {
     const def = toDefinition(pipeline().g, { pipelineName: 'p', version: '1' });
-    const g = fromDefinition(def, components, {
+    const g = fromDefinition(def, {
       resize: { x: 5, y: 6 },
       detect: { x: 7, y: 8 },
       filter: { x: 9, y: 10 },

@@ -2,13 +2,16 @@ import { useRef, useState } from 'preact/hooks';
 import type { Graph, GraphNode } from '../graph';
 import { edges, NODE_HEIGHT, NODE_WIDTH } from '../graph';
 import { fmtMs } from '../format';
-import type { StepRecord } from '../types';
+import { defaultParams } from '../params';
+import type { Component, StepRecord } from '../types';
 import { StatusBadge } from './StatusBadge';
 
 export type Selection = { type: 'node'; uid: string } | { type: 'edge'; from: string; to: string } | null;
 
 interface Props {
   graph: Graph;
+  /** The registry, for the defaults of parameters a step leaves out. */
+  components: Component[];
   selection: Selection;
   /** API or client errors by node uid. */
   errors: Record<string, string>;
@@ -37,7 +40,7 @@ const inPort = (n: GraphNode) => ({ x: n.x, y: n.y + NODE_HEIGHT / 2 });
  * does the same through focus, arrows and Delete (and the inspector).
  */
 export function Board(props: Props) {
-  const { graph, selection, errors, invalid, steps } = props;
+  const { graph, components, selection, errors, invalid, steps } = props;
   const inner = useRef<HTMLDivElement>(null);
   const [link, setLink] = useState<{ from: string; x: number; y: number; over: string | null } | null>(null);
   const byUid = new Map(graph.nodes.map((n) => [n.uid, n]));
@@ -224,7 +227,7 @@ export function Board(props: Props) {
                     )}
                   </>
                 ) : (
-                  <span class="muted">{invalid.has(node.uid) ? '⚠ check parameters' : summary(node)}</span>
+                  <span class="muted">{invalid.has(node.uid) ? '⚠ check settings' : summary(node, components)}</span>
                 )}
               </div>
               <span
@@ -255,8 +258,9 @@ export function Board(props: Props) {
   );
 }
 
-function summary(node: GraphNode): string {
-  const p = node.params;
+function summary(node: GraphNode, components: Component[]): string {
+  const component = components.find((c) => c.name === node.component);
+  const p = { ...(component ? defaultParams(component) : {}), ...node.params };
   switch (node.component) {
     case 'resize':
       return `${p.width}×${p.height}${p.maintain_aspect_ratio ? ' fit' : ''}`;

@@ -1,14 +1,34 @@
 import type { Graph, GraphNode } from '../graph';
-import { stepIdError } from '../graph';
-import { inputStep, paramErrors, parseInput } from '../params';
+import {
+  fallbackLike,
+  fallbackOf,
+  MAX_STEP_TIMEOUT_SECONDS,
+  nodeProblems,
+  parseNumber,
+  parseStepExtra,
+  stepExtraJson,
+  withRetry,
+} from '../editors';
+import { inputStep, parseInput } from '../params';
 import type { Component, ParamSpec } from '../types';
+import { JsonEditor } from './JsonEditor';
 
 interface Props {
   graph: Graph;
   node: GraphNode;
-  component: Component | undefined;
+  components: Component[];
+  /** The API's refusal of this step, by field ('' for the step as a whole). */
+  serverErrors: Record<string, string>;
   onChange: (change: Partial<GraphNode>) => void;
   onRemove: () => void;
+}
+
+function FieldError({ id, error }: { id: string; error?: string }) {
+  return error ? (
+    <small id={id} class="field-error" role="alert">
+      {error}
+    </small>
+  ) : null;
 }
 
 function ParamField({
@@ -16,12 +36,16 @@ function ParamField({
   value,
   error,
   id,
+  label,
+  param,
   onChange,
 }: {
   spec: ParamSpec;
   value: unknown;
   error?: string;
   id: string;
+  label: string;
+  param: string;
   onChange: (v: unknown) => void;
 }) {
   const help = `${id}-help`;
@@ -42,7 +66,8 @@ function ParamField({
     control = (
       <select
         id={id}
-        value={String(value)}
+        // The registry takes any case ("SHARPEN"); show the option it means.
+        value={String(value).toLowerCase()}
         aria-describedby={described}
         aria-invalid={error ? 'true' : undefined}
         onChange={(e) => onChange((e.target as HTMLSelectElement).value)}
@@ -85,8 +110,8 @@ function ParamField({
   const range =
     spec.minimum !== undefined && spec.maximum !== undefined ? ` (${spec.minimum}–${spec.maximum})` : '';
   return (
-    <div class={`field${spec.type === 'boolean' ? ' field-check' : ''}`} data-param={spec.name}>
-      <label for={id}>{spec.name}</label>
+    <div class={`field${spec.type === 'boolean' ? ' field-check' : ''}`} data-param={param}>
+      <label for={id}>{label}</label>
       {control}
       <small id={help} class="muted">
         {spec.description}
@@ -101,13 +126,66 @@ function ParamField({
   );
 }
 
-/** The selected step: its id, generated parameter form, dependencies, retries. */
-export function Inspector({ graph, node, component, onChange, onRemove }: Props) {
-  const errors = paramErrors(component, node.params);
-  const idError = stepIdError(graph, node.uid, node.stepId);
+/** The registry's form for a set of parameters; a parameter left out shows its default. */
+function ParamForm({
+  component,
+  params,
+  errors,
+  base,
+  prefix,
+  onChange,
+}: {
+  component: Component;
+  params: Record<string, unknown>;
+  errors: Record<string, string>;
+  base: string;
+  /** '' for the step's own parameters, 'fallback' for its fallback's. */
+  prefix: string;
+  onChange: (params: Record<string, unknown>) => void;
+}) {
+  return (
+    <>
+      {component.parameters.map((spec) => (
+        <ParamField
+          key={spec.name}
+          spec={spec}
+          id={`${base}-${prefix ? `${prefix}-` : ''}${spec.name}`}
+          label={prefix ? `${prefix} ${spec.name}` : spec.name}
+          param={prefix ? `${prefix}.${spec.name}` : spec.name}
+          value={params[spec.name] ?? spec.default}
+          error={errors[`${prefix ? `${prefix}.` : ''}parameters.${spec.name}`]}
+          onChange={(v) => onChange({ ...params, [spec.name]: v })}
+        />
+      ))}
+    </>
+  );
+}
+
+/** The selected step: its id, parameter form, dependencies, failure handling, kept fields. */
+export function Inspector({ graph, node, components, serverErrors, onChange, onRemove }: Props) {
+  // The server's word on a field wins over the local check: it is what refused the save.
+  const errors = { ...nodeProblems(graph, node, components), ...serverErrors };
+  const component = components.find((c) => c.name === node.component);
   const byUid = new Map(graph.nodes.map((n) => [n.uid, n]));
   const candidates = graph.nodes.filter((n) => n.uid !== node.uid && !node.deps.includes(n.uid));
+  const others = graph.nodes.filter((n) => n.uid !== node.uid);
+  const fallbackComponent = node.fallback ? components.find((c) => c.name === node.fallback!.componentName) : undefined;
   const base = `p-${node.uid}`;
+  // A refusal about a field without a place of its own goes at the top, not nowhere.
+  const placed = new Set([
+    'stepId',
+    'parameters',
+    'dependencies',
+    'retryPolicy.maxRetries',
+    'timeoutSeconds',
+    'fallback',
+    ...(node.retry ? ['retryPolicy.backoffFactor'] : []),
+    ...(component?.parameters.map((p) => `parameters.${p.name}`) ?? []),
+    ...(fallbackComponent?.parameters.map((p) => `fallback.parameters.${p.name}`) ?? []),
+  ]);
+  const unplaced = Object.entries(serverErrors)
+    .filter(([field]) => !placed.has(field))
+    .map(([, message]) => message);
   return (
     <section class="inspector" aria-labelledby="inspector-title" data-inspector={node.stepId}>
       <h2 id="inspector-title">
@@ -122,41 +200,36 @@ export function Inspector({ graph, node, component, onChange, onRemove }: Props)
           </>
         )}
       </p>
+      {unplaced.map((message) => (
+        <p key={message} class="field-error" role="alert" data-server-error="step">
+          {message}
+        </p>
+      ))}
       <div class="field">
         <label for={`${base}-id`}>Step id</label>
         <input
           id={`${base}-id`}
           value={node.stepId}
-          aria-invalid={idError ? 'true' : undefined}
-          aria-describedby={idError ? `${base}-id-err` : undefined}
+          aria-invalid={errors.stepId ? 'true' : undefined}
+          aria-describedby={errors.stepId ? `${base}-id-err` : undefined}
           onInput={(e) => onChange({ stepId: (e.target as HTMLInputElement).value })}
         />
-        {idError && (
-          <small id={`${base}-id-err`} class="field-error" role="alert">
-            {idError}
-          </small>
-        )}
+        <FieldError id={`${base}-id-err`} error={errors.stepId} />
       </div>
       <fieldset>
         <legend>Parameters</legend>
-        {component?.parameters.map((spec) => (
-          <ParamField
-            key={spec.name}
-            spec={spec}
-            id={`${base}-${spec.name}`}
-            value={node.params[spec.name]}
-            error={errors[spec.name]}
-            onChange={(v) => onChange({ params: { ...node.params, [spec.name]: v } })}
+        {component && (
+          <ParamForm
+            component={component}
+            params={node.params}
+            errors={errors}
+            base={base}
+            prefix=""
+            onChange={(params) => onChange({ params })}
           />
-        ))}
-        <button
-          type="button"
-          class="link"
-          onClick={() =>
-            component &&
-            onChange({ params: Object.fromEntries(component.parameters.map((p) => [p.name, p.default])) })
-          }
-        >
+        )}
+        <FieldError id={`${base}-params-err`} error={errors.parameters} />
+        <button type="button" class="link" onClick={() => onChange({ params: {} })}>
           Reset to defaults
         </button>
       </fieldset>
@@ -212,10 +285,11 @@ export function Inspector({ graph, node, component, onChange, onRemove }: Props)
             </select>
           </div>
         )}
+        <FieldError id={`${base}-deps-err`} error={errors.dependencies} />
       </fieldset>
       <fieldset>
         <legend>On failure</legend>
-        <div class="field">
+        <div class="field" data-field="retryPolicy.maxRetries">
           <label for={`${base}-retries`}>Retries (0–10, for unavailable/overloaded/timeouts)</label>
           <input
             id={`${base}-retries`}
@@ -224,17 +298,14 @@ export function Inspector({ graph, node, component, onChange, onRemove }: Props)
             max={10}
             step={1}
             value={node.retry?.maxRetries ?? 0}
-            onInput={(e) => {
-              const n = Number((e.target as HTMLInputElement).value);
-              onChange({
-                retry: n > 0 ? { maxRetries: n, backoffFactor: node.retry?.backoffFactor ?? 2 } : null,
-              });
-            }}
+            aria-invalid={errors['retryPolicy.maxRetries'] ? 'true' : undefined}
+            onInput={(e) => onChange({ retry: withRetry(node.retry, 'maxRetries', (e.target as HTMLInputElement).value) })}
           />
+          <FieldError id={`${base}-retries-err`} error={errors['retryPolicy.maxRetries']} />
         </div>
         {node.retry && (
-          <div class="field">
-            <label for={`${base}-backoff`}>Backoff factor (1–10)</label>
+          <div class="field" data-field="retryPolicy.backoffFactor">
+            <label for={`${base}-backoff`}>Backoff factor (1–10: waits 200 ms × factor^(attempt−1))</label>
             <input
               id={`${base}-backoff`}
               type="number"
@@ -242,30 +313,89 @@ export function Inspector({ graph, node, component, onChange, onRemove }: Props)
               max={10}
               step={0.5}
               value={node.retry.backoffFactor}
+              aria-invalid={errors['retryPolicy.backoffFactor'] ? 'true' : undefined}
               onInput={(e) =>
-                onChange({
-                  retry: { maxRetries: node.retry!.maxRetries, backoffFactor: Number((e.target as HTMLInputElement).value) },
-                })
+                onChange({ retry: withRetry(node.retry, 'backoffFactor', (e.target as HTMLInputElement).value) })
               }
             />
+            <FieldError id={`${base}-backoff-err`} error={errors['retryPolicy.backoffFactor']} />
           </div>
         )}
-        <div class="field">
-          <label for={`${base}-timeout`}>Attempt timeout in seconds (empty: server default)</label>
+        <div class="field" data-field="timeoutSeconds">
+          <label for={`${base}-timeout`}>Attempt timeout in seconds (up to {MAX_STEP_TIMEOUT_SECONDS}; empty: server default)</label>
           <input
             id={`${base}-timeout`}
             type="number"
             min={0.1}
+            max={MAX_STEP_TIMEOUT_SECONDS}
             step={0.5}
             value={node.timeoutSeconds ?? ''}
+            aria-invalid={errors.timeoutSeconds ? 'true' : undefined}
             onInput={(e) => {
-              const v = (e.target as HTMLInputElement).value;
-              onChange({ timeoutSeconds: v === '' ? null : Number(v) });
+              const v = parseNumber((e.target as HTMLInputElement).value);
+              onChange({ timeoutSeconds: (v ?? null) as number | null });
             }}
           />
+          <FieldError id={`${base}-timeout-err`} error={errors.timeoutSeconds} />
         </div>
+        <div class="field" data-field="fallback">
+          <label for={`${base}-fallback`}>Fallback: run instead when it still fails</label>
+          <select
+            id={`${base}-fallback`}
+            value={node.fallback?.componentName ?? ''}
+            aria-invalid={errors.fallback ? 'true' : undefined}
+            onChange={(e) => {
+              const name = (e.target as HTMLSelectElement).value;
+              onChange({ fallback: fallbackOf(components.find((c) => c.name === name), name) });
+            }}
+          >
+            <option value="">no fallback</option>
+            {components.map((c) => (
+              <option key={c.name} value={c.name}>
+                {c.name}
+              </option>
+            ))}
+            {node.fallback && !fallbackComponent && (
+              <option value={node.fallback.componentName}>{node.fallback.componentName} (unknown)</option>
+            )}
+          </select>
+          <FieldError id={`${base}-fallback-err`} error={errors.fallback} />
+        </div>
+        {others.length > 0 && (
+          <div class="field">
+            <label for={`${base}-fallback-like`}>… or fall back to what another step does</label>
+            <select
+              id={`${base}-fallback-like`}
+              value=""
+              onChange={(e) => {
+                const other = byUid.get((e.target as HTMLSelectElement).value);
+                if (other) onChange({ fallback: fallbackLike(other) });
+              }}
+            >
+              <option value="">choose a step…</option>
+              {others.map((o) => (
+                <option key={o.uid} value={o.uid}>
+                  {o.stepId} ({o.component})
+                </option>
+              ))}
+            </select>
+          </div>
+        )}
+        {node.fallback && fallbackComponent && (
+          <fieldset class="nested" data-fallback={node.fallback.componentName}>
+            <legend>Fallback {node.fallback.componentName} parameters</legend>
+            <ParamForm
+              component={fallbackComponent}
+              params={node.fallback.parameters}
+              errors={errors}
+              base={base}
+              prefix="fallback"
+              onChange={(parameters) => onChange({ fallback: { ...node.fallback!, parameters } })}
+            />
+          </fieldset>
+        )}
         <div class="field field-check">
-          <label for={`${base}-continue`}>Skip it and go on when it fails</label>
+          <label for={`${base}-continue`}>Skip it and go on when it fails (after retries and fallback)</label>
           <input
             id={`${base}-continue`}
             type="checkbox"
@@ -274,6 +404,14 @@ export function Inspector({ graph, node, component, onChange, onRemove }: Props)
           />
         </div>
       </fieldset>
+      <JsonEditor
+        id={`${base}-extra`}
+        label="Other fields"
+        json={stepExtraJson(node)}
+        hint="Kept as they are (componentVersion, resources, ...); nothing above edits them."
+        parse={parseStepExtra}
+        onApply={(extra) => onChange({ extra })}
+      />
       <button type="button" class="danger" onClick={onRemove}>
         Delete step
       </button>

@@ -3,6 +3,7 @@ import { api, ApiError } from '../api';
 import { announce } from '../announce';
 import { Board, type Selection } from '../components/Board';
 import { Inspector } from '../components/Inspector';
+import { PipelinePanel } from '../components/PipelinePanel';
 import { Results } from '../components/Results';
 import { StatusBadge } from '../components/StatusBadge';
 import { fmtMs, shortId } from '../format';
@@ -13,16 +14,16 @@ import {
   disconnect,
   fromDefinition,
   layout,
+  metaFromDefinition,
   positionsOf,
   removeNode,
-  stepIdError,
   toDefinition,
   updateNode,
 } from '../graph';
+import { nodeProblems, pipelineTimeoutError, placeApiError } from '../editors';
 import { useExecution, useFileUrl } from '../hooks';
-import { paramErrors } from '../params';
 import { href, type Route } from '../router';
-import type { Component, FileRecord, StepRecord, StoredPipeline } from '../types';
+import type { Component, FileRecord, PipelineDefinition, StepRecord, StoredPipeline } from '../types';
 import { TERMINAL } from '../types';
 import { type CanvasDraft, loadDraft, loadPositions, saveDraft, savePositions } from './canvasStore';
 
@@ -36,6 +37,8 @@ function Thumb({ file }: { file: FileRecord }) {
   return url ? <img src={url} alt="" class="thumb" /> : <span class="thumb" aria-hidden="true" />;
 }
 
+const PIPELINE = ' pipeline';
+
 export function CanvasPage({ components, route }: Props) {
   const [draft, setDraftState] = useState<CanvasDraft>(loadDraft);
   const draftRef = useRef(draft);
@@ -48,6 +51,8 @@ export function CanvasPage({ components, route }: Props) {
   const { graph, meta, dirty } = draft;
   const [selection, setSelection] = useState<Selection>(null);
   const [nodeErrors, setNodeErrors] = useState<Record<string, string>>({});
+  // The API's refusal placed on a field: by node uid, or PIPELINE for the pipeline panel.
+  const [fieldErrors, setFieldErrors] = useState<Record<string, Record<string, string>>>({});
   const [banner, setBanner] = useState<{ kind: 'error' | 'info'; text: string } | null>(null);
   const [pipelines, setPipelines] = useState<StoredPipeline[] | null>(null);
   const [files, setFiles] = useState<FileRecord[] | null>(null);
@@ -59,18 +64,13 @@ export function CanvasPage({ components, route }: Props) {
   const fileInput = useRef<HTMLInputElement>(null);
 
   const componentOf = (name: string) => components.find((c) => c.name === name);
-  const invalid = useMemo(
-    () =>
-      new Set(
-        graph.nodes
-          .filter(
-            (n) =>
-              Object.keys(paramErrors(componentOf(n.component), n.params)).length > 0 ||
-              stepIdError(graph, n.uid, n.stepId) !== null,
-          )
-          .map((n) => n.uid),
-      ),
+  const problems = useMemo(
+    () => new Map(graph.nodes.map((n) => [n.uid, nodeProblems(graph, n, components)])),
     [graph, components],
+  );
+  const invalid = useMemo(
+    () => new Set([...problems].filter(([, p]) => Object.keys(p).length > 0).map(([uid]) => uid)),
+    [problems],
   );
 
   const refreshPipelines = () =>
@@ -103,6 +103,7 @@ export function CanvasPage({ components, route }: Props) {
   /** Structural edits: the stored pipeline is now out of date, old errors go. */
   const edit = (change: (d: CanvasDraft) => CanvasDraft) => {
     setNodeErrors({});
+    setFieldErrors({});
     setDraft((d) => ({ ...change(d), dirty: true }));
   };
 
@@ -121,14 +122,25 @@ export function CanvasPage({ components, route }: Props) {
     }
   };
 
-  const showError = (e: unknown, what: string) => {
-    if (e instanceof ApiError && e.stepId) {
-      const node = draftRef.current.graph.nodes.find((n) => n.stepId === e.stepId);
+  /** `sent`: the definition the API refused, to place an error that names a JSON path. */
+  const showError = (e: unknown, what: string, sent: PipelineDefinition | null = null) => {
+    if (e instanceof ApiError && e.status === 400) {
+      const place = placeApiError(e.message, e.stepId, sent);
+      const node = place.stepId ? draftRef.current.graph.nodes.find((n) => n.stepId === place.stepId) : undefined;
       if (node) {
         setNodeErrors({ [node.uid]: e.message });
+        setFieldErrors({ [node.uid]: { [place.field]: e.message } });
         setSelection({ type: 'node', uid: node.uid });
-        setBanner({ kind: 'error', text: `${what}: the server refused step ${e.stepId} (see the step).` });
+        setBanner({ kind: 'error', text: `${what}: the server refused step ${place.stepId} (see the step).` });
         announce(`${what} refused: ${e.message}`);
+        return;
+      }
+      if (!place.stepId && place.field && place.field !== 'steps') {
+        setFieldErrors({ [PIPELINE]: { [place.field]: e.message } });
+        setSelection(null);
+        const text = `${what}: ${e.message} (see the pipeline panel)`;
+        setBanner({ kind: 'error', text });
+        announce(text);
         return;
       }
     }
@@ -144,12 +156,15 @@ export function CanvasPage({ components, route }: Props) {
     }
     if (invalid.size > 0) {
       const errors: Record<string, string> = {};
-      for (const n of graph.nodes.filter((x) => invalid.has(x.uid))) {
-        const e = stepIdError(graph, n.uid, n.stepId) ?? Object.values(paramErrors(componentOf(n.component), n.params))[0];
-        errors[n.uid] = e;
-      }
+      for (const uid of invalid) errors[uid] = Object.values(problems.get(uid) ?? {})[0];
       setNodeErrors(errors);
       setBanner({ kind: 'error', text: 'Some steps have invalid settings: fix them first (marked on the canvas).' });
+      return false;
+    }
+    const timeout = pipelineTimeoutError(meta.timeoutSeconds);
+    if (timeout) {
+      setSelection(null);
+      setBanner({ kind: 'error', text: `The pipeline's ${timeout}.` });
       return false;
     }
     if (!meta.pipelineName.trim()) {
@@ -162,11 +177,12 @@ export function CanvasPage({ components, route }: Props) {
   const save = async (asNew: boolean) => {
     setBanner(null);
     setNodeErrors({});
+    setFieldErrors({});
     if (!checkLocal()) return;
     setBusy('save');
+    const id = asNew ? undefined : meta.pipelineId;
+    const definition = toDefinition(graph, { ...meta, pipelineId: id });
     try {
-      const id = asNew ? undefined : meta.pipelineId;
-      const definition = toDefinition(graph, { ...meta, pipelineId: id });
       const stored = id ? await api.updatePipeline(id, definition) : await api.createPipeline(definition);
       savePositions(stored.pipelineId, positionsOf(graph));
       setDraft((d) => ({
@@ -179,7 +195,7 @@ export function CanvasPage({ components, route }: Props) {
       announce(text);
       refreshPipelines();
     } catch (e) {
-      showError(e, 'Save');
+      showError(e, 'Save', definition);
     } finally {
       setBusy(null);
     }
@@ -188,22 +204,20 @@ export function CanvasPage({ components, route }: Props) {
   async function load(id: string, revision?: number) {
     setBanner(null);
     setNodeErrors({});
+    setFieldErrors({});
     try {
       const [stored, latest] = await Promise.all([
         api.getPipeline(id, revision),
         revision ? api.getPipeline(id) : Promise.resolve(null),
       ]);
-      const g = fromDefinition(stored, components, loadPositions(id));
+      const g = fromDefinition(stored, loadPositions(id));
       setSelection(null);
       setDraft((d) => ({
         ...d,
         graph: g,
         dirty: false,
         meta: {
-          pipelineId: stored.pipelineId,
-          pipelineName: stored.pipelineName,
-          version: stored.version,
-          description: stored.metadata?.description,
+          ...metaFromDefinition(stored),
           revision: stored.revision,
           latestRevision: latest?.revision ?? stored.revision,
         },
@@ -219,7 +233,11 @@ export function CanvasPage({ components, route }: Props) {
     if (!window.confirm(`Delete the pipeline "${meta.pipelineName}" and all its revisions? Past executions keep their copy.`)) return;
     try {
       await api.deletePipeline(meta.pipelineId);
-      setDraft((d) => ({ ...d, dirty: true, meta: { pipelineName: d.meta.pipelineName, version: d.meta.version } }));
+      // The unsaved copy keeps every field, so saving it again loses nothing.
+      setDraft((d) => {
+        const { pipelineId: _id, revision: _r, latestRevision: _l, ...kept } = d.meta;
+        return { ...d, dirty: true, meta: kept };
+      });
       announce('Pipeline deleted; the canvas keeps an unsaved copy');
       refreshPipelines();
     } catch (e) {
@@ -252,6 +270,7 @@ export function CanvasPage({ components, route }: Props) {
   const run = async () => {
     setBanner(null);
     setNodeErrors({});
+    setFieldErrors({});
     if (!checkLocal()) return;
     const chosen = (files ?? []).filter((f) => draft.selectedFiles.includes(f.file_id));
     if (chosen.length === 0) {
@@ -468,6 +487,7 @@ export function CanvasPage({ components, route }: Props) {
 
         <Board
           graph={graph}
+          components={components}
           selection={selection}
           errors={nodeErrors}
           invalid={invalid}
@@ -502,7 +522,8 @@ export function CanvasPage({ components, route }: Props) {
             <Inspector
               graph={graph}
               node={selectedNode}
-              component={componentOf(selectedNode.component)}
+              components={components}
+              serverErrors={fieldErrors[selectedNode.uid] ?? {}}
               onChange={(change) => edit((d) => ({ ...d, graph: updateNode(d.graph, selectedNode.uid, change) }))}
               onRemove={() => {
                 edit((d) => ({ ...d, graph: removeNode(d.graph, selectedNode.uid) }));
@@ -528,25 +549,15 @@ export function CanvasPage({ components, route }: Props) {
               </button>
             </section>
           ) : (
-            <section class="inspector">
-              <h2>Pipeline</h2>
-              <p class="muted">Select a step to edit its parameters.</p>
-              <div class="field">
-                <label for="pipeline-description">Description</label>
-                <textarea
-                  id="pipeline-description"
-                  rows={3}
-                  value={meta.description ?? ''}
-                  onInput={(e) => {
-                    const v = (e.target as HTMLTextAreaElement).value;
-                    setDraft((d) => ({ ...d, dirty: true, meta: { ...d.meta, description: v } }));
-                  }}
-                />
-              </div>
-              <p class="muted">
-                {graph.nodes.length} step{graph.nodes.length === 1 ? '' : 's'}
-              </p>
-            </section>
+            <PipelinePanel
+              graph={graph}
+              meta={meta}
+              serverErrors={fieldErrors[PIPELINE] ?? {}}
+              onChange={(change) => {
+                setFieldErrors((f) => ({ ...f, [PIPELINE]: {} }));
+                setDraft((d) => ({ ...d, dirty: true, meta: { ...d.meta, ...change } }));
+              }}
+            />
           )}
         </aside>
       </div>

@@ -26,7 +26,11 @@ const POSITIONS = 'imageflow.positions.';
 function initial(): CanvasDraft {
   try {
     const saved = sessionStorage.getItem(KEY);
-    if (saved) return JSON.parse(saved) as CanvasDraft;
+    if (saved) {
+      const d = JSON.parse(saved) as CanvasDraft;
+      // Drafts from before fallbacks and kept fields: nodes without them.
+      return { ...d, graph: { nodes: d.graph.nodes.map((n) => ({ ...n, fallback: n.fallback ?? null, extra: n.extra ?? {} })) } };
+    }
   } catch {
     // A draft from another version: start fresh.
   }
