@@ -6,7 +6,10 @@
 # The browser builds resize → ai_detection → filter on the canvas with real
 # pointer drags, runs it on scikit-image's astronaut and checks each node
 # completes and the person box is drawn, gets a cycle refused with the API's
-# message on the node, and visits every page. Screenshots and logs go to
+# message on the node, saves an API-made pipeline after moving a node and
+# gets it back unchanged, uses the fallback/retry/timeout/globalParameters
+# editors against the API (a refused fallback shown on its field), and visits
+# every page. Screenshots and logs go to
 # web/test-results/ (gitignored). Stops everything it started.
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
