@@ -5,15 +5,19 @@
 #   scripts/setup.sh              everything the tests need (scripts/test.sh)
 #   scripts/setup.sh --run-only   only what building and running needs
 #                                 (scripts/run-local.sh): no test servers or tools
+#   scripts/setup.sh --s3-server  that, and the S3 server s3s-fs
+#                                 (scripts/validate-images.sh)
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 run_only=false
+s3_server=true
 case "${1:-}" in
-    --run-only) run_only=true ;;
+    --run-only) run_only=true; s3_server=false ;;
+    --s3-server) run_only=true ;;
     "") ;;
-    *) die "usage: scripts/setup.sh [--run-only]" ;;
+    *) die "usage: scripts/setup.sh [--run-only|--s3-server]" ;;
 esac
 
 S3S_FS_VERSION=0.14.1
@@ -75,14 +79,15 @@ cmp -s "$ort_lib" "$REPO_ROOT/models/lib/libonnxruntime.so" \
 cmp -s "$model" "$REPO_ROOT/models/yolo11n.onnx" \
     || install -m 0644 "$model" "$REPO_ROOT/models/yolo11n.onnx"
 
-# Test-only tools: the S3 server, the dependency policy check, the Kafka broker.
+# The S3 server the tests (and scripts/validate-images.sh) run.
+mkdir -p "$TOOLS_DIR"
+if "$s3_server" && ! "$TOOLS_DIR/bin/s3s-fs" --version 2>/dev/null | grep -q "$S3S_FS_VERSION"; then
+    log "building s3s-fs $S3S_FS_VERSION (the S3 server the tests use) into $TOOLS_DIR"
+    CARGO_TARGET_DIR="$IMAGEFLOW_CACHE/tools-target" cargo install s3s-fs \
+        --version "$S3S_FS_VERSION" --locked --features binary --root "$TOOLS_DIR" --quiet
+fi
+# Test-only tools: the dependency policy check, the Kafka broker.
 if ! "$run_only"; then
-    mkdir -p "$TOOLS_DIR"
-    if ! "$TOOLS_DIR/bin/s3s-fs" --version 2>/dev/null | grep -q "$S3S_FS_VERSION"; then
-        log "building s3s-fs $S3S_FS_VERSION (the S3 server the tests use) into $TOOLS_DIR"
-        CARGO_TARGET_DIR="$IMAGEFLOW_CACHE/tools-target" cargo install s3s-fs \
-            --version "$S3S_FS_VERSION" --locked --features binary --root "$TOOLS_DIR" --quiet
-    fi
     # cargo-deny checks the dependency tree's licenses and sources in the tests.
     CARGO_DENY_VERSION=0.20.2
     if ! "$TOOLS_DIR/bin/cargo-deny" --version 2>/dev/null | grep -q "$CARGO_DENY_VERSION"; then

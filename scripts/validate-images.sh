@@ -39,8 +39,7 @@ command -v socat >/dev/null || {
 tool_env="$("$REPO_ROOT/scripts/deploy-tools.sh")"
 eval "$tool_env"
 # The model the ai-detect pod mounts (the chart's models claim), the S3 server.
-"$REPO_ROOT/scripts/setup.sh" --run-only >/dev/null
-[ -x "$TOOLS_DIR/bin/s3s-fs" ] || "$REPO_ROOT/scripts/setup.sh" >/dev/null
+"$REPO_ROOT/scripts/setup.sh" --s3-server >/dev/null
 
 bridge=ifcbr0
 host_ip=10.89.77.1
