@@ -160,19 +160,24 @@ where
         .try_init()
         .map_err(|e| InitError(format!("a global log subscriber is already installed: {e}")))?;
 
-    let metrics_stop = settings.endpoint.as_ref().map(|endpoint| {
-        let (tx, rx) = watch::channel(false);
-        let task = tokio::spawn(otlp_metrics::run(
-            endpoint.clone(),
-            attributes.clone(),
-            settings.metric_interval,
-            settings.export_timeout,
-            rx,
-        ));
-        (tx, task)
-    });
+    let metrics_stop = settings
+        .endpoint
+        .as_ref()
+        .filter(|_| settings.push_metrics)
+        .map(|endpoint| {
+            let (tx, rx) = watch::channel(false);
+            let task = tokio::spawn(otlp_metrics::run(
+                endpoint.clone(),
+                attributes.clone(),
+                settings.metric_interval,
+                settings.export_timeout,
+                rx,
+            ));
+            (tx, task)
+        });
     tracing::info!(
         otlp_endpoint = settings.endpoint.as_deref().unwrap_or("off"),
+        otlp_metrics = settings.endpoint.is_some() && settings.push_metrics,
         sampler = ?settings.sampler,
         "telemetry started"
     );

@@ -25,6 +25,10 @@ pub struct Settings {
     pub service_name: String,
     /// OTLP/gRPC collector (`http://host:4317`); `None` exports nothing.
     pub endpoint: Option<String>,
+    /// Push metrics over OTLP too (`OTEL_METRICS_EXPORTER`, `otlp` or `none`).
+    /// `/metrics` is served either way; `none` leaves Prometheus' scrape as
+    /// the only path, so a collector does not receive the same series twice.
+    pub push_metrics: bool,
     pub sampler: SamplerSetting,
     /// Resource attributes in the order they apply (later wins).
     pub resource: Vec<(String, String)>,
@@ -80,6 +84,16 @@ impl Settings {
                 "OTEL_EXPORTER_OTLP_PROTOCOL: only \"grpc\" is supported, got {protocol:?}"
             )));
         }
+        let push_metrics = match non_empty(env, "OTEL_METRICS_EXPORTER") {
+            None => true,
+            Some(v) if v.eq_ignore_ascii_case("otlp") => true,
+            Some(v) if v.eq_ignore_ascii_case("none") => false,
+            Some(other) => {
+                return Err(InitError(format!(
+                    "OTEL_METRICS_EXPORTER: expected \"otlp\" or \"none\" (/metrics is served either way), got {other:?}"
+                )));
+            }
+        };
         let sampler = sampler(env)?;
         let mut resource = vec![
             ("service.namespace".to_string(), "imageflow".to_string()),
@@ -107,6 +121,7 @@ impl Settings {
         Ok(Self {
             service_name,
             endpoint,
+            push_metrics,
             sampler,
             resource,
             metric_interval: millis(env, "OTEL_METRIC_EXPORT_INTERVAL", 60_000)?,
@@ -209,6 +224,22 @@ mod tests {
     }
 
     #[test]
+    fn metrics_push_follows_otel_metrics_exporter() {
+        let endpoint = ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4317");
+        let push = |value: Option<&str>| {
+            let mut pairs = vec![endpoint];
+            pairs.extend(value.map(|v| ("OTEL_METRICS_EXPORTER", v)));
+            Settings::from_env(&env(&pairs), "svc", "1")
+                .unwrap()
+                .push_metrics
+        };
+        assert!(push(None));
+        assert!(push(Some("otlp")));
+        assert!(!push(Some("none")));
+        assert!(!push(Some("NONE")));
+    }
+
+    #[test]
     fn bad_values_name_the_variable() {
         for (pairs, variable) in [
             (
@@ -237,6 +268,10 @@ mod tests {
             (
                 vec![("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")],
                 "OTEL_EXPORTER_OTLP_PROTOCOL",
+            ),
+            (
+                vec![("OTEL_METRICS_EXPORTER", "prometheus")],
+                "OTEL_METRICS_EXPORTER",
             ),
         ] {
             let err = Settings::from_env(&env(&pairs), "svc", "0").unwrap_err();
