@@ -37,13 +37,7 @@ SOURCES='deb http://deb.debian.org/debian bookworm main
 deb http://deb.debian.org/debian bookworm-updates main
 deb http://deb.debian.org/debian-security bookworm-security main'
 
-for tool in buildah mmdebstrap; do
-    command -v "$tool" >/dev/null || {
-        log "installing Debian $tool"
-        as_root apt-get update -q >/dev/null
-        DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -q "$tool" >/dev/null
-    }
-done
+apt_ensure buildah=buildah mmdebstrap=mmdebstrap
 
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT

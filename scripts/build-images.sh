@@ -34,8 +34,7 @@ cd "$REPO_ROOT"
 bases=standin
 save_dir=""
 only_if_warm=false
-registry="$(awk '/^  imageRegistry:/ {print $2}' charts/imageflow/values.yaml)"
-tag="$(awk -F'"' '/^appVersion:/ {print $2}' charts/imageflow/Chart.yaml)"
+chart_image_defaults
 while [ $# -gt 0 ]; do
     case "$1" in
         --bases) bases="${2:?}"; shift 2 ;;
@@ -71,11 +70,7 @@ if "$only_if_warm"; then
     fi
 fi
 
-command -v buildah >/dev/null || {
-    log "installing Debian buildah"
-    as_root apt-get update -q >/dev/null
-    DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -q buildah >/dev/null
-}
+apt_ensure buildah=buildah
 
 base_args=()
 case "$bases" in

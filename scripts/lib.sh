@@ -20,3 +20,23 @@ die() { log "error: $*"; exit 1; }
 as_root() {
     if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo -n "$@"; fi
 }
+
+# The image names the chart renders by default: <imageRegistry>/<binary>:<appVersion>.
+# Sets `registry` and `tag` (scripts/build-images.sh and validate-images.sh
+# must agree with the chart and each other).
+chart_image_defaults() {
+    registry="$(awk '/^  imageRegistry:/ {print $2}' "$REPO_ROOT/charts/imageflow/values.yaml")"
+    tag="$(awk -F'"' '/^appVersion:/ {print $2}' "$REPO_ROOT/charts/imageflow/Chart.yaml")"
+}
+
+# Installs the Debian packages whose commands are missing (command=package pairs).
+apt_ensure() {
+    local pair missing=()
+    for pair in "$@"; do
+        command -v "${pair%%=*}" >/dev/null || missing+=("${pair#*=}")
+    done
+    [ "${#missing[@]}" -eq 0 ] && return 0
+    log "installing Debian ${missing[*]}"
+    as_root apt-get update -q >/dev/null
+    DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -q "${missing[@]}" >/dev/null
+}

@@ -17,8 +17,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$REPO_ROOT"
 started=$SECONDS
 
-registry="$(awk '/^  imageRegistry:/ {print $2}' charts/imageflow/values.yaml)"
-tag="$(awk -F'"' '/^appVersion:/ {print $2}' charts/imageflow/Chart.yaml)"
+chart_image_defaults
 while [ $# -gt 0 ]; do
     case "$1" in
         --tag) tag="${2:?}"; shift 2 ;;
@@ -32,10 +31,7 @@ for name in backend-api resize-svc filter-svc ai-detect-svc imageflowctl; do
     buildah inspect --type image "$registry/$name:$tag" >/dev/null 2>&1 \
         || die "$registry/$name:$tag is not built: run scripts/build-images.sh first"
 done
-command -v socat >/dev/null || {
-    as_root apt-get update -q >/dev/null
-    DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -q socat >/dev/null
-}
+apt_ensure socat=socat
 tool_env="$("$REPO_ROOT/scripts/deploy-tools.sh")"
 eval "$tool_env"
 # The model the ai-detect pod mounts (the chart's models claim), the S3 server.
