@@ -24,35 +24,12 @@ if ! "$venv/bin/schemathesis" --version 2>/dev/null | grep -q "$SCHEMATHESIS_VER
 fi
 
 cargo build --locked --quiet -p backend-api -p resize-svc -p filter-svc
-bin="$CARGO_TARGET_DIR/debug"
-work="$(mktemp -d)"
-pids=()
-cleanup() {
-    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$work"
-}
-trap cleanup EXIT
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-resize_port="$(free_port)"
-filter_port="$(free_port)"
+stack_init debug
+start_service resize
+start_service filter
 http_port="$(free_port)"
-export STORAGE_URL="file://$work/data" RUST_LOG=warn
-GRPC_LISTEN_ADDR="127.0.0.1:$resize_port" "$bin/resize-svc" >"$work/resize.log" 2>&1 &
-pids+=("$!")
-GRPC_LISTEN_ADDR="127.0.0.1:$filter_port" "$bin/filter-svc" >"$work/filter.log" 2>&1 &
-pids+=("$!")
-HTTP_LISTEN_ADDR="127.0.0.1:$http_port" DATABASE_URL="sqlite://$work/imageflow.db" \
-    RESIZE_GRPC_ENDPOINT="http://127.0.0.1:$resize_port" \
-    FILTER_GRPC_ENDPOINT="http://127.0.0.1:$filter_port" \
-    "$bin/backend-api" >"$work/backend.log" 2>&1 &
-pids+=("$!")
-for _ in $(seq 1 100); do
-    curl -sf "http://127.0.0.1:$http_port/healthz" >/dev/null && break
-    sleep 0.1
-done
-curl -sf "http://127.0.0.1:$http_port/healthz" >/dev/null || { cat "$work/backend.log" >&2; die "backend-api did not start"; }
+start_backend "$http_port" api
+wait_http "$http_port" backend-api
 
 log "schemathesis: $max_examples examples per operation against /openapi.json"
 status=0
@@ -61,7 +38,7 @@ status=0
     --max-examples "$max_examples" --no-color) || status=$?
 if [ "$status" -ne 0 ]; then
     log "backend log (last 40 lines):"
-    tail -n 40 "$work/backend.log" >&2
+    tail -n 40 "$work/backend-api.log" >&2
     die "schemathesis found server errors"
 fi
 log "schemathesis: no 5xx"

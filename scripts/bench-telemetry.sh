@@ -13,40 +13,24 @@ cd "$REPO_ROOT"
 requests="${1:-300}"
 rounds="${2:-2}"
 cargo build --release --locked --quiet -p resize-svc -p imageflowctl
-bin="$CARGO_TARGET_DIR/release"
-work="$(mktemp -d)"
-pids=()
-cleanup() {
-    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$work"
-}
-trap cleanup EXIT
-
-sink_port=14317
-port=19191
+stack_init release
+sink_port="$(free_port)"
+# Its stdout is the summary printed at the end, kept apart from its log.
 "$bin/imageflowctl" otlp-sink --listen "127.0.0.1:$sink_port" >"$work/sink.out" 2>"$work/sink.log" &
 sink_pid=$!
 pids+=("$sink_pid")
 
 photo=crates/imageflow-imaging/tests/fixtures/photo-1920x1080.jpg
-log "machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
+log "machine: $(machine_summary)"
 
 run_config() {
     local name="$1"
     shift
-    env STORAGE_URL="file://$work" RUST_LOG=warn GRPC_LISTEN_ADDR="127.0.0.1:$port" \
-        OTEL_BSP_SCHEDULE_DELAY=1000 OTEL_METRIC_EXPORT_INTERVAL=5000 "$@" \
-        "$bin/resize-svc" >"$work/resize-$name.log" 2>&1 &
-    local pid=$!
-    for _ in $(seq 1 100); do
-        "$bin/imageflowctl" health "http://127.0.0.1:$port" 2>/dev/null && break
-        sleep 0.1
-    done
+    start_service resize OTEL_BSP_SCHEDULE_DELAY=1000 OTEL_METRIC_EXPORT_INTERVAL=5000 "$@"
+    wait_grpc "$resize_port" resize
     log "telemetry $name"
-    "$bin/imageflowctl" bench resize --endpoint "http://127.0.0.1:$port" --input "$photo" --requests "$requests"
-    kill "$pid"
-    wait "$pid" 2>/dev/null || true
+    "$bin/imageflowctl" bench resize --endpoint "http://127.0.0.1:$resize_port" --input "$photo" --requests "$requests"
+    stack_stop "$resize_pid"
 }
 
 for round in $(seq 1 "$rounds"); do

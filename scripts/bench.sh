@@ -27,16 +27,7 @@ out_dir="${BENCH_OUT:-$REPO_ROOT/bench/results}"
 
 # The anchors' Python side: pinned, in its own venv so the project's venv
 # (scripts/setup.sh) stays as the tests expect; a second run only checks.
-apt_packages=(libvips42 libvips-dev)
-missing=()
-for pkg in "${apt_packages[@]}"; do
-    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
-done
-if [ "${#missing[@]}" -gt 0 ]; then
-    log "installing Debian packages: ${missing[*]}"
-    as_root apt-get update -q >/dev/null
-    DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
-fi
+deb_ensure --no-install-recommends libvips42 libvips-dev
 BENCH_VENV="$IMAGEFLOW_CACHE/bench-venv"
 py_packages=(onnxruntime==1.31.1 numpy==2.4.6 opencv-python-headless==5.0.0.93 pyvips==3.2.0 matplotlib==3.11.2)
 if [ "$(cat "$BENCH_VENV/.imageflow-packages" 2>/dev/null)" != "${py_packages[*]}" ]; then
@@ -54,7 +45,7 @@ fi
 
 log "building release binaries"
 cargo build --release --locked --quiet -p resize-svc -p filter-svc -p ai-detect-svc -p backend-api -p imageflowctl
-bin="$CARGO_TARGET_DIR/release"
+stack_init release
 ctl="$bin/imageflowctl"
 
 # Taken after the build, so they describe the machine the measurements met.
@@ -63,15 +54,7 @@ started_at="$(date -u +%Y-%m-%dT%H:%M:%SZ)"
 # What else was using the CPU, so a reader can judge the noise (ps's %CPU is
 # over each process's lifetime: a rough picture, counted by name).
 busy_at_start="$(ps -eo pcpu=,comm= | awk '$1 >= 20 {n[$2]++} END {for (c in n) printf "%s%s x%d", (s++ ? ", " : ""), c, n[c]}')"
-work="$(mktemp -d)"
 mkdir -p "$work/results"
-pids=()
-cleanup() {
-    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$work"
-}
-trap cleanup EXIT
 
 env_file="$work/results/run.env"
 record() { printf '%s=%s\n' "$1" "$2" >>"$env_file"; }
@@ -85,21 +68,6 @@ record resize_svc_version "$("$bin/resize-svc" --version)"
 record requests_per_level "$requests"
 record detect_requests_per_level "$detect_requests"
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_grpc() {
-    for _ in $(seq 1 300); do
-        "$ctl" health "http://127.0.0.1:$1" 2>/dev/null && return 0
-        sleep 0.1
-    done
-    die "no gRPC health on port $1"
-}
-wait_http() {
-    for _ in $(seq 1 300); do
-        curl -sf "http://127.0.0.1:$1/healthz" >/dev/null && return 0
-        sleep 0.1
-    done
-    die "no /healthz on port $1"
-}
 # Resident memory after start-up and a health check, before any load; the
 # second's pause lets lazy start-up work (model load, pools) finish.
 idle_rss() {
@@ -107,29 +75,19 @@ idle_rss() {
     record "idle_rss_kb.$1" "$(awk '/^VmRSS:/ {print $2}' "/proc/$2/status")"
 }
 
-resize_port="$(free_port)"
-filter_port="$(free_port)"
-detect_port="$(free_port)"
-export STORAGE_URL="file://$work/data" RUST_LOG=warn
-GRPC_LISTEN_ADDR="127.0.0.1:$resize_port" "$bin/resize-svc" >"$work/resize.log" 2>&1 &
-resize_pid="$!"
-pids+=("$resize_pid")
-GRPC_LISTEN_ADDR="127.0.0.1:$filter_port" "$bin/filter-svc" >"$work/filter.log" 2>&1 &
-filter_pid="$!"
-pids+=("$filter_pid")
-GRPC_LISTEN_ADDR="127.0.0.1:$detect_port" "$bin/ai-detect-svc" >"$work/detect.log" 2>&1 &
-detect_pid="$!"
-pids+=("$detect_pid")
-wait_grpc "$resize_port"
+start_service resize
+start_service filter
+start_service detect
+wait_grpc "$resize_port" resize
 idle_rss resize-svc "$resize_pid"
-wait_grpc "$filter_port"
+wait_grpc "$filter_port" filter
 idle_rss filter-svc "$filter_pid"
-wait_grpc "$detect_port"
+wait_grpc "$detect_port" detect
 idle_rss ai-detect-svc "$detect_pid"
 
 photo=crates/imageflow-imaging/tests/fixtures/photo-1920x1080.jpg
 clk_tck="$(getconf CLK_TCK)"
-log "machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), load average $loadavg_start"
+log "machine: $(machine_summary), load average $loadavg_start"
 
 log "resize-svc: 1920x1080 JPEG -> 800x600 keep-aspect, GOOD"
 "$ctl" bench resize --endpoint "http://127.0.0.1:$resize_port" --input "$photo" --requests "$requests" \
@@ -143,22 +101,10 @@ log "ai-detect-svc: YOLO11n on the 1920x1080 JPEG"
     --watch "ai-detect-svc=$detect_pid" --clk-tck "$clk_tck" --json "$work/results/grpc-detect.json"
 
 # Backend-api, direct mode: runs what it accepts itself (no Kafka).
-start_backend() {
-    local port="$1" mode="$2"
-    shift 2
-    env HTTP_LISTEN_ADDR="127.0.0.1:$port" DATABASE_URL="sqlite://$work/$mode.db?mode=rwc" \
-        RESIZE_GRPC_ENDPOINT="http://127.0.0.1:$resize_port" \
-        FILTER_GRPC_ENDPOINT="http://127.0.0.1:$filter_port" \
-        AI_DETECTION_GRPC_ENDPOINT="http://127.0.0.1:$detect_port" \
-        EXECUTION_MODE="$mode" "$@" \
-        "$bin/backend-api" >"$work/backend-$mode.log" 2>&1 &
-    backend_pid="$!"
-    pids+=("$backend_pid")
-}
 http_port="$(free_port)"
-start_backend "$http_port" direct
+start_backend "$http_port" direct EXECUTION_MODE=direct
 direct_pid="$backend_pid"
-wait_http "$http_port"
+wait_http "$http_port" backend-direct
 idle_rss backend-api "$direct_pid"
 all=(--watch "backend-api=$direct_pid" --watch "resize-svc=$resize_pid" --watch "filter-svc=$filter_pid"
     --watch "ai-detect-svc=$detect_pid" --clk-tck "$clk_tck")
@@ -183,20 +129,12 @@ kill "$direct_pid" 2>/dev/null || true
 # Queue mode needs a Kafka broker: tansu, as scripts/bench-queue.sh starts it
 # (scripts/build-tansu.sh builds it; ~30 min, so it is not built here).
 if [ -x "$TOOLS_DIR/bin/tansu" ]; then
-    kafka_port="$(free_port)"
-    env -i PATH="$PATH" HOME="$HOME" "$TOOLS_DIR/bin/tansu" broker \
-        --listener-url "tcp://127.0.0.1:$kafka_port" --advertised-listener-url "tcp://127.0.0.1:$kafka_port" \
-        --storage-engine memory://tansu/ >"$work/tansu.log" 2>&1 &
-    pids+=("$!")
+    start_kafka
     queue_port="$(free_port)"
     # info: the readiness line below is logged at info.
-    start_backend "$queue_port" queue KAFKA_BROKERS="127.0.0.1:$kafka_port" RUST_LOG=info
+    start_backend "$queue_port" queue EXECUTION_MODE=queue KAFKA_BROKERS="127.0.0.1:$kafka_port" RUST_LOG=info
     queue_pid="$backend_pid"
-    for _ in $(seq 1 300); do
-        grep -q "Kafka topics ready" "$work/backend-queue.log" 2>/dev/null && break
-        sleep 0.1
-    done
-    if grep -q "Kafka topics ready" "$work/backend-queue.log"; then
+    if wait_log backend-queue "Kafka topics ready"; then
         log "load: $load_clients clients x ${load_seconds}s, resize → filter, queue mode"
         "$ctl" load --api "http://127.0.0.1:$queue_port" --input "$photo" --steps resize,filter \
             --clients "$load_clients" --seconds "$load_seconds" --label queue \

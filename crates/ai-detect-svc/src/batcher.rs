@@ -203,12 +203,17 @@ async fn run_batch(jobs: Vec<Job>, spec: &Arc<ModelSpec>, engine: &Engine, door:
         .instrument(span.clone())
         .await;
     match &result {
-        Ok((_, inference)) => imageflow_telemetry::metrics::Registry::global().observe(
-            "ai_model_inference_duration_seconds",
-            "model inference time of one batch, by model and backend",
-            &[("model", spec.name.as_str()), ("backend", backend)],
-            *inference,
-        ),
+        Ok((_, inference)) => {
+            static INFERENCE: std::sync::LazyLock<imageflow_telemetry::metrics::HistogramVec> =
+                std::sync::LazyLock::new(|| {
+                    imageflow_telemetry::metrics::Registry::global().histogram_vec(
+                        "ai_model_inference_duration_seconds",
+                        "model inference time of one batch, by model and backend",
+                        &["model", "backend"],
+                    )
+                });
+            INFERENCE.observe(&[spec.name.as_str(), backend], *inference);
+        }
         Err(err) => imageflow_telemetry::spans::record_error(&span, err),
     }
     let outcome = result.and_then(|(raw, inference)| {

@@ -3,10 +3,7 @@
 
 use std::{collections::HashMap, path::PathBuf, time::Duration};
 
-use imageflow_service::{
-    ConfigError,
-    config::{Setting, parse},
-};
+use imageflow_config::{ConfigError, Env, Setting, Unit};
 
 /// Where models come from when `MODEL_DIR` is unset: `./models`, filled by
 /// `scripts/setup.sh` (gitignored; the default model's weights are AGPL-3.0).
@@ -15,6 +12,33 @@ pub const DEFAULT_MODEL_DIR: &str = "models";
 /// Where the ONNX Runtime library comes from when `ORT_DYLIB_PATH` is unset
 /// (copied there from the PyPI `onnxruntime` wheel by `scripts/setup.sh`).
 pub const DEFAULT_ORT_DYLIB: &str = "models/lib/libonnxruntime.so";
+
+const MODEL_DIR: Setting = Setting::new(
+    "MODEL_DIR",
+    DEFAULT_MODEL_DIR,
+    "directory of YOLOv8/YOLO11-layout .onnx models, relative to the working directory; each is served under its file stem",
+);
+const ORT_DYLIB_PATH: Setting = Setting::new(
+    "ORT_DYLIB_PATH",
+    DEFAULT_ORT_DYLIB,
+    "ONNX Runtime shared library (1.31 or newer; from the PyPI onnxruntime wheel)",
+);
+const INFERENCE_BACKEND: Setting = Setting::new(
+    "INFERENCE_BACKEND",
+    "onnx",
+    "onnx (in process) or triton (a KServe v2 gRPC server at TRITON_URL)",
+);
+const EXECUTION_PROVIDER: Setting = Setting::new(
+    "EXECUTION_PROVIDER",
+    "cpu",
+    "cpu or cuda (needs a build with --features cuda and the onnxruntime-gpu library; falls back to cpu with a warning)",
+);
+const BATCH_WINDOW_MS: Setting = Setting::new(
+    "BATCH_WINDOW_MS",
+    "2",
+    "how long a request waits for others to share its batch (0: no waiting; requests that queue up during an inference still share the next one)",
+);
+const MAX_BATCH_SIZE: Setting = Setting::new("MAX_BATCH_SIZE", "8", "most images in one inference");
 
 /// Where inference runs.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -52,136 +76,87 @@ pub struct DetectConfig {
     pub max_batch: usize,
 }
 
+/// The detection settings, listed in `--help` after the shared ones.
 pub const SETTINGS: &[Setting] = &[
-    Setting {
-        name: "MODEL_DIR",
-        default: "./models",
-        help: "directory of YOLOv8/YOLO11-layout .onnx models; each is served under its file stem",
-    },
-    Setting {
-        name: "DEFAULT_MODEL",
-        default: "yolo11n if present, else the first model",
-        help: "the model an empty model_name or \"yolo\" selects",
-    },
-    Setting {
-        name: "ORT_DYLIB_PATH",
-        default: "./models/lib/libonnxruntime.so",
-        help: "ONNX Runtime shared library (1.31 or newer; from the PyPI onnxruntime wheel)",
-    },
-    Setting {
-        name: "INFERENCE_BACKEND",
-        default: "onnx",
-        help: "onnx (in process) or triton (a KServe v2 gRPC server at TRITON_URL)",
-    },
-    Setting {
-        name: "TRITON_URL",
-        default: "none; required with INFERENCE_BACKEND=triton",
-        help: "Triton/KServe v2 gRPC endpoint, e.g. http://triton:8001",
-    },
-    Setting {
-        name: "EXECUTION_PROVIDER",
-        default: "cpu",
-        help: "cpu or cuda (needs a build with --features cuda and the onnxruntime-gpu library; falls back to cpu with a warning)",
-    },
-    Setting {
-        name: "INTRA_OP_THREADS",
-        default: "number of CPUs",
-        help: "ONNX Runtime threads inside one inference",
-    },
-    Setting {
-        name: "BATCH_WINDOW_MS",
-        default: "2",
-        help: "how long a request waits for others to share its batch (0: no waiting; requests that queue up during an inference still share the next one)",
-    },
-    Setting {
-        name: "MAX_BATCH_SIZE",
-        default: "8",
-        help: "most images in one inference",
-    },
+    MODEL_DIR,
+    Setting::described(
+        "DEFAULT_MODEL",
+        "yolo11n if present, else the first model",
+        "the model an empty model_name or \"yolo\" selects",
+    ),
+    ORT_DYLIB_PATH,
+    INFERENCE_BACKEND,
+    Setting::described(
+        "TRITON_URL",
+        "none; required with INFERENCE_BACKEND=triton",
+        "Triton/KServe v2 gRPC endpoint, e.g. http://triton:8001",
+    ),
+    EXECUTION_PROVIDER,
+    Setting::described(
+        "INTRA_OP_THREADS",
+        "number of CPUs",
+        "ONNX Runtime threads inside one inference",
+    ),
+    BATCH_WINDOW_MS,
+    MAX_BATCH_SIZE,
 ];
 
 impl DetectConfig {
-    pub fn from_env(env: &HashMap<String, String>) -> Result<Self, ConfigError> {
-        let get = |name: &str| env.get(name).map(|s| s.trim()).filter(|s| !s.is_empty());
-        let backend = match get("INFERENCE_BACKEND")
-            .map(str::to_ascii_lowercase)
-            .as_deref()
-        {
-            None | Some("onnx") => Backend::Onnx,
-            Some("triton") => match get("TRITON_URL") {
-                Some(url) if url.starts_with("http://") || url.starts_with("https://") => {
-                    Backend::Triton {
+    pub fn from_env(vars: &HashMap<String, String>) -> Result<Self, ConfigError> {
+        let env = Env::new(vars);
+        let backend = match env.text(&INFERENCE_BACKEND).unwrap_or_default() {
+            b if b.eq_ignore_ascii_case("onnx") => Backend::Onnx,
+            b if b.eq_ignore_ascii_case("triton") => {
+                match env.url("TRITON_URL", &["http", "https"])? {
+                    Some(url) => Backend::Triton {
                         url: url.to_string(),
+                    },
+                    None => {
+                        return Err(ConfigError::invalid(
+                            "TRITON_URL",
+                            "is required with INFERENCE_BACKEND=triton",
+                        ));
                     }
                 }
-                Some(url) => {
-                    return Err(error(
-                        "TRITON_URL",
-                        format!("{url:?} is not an http:// or https:// URL"),
-                    ));
-                }
-                None => {
-                    return Err(error(
-                        "TRITON_URL",
-                        "is required with INFERENCE_BACKEND=triton".into(),
-                    ));
-                }
-            },
-            Some(other) => {
-                return Err(error(
-                    "INFERENCE_BACKEND",
-                    format!("{other:?} is not a backend: use onnx or triton"),
+            }
+            other => {
+                return Err(ConfigError::bad_value(
+                    INFERENCE_BACKEND.name,
+                    other,
+                    "a backend: use onnx or triton",
                 ));
             }
         };
-        let execution_provider = match get("EXECUTION_PROVIDER")
-            .map(str::to_ascii_lowercase)
-            .as_deref()
-        {
-            None | Some("cpu") => ExecutionProvider::Cpu,
-            Some("cuda") => ExecutionProvider::Cuda,
-            Some(other) => {
-                return Err(error(
-                    "EXECUTION_PROVIDER",
-                    format!("{other:?} is not a provider: use cpu or cuda"),
+        let execution_provider = match env.text(&EXECUTION_PROVIDER).unwrap_or_default() {
+            p if p.eq_ignore_ascii_case("cpu") => ExecutionProvider::Cpu,
+            p if p.eq_ignore_ascii_case("cuda") => ExecutionProvider::Cuda,
+            other => {
+                return Err(ConfigError::bad_value(
+                    EXECUTION_PROVIDER.name,
+                    other,
+                    "a provider: use cpu or cuda",
                 ));
             }
         };
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
         Ok(Self {
-            model_dir: get("MODEL_DIR").map_or_else(|| DEFAULT_MODEL_DIR.into(), PathBuf::from),
-            ort_dylib_path: get("ORT_DYLIB_PATH")
-                .map_or_else(|| DEFAULT_ORT_DYLIB.into(), PathBuf::from),
+            model_dir: env.text(&MODEL_DIR).unwrap_or_default().into(),
+            ort_dylib_path: env.text(&ORT_DYLIB_PATH).unwrap_or_default().into(),
             backend,
-            default_model: get("DEFAULT_MODEL").map(str::to_string),
+            default_model: env.get("DEFAULT_MODEL").map(str::to_string),
             execution_provider,
-            intra_op_threads: parse(env, "INTRA_OP_THREADS", cpus, |n| (1..=256).contains(n))?,
-            batch_window: Duration::from_secs_f64(
-                parse(env, "BATCH_WINDOW_MS", 2.0, |ms: &f64| {
-                    ms.is_finite() && (0.0..=1000.0).contains(ms)
-                })? / 1000.0,
-            ),
-            max_batch: parse(env, "MAX_BATCH_SIZE", 8, |n| (1..=64).contains(n))?,
+            intra_op_threads: env.number_or("INTRA_OP_THREADS", cpus, 1..=256)?,
+            batch_window: env.duration::<f64>(&BATCH_WINDOW_MS, Unit::Millis, 0.0..=1000.0)?,
+            max_batch: env.number(&MAX_BATCH_SIZE, 1..=64)?,
         })
     }
 
     /// The settings block of `--help`.
     pub fn help() -> String {
-        let mut text = String::from("Detection settings (environment variables):\n");
-        for s in SETTINGS {
-            text.push_str(&format!(
-                "  {}\n      {} (default: {})\n",
-                s.name, s.help, s.default
-            ));
-        }
-        text
-    }
-}
-
-fn error(variable: &str, message: String) -> ConfigError {
-    ConfigError {
-        variable: variable.into(),
-        message,
+        format!(
+            "Detection settings (environment variables):\n{}",
+            imageflow_config::help_lines(SETTINGS, &[])
+        )
     }
 }
 

@@ -167,7 +167,7 @@ fn finish(
 }
 
 /// The detections JSON stored next to the output object (the same shape as
-/// the backend's execution API, DESIGN section 4).
+/// the backend's execution API returns for a detection step).
 #[derive(Serialize)]
 struct DetectionsDocument<'a> {
     model_name: &'a str,

@@ -110,19 +110,17 @@ impl TritonClient {
 
     /// Waits until [`Self::check_model`] passes, retrying with a capped backoff.
     pub async fn wait_ready(&self, spec: &ModelSpec) {
-        let mut delay = Duration::from_millis(100);
-        loop {
-            match self.check_model(spec).await {
-                Ok(()) => {
-                    tracing::info!(url = %self.url, model = %spec.name, "inference server ready");
-                    return;
-                }
-                Err(err) => {
-                    tracing::warn!(error = %err, retry_in_ms = delay.as_millis() as u64, "inference server not ready: NOT_SERVING");
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(5));
-                }
-            }
+        let checked = imageflow_retry::retry(
+            "inference server readiness check (NOT_SERVING)",
+            imageflow_service::server::READINESS_BACKOFF,
+            imageflow_retry::Limit::FOREVER,
+            |_| true,
+            || self.check_model(spec),
+        )
+        .await;
+        match checked {
+            Ok(()) => tracing::info!(url = %self.url, model = %spec.name, "inference server ready"),
+            Err(err) => tracing::error!(error = %err, "gave up waiting for the inference server"),
         }
     }
 

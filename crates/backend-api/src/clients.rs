@@ -18,9 +18,9 @@ use std::{
 use tracing::Instrument;
 
 use imageflow_proto::v1::{
-    DetectionRequest, FilterRequest, FilterType, ImageData, ProcessingStatus, ResizeQuality,
-    ResizeRequest, ai_detection_service_client::AiDetectionServiceClient, detection_request,
-    filter_request, filter_service_client::FilterServiceClient, resize_request,
+    self, DetectionRequest, FilterRequest, ImageData, ProcessingStatus, ResizeRequest,
+    ai_detection_service_client::AiDetectionServiceClient, detection_request, filter_request,
+    filter_service_client::FilterServiceClient, resize_request,
     resize_service_client::ResizeServiceClient,
 };
 use imageflow_service::tls::ClientTls;
@@ -350,11 +350,7 @@ async fn call_traced(
                 target_width: *width,
                 target_height: *height,
                 maintain_aspect_ratio: *maintain_aspect_ratio,
-                quality: match *quality {
-                    "fast" => ResizeQuality::Fast,
-                    "best" => ResizeQuality::Best,
-                    _ => ResizeQuality::Good,
-                } as i32,
+                quality: v1::ResizeQuality::from(*quality) as i32,
                 execution_id: execution_id.to_string(),
             });
             prepare(&mut request, timeout);
@@ -374,7 +370,7 @@ async fn call_traced(
             }
             let mut request = tonic::Request::new(FilterRequest {
                 input: image.map(filter_request::Input::InputImage),
-                filter_type: filter_type_wire(filter_type) as i32,
+                filter_type: v1::FilterType::from(*filter_type) as i32,
                 intensity: *intensity,
                 parameters,
                 execution_id: execution_id.to_string(),
@@ -446,16 +442,4 @@ async fn call_traced(
         service_time,
         message: result.message,
     })
-}
-
-fn filter_type_wire(name: &str) -> FilterType {
-    match name {
-        "blur" => FilterType::Blur,
-        "sharpen" => FilterType::Sharpen,
-        "brightness" => FilterType::Brightness,
-        "contrast" => FilterType::Contrast,
-        "saturation" => FilterType::Saturation,
-        "grayscale" => FilterType::Grayscale,
-        _ => FilterType::Gaussian,
-    }
 }

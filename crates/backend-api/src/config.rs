@@ -3,142 +3,145 @@
 
 use std::{collections::HashMap, net::SocketAddr, time::Duration};
 
-use imageflow_service::config::parse;
-pub use imageflow_service::{ConfigError, config::Setting};
+pub use imageflow_config::{ConfigError, Setting};
+use imageflow_config::{Env, Unit};
 use imageflow_storage::{StorageConfig, StoreOptions};
 
+const HTTP_LISTEN_ADDR: Setting = Setting::new(
+    "HTTP_LISTEN_ADDR",
+    "0.0.0.0:8000",
+    "address the REST API binds",
+);
+const DATABASE_URL: Setting = Setting::new(
+    "DATABASE_URL",
+    "sqlite://./data/imageflow.db",
+    "sqlite://path (embedded) or postgres://user@host/db (several replicas share it)",
+);
+const RESIZE_GRPC_ENDPOINT: Setting = Setting::new(
+    "RESIZE_GRPC_ENDPOINT",
+    "http://127.0.0.1:9091",
+    "resize-svc; comma-separated URLs are balanced, each host name is re-resolved (headless services)",
+);
+const FILTER_GRPC_ENDPOINT: Setting = Setting::new(
+    "FILTER_GRPC_ENDPOINT",
+    "http://127.0.0.1:9092",
+    "filter-svc, same form",
+);
+const AI_DETECTION_GRPC_ENDPOINT: Setting = Setting::new(
+    "AI_DETECTION_GRPC_ENDPOINT",
+    "http://127.0.0.1:9093",
+    "ai-detect-svc, same form",
+);
+const MAX_PARALLEL_EXECUTIONS: Setting = Setting::new(
+    "MAX_PARALLEL_EXECUTIONS",
+    "10",
+    "executions running at once in this replica; more wait in the queue (status pending)",
+);
+const MAX_QUEUED_EXECUTIONS: Setting = Setting::new(
+    "MAX_QUEUED_EXECUTIONS",
+    "1000",
+    "executions waiting in this replica; beyond it POST /v1/executions answers 503 with Retry-After",
+);
+const EXECUTION_TIMEOUT_SECONDS: Setting = Setting::new(
+    "EXECUTION_TIMEOUT_SECONDS",
+    "300",
+    "deadline of one execution, queueing excluded; a pipeline may ask for less",
+);
+const STEP_TIMEOUT_SECONDS: Setting = Setting::described(
+    "STEP_TIMEOUT_SECONDS",
+    "30 (ai_detection 60)",
+    "deadline of one attempt of one step; a step's timeoutSeconds may ask for less or more",
+);
+const MAX_UPLOAD_BYTES: Setting = Setting::new(
+    "MAX_UPLOAD_BYTES",
+    "67108864",
+    "largest accepted upload (413 beyond it)",
+);
+const MAX_REQUEST_BYTES: Setting =
+    Setting::new("MAX_REQUEST_BYTES", "1048576", "largest JSON request body");
+const HTTP_HEADER_READ_TIMEOUT_SECONDS: Setting = Setting::new(
+    "HTTP_HEADER_READ_TIMEOUT_SECONDS",
+    "10",
+    "HTTP/1 clients must send a request's headers within this long (else the connection is closed), which also ends idle keep-alive connections; responses (SSE, ?wait=true) are not limited by it",
+);
+const HEARTBEAT_SECONDS: Setting = Setting::new(
+    "HEARTBEAT_SECONDS",
+    "5",
+    "how often a replica marks its executions alive",
+);
+const STALE_EXECUTION_SECONDS: Setting = Setting::new(
+    "STALE_EXECUTION_SECONDS",
+    "30",
+    "an execution whose replica has not marked it alive for this long is failed as interrupted",
+);
+const EXECUTION_MODE: Setting = Setting::new(
+    "EXECUTION_MODE",
+    "direct",
+    "direct: a replica runs what it accepts; queue: executions go through Kafka's pipeline-executions to whichever replica is assigned them (needs KAFKA_BROKERS)",
+);
+const QUEUE_ADOPT_SECONDS: Setting = Setting::new(
+    "QUEUE_ADOPT_SECONDS",
+    "30",
+    "queue mode: an execution waiting longer than this (its partition's consumer died) is adopted by any replica with room; the claim is atomic, so it still runs once",
+);
+
+/// The backend's own variables; `--help` adds those of the crates it reads
+/// through (storage, Kafka, telemetry).
 pub const SETTINGS: &[Setting] = &[
-    Setting {
-        name: "HTTP_LISTEN_ADDR",
-        default: "0.0.0.0:8000",
-        help: "address the REST API binds",
-    },
-    Setting {
-        name: "DATABASE_URL",
-        default: "sqlite://./data/imageflow.db",
-        help: "sqlite://path (embedded) or postgres://user@host/db (several replicas share it)",
-    },
-    Setting {
-        name: "RESIZE_GRPC_ENDPOINT",
-        default: "http://127.0.0.1:9091",
-        help: "resize-svc; comma-separated URLs are balanced, each host name is re-resolved (headless services)",
-    },
-    Setting {
-        name: "FILTER_GRPC_ENDPOINT",
-        default: "http://127.0.0.1:9092",
-        help: "filter-svc, same form",
-    },
-    Setting {
-        name: "AI_DETECTION_GRPC_ENDPOINT",
-        default: "http://127.0.0.1:9093",
-        help: "ai-detect-svc, same form",
-    },
-    Setting {
-        name: "GRPC_TLS_CA",
-        default: "unset (plaintext gRPC)",
-        help: "PEM file of the CA that signed the services' certificates; set, every call to them is TLS",
-    },
-    Setting {
-        name: "GRPC_TLS_CLIENT_CERT / GRPC_TLS_CLIENT_KEY",
-        default: "unset (no client certificate)",
-        help: "PEM files of the backend's own certificate and key, for services that require mutual TLS (GRPC_TLS_CLIENT_CA)",
-    },
-    Setting {
-        name: "GRPC_TLS_SERVER_NAME",
-        default: "each endpoint's host name",
-        help: "name the services' certificates must be valid for, when it differs from the endpoint hosts (e.g. IP endpoints)",
-    },
-    Setting {
-        name: "MAX_PARALLEL_EXECUTIONS",
-        default: "10",
-        help: "executions running at once in this replica; more wait in the queue (status pending)",
-    },
-    Setting {
-        name: "MAX_QUEUED_EXECUTIONS",
-        default: "1000",
-        help: "executions waiting in this replica; beyond it POST /v1/executions answers 503 with Retry-After",
-    },
-    Setting {
-        name: "EXECUTION_TIMEOUT_SECONDS",
-        default: "300",
-        help: "deadline of one execution, queueing excluded; a pipeline may ask for less",
-    },
-    Setting {
-        name: "STEP_TIMEOUT_SECONDS",
-        default: "30 (ai_detection 60)",
-        help: "deadline of one attempt of one step; a step's timeoutSeconds may ask for less or more",
-    },
-    Setting {
-        name: "MAX_UPLOAD_BYTES",
-        default: "67108864",
-        help: "largest accepted upload (413 beyond it)",
-    },
-    Setting {
-        name: "MAX_REQUEST_BYTES",
-        default: "1048576",
-        help: "largest JSON request body",
-    },
-    Setting {
-        name: "HTTP_HEADER_READ_TIMEOUT_SECONDS",
-        default: "10",
-        help: "HTTP/1 clients must send a request's headers within this long (else the connection is closed), which also ends idle keep-alive connections; responses (SSE, ?wait=true) are not limited by it",
-    },
-    Setting {
-        name: "IMAGEFLOW_API_TOKENS",
-        default: "unset (open API, local runs only)",
-        help: "comma-separated NAME:TOKEN pairs; requests need 'Authorization: Bearer TOKEN'",
-    },
-    Setting {
-        name: "HEARTBEAT_SECONDS",
-        default: "5",
-        help: "how often a replica marks its executions alive",
-    },
-    Setting {
-        name: "STALE_EXECUTION_SECONDS",
-        default: "30",
-        help: "an execution whose replica has not marked it alive for this long is failed as interrupted",
-    },
-    Setting {
-        name: "STORAGE_URL",
-        default: "file://./data (bucket imageflow-files)",
-        help: "file:///abs/dir or s3://bucket (with S3_ENDPOINT, AWS_* credentials)",
-    },
-    Setting {
-        name: "UI_DIR",
-        default: "web/dist",
-        help: "the built web UI (scripts/build-ui.sh) served at /; relative to the working directory",
-    },
-    Setting {
-        name: "JAEGER_UI_URL",
-        default: "unset (no trace links)",
-        help: "Jaeger UI base URL; the web UI links each execution's trace to {url}/trace/{trace_id}",
-    },
-    Setting {
-        name: "EXECUTION_MODE",
-        default: "direct",
-        help: "direct: a replica runs what it accepts; queue: executions go through Kafka's pipeline-executions to whichever replica is assigned them (needs KAFKA_BROKERS)",
-    },
-    Setting {
-        name: "QUEUE_ADOPT_SECONDS",
-        default: "30",
-        help: "queue mode: an execution waiting longer than this (its partition's consumer died) is adopted by any replica with room; the claim is atomic, so it still runs once",
-    },
-    Setting {
-        name: "KAFKA_BROKERS",
-        default: "unset (events stay in this process)",
-        help: "Kafka bootstrap servers; progress and completion events are published there (KAFKA_SECURITY_PROTOCOL, KAFKA_SASL_*, KAFKA_SSL_CA_LOCATION: see the imageflow-events settings)",
-    },
-    Setting {
-        name: "RUST_LOG",
-        default: "info",
-        help: "log filter; logs are JSON lines on stdout",
-    },
-    Setting {
-        name: "OTEL_EXPORTER_OTLP_ENDPOINT",
-        default: "unset (nothing exported)",
-        help: "OTLP/gRPC collector for traces and metrics (OTEL_TRACES_SAMPLER(_ARG), OTEL_RESOURCE_ATTRIBUTES, OTEL_SERVICE_NAME apply)",
-    },
+    HTTP_LISTEN_ADDR,
+    DATABASE_URL,
+    RESIZE_GRPC_ENDPOINT,
+    FILTER_GRPC_ENDPOINT,
+    AI_DETECTION_GRPC_ENDPOINT,
+    Setting::described(
+        "GRPC_TLS_CA",
+        "unset (plaintext gRPC)",
+        "PEM file of the CA that signed the services' certificates; set, every call to them is TLS",
+    ),
+    Setting::described(
+        "GRPC_TLS_CLIENT_CERT / GRPC_TLS_CLIENT_KEY",
+        "unset (no client certificate)",
+        "PEM files of the backend's own certificate and key, for services that require mutual TLS (GRPC_TLS_CLIENT_CA)",
+    ),
+    Setting::described(
+        "GRPC_TLS_SERVER_NAME",
+        "each endpoint's host name",
+        "name the services' certificates must be valid for, when it differs from the endpoint hosts (e.g. IP endpoints)",
+    ),
+    MAX_PARALLEL_EXECUTIONS,
+    MAX_QUEUED_EXECUTIONS,
+    EXECUTION_TIMEOUT_SECONDS,
+    STEP_TIMEOUT_SECONDS,
+    MAX_UPLOAD_BYTES,
+    MAX_REQUEST_BYTES,
+    HTTP_HEADER_READ_TIMEOUT_SECONDS,
+    Setting::described(
+        "IMAGEFLOW_API_TOKENS",
+        "unset (open API, local runs only)",
+        "comma-separated NAME:TOKEN pairs; requests need 'Authorization: Bearer TOKEN'",
+    ),
+    HEARTBEAT_SECONDS,
+    STALE_EXECUTION_SECONDS,
+    crate::api::ui::UI_DIR,
+    crate::api::ui::JAEGER_UI_URL,
+    EXECUTION_MODE,
+    QUEUE_ADOPT_SECONDS,
 ];
+
+/// `--help` of the backend binary.
+pub fn help(version: &str) -> String {
+    imageflow_service::cli::help_text(
+        "backend-api",
+        version,
+        "REST API and pipeline engine of ImageFlowCanvas.",
+        &[
+            (SETTINGS, &[]),
+            (StorageConfig::SETTINGS, &[]),
+            (imageflow_events::SETTINGS, &[]),
+            (imageflow_telemetry::Settings::SETTINGS, &[]),
+        ],
+    )
+}
 
 /// Validated settings of one backend process.
 #[derive(Clone, Debug)]
@@ -189,128 +192,128 @@ impl std::fmt::Debug for ApiToken {
     }
 }
 
+impl imageflow_service::cli::Startup for BackendConfig {
+    const LISTEN_VARIABLE: &'static str = "HTTP_LISTEN_ADDR";
+    fn listen_addr(&self) -> SocketAddr {
+        self.http_listen_addr
+    }
+}
+
+/// A positive whole number of seconds.
+fn secs(env: Env<'_>, setting: &Setting) -> Result<Duration, ConfigError> {
+    env.duration::<u64>(setting, Unit::Seconds, 1..)
+}
+
 impl BackendConfig {
     /// Defaults, then the variables in `env`; the first bad value is the error.
-    pub fn from_env(env: &HashMap<String, String>) -> Result<Self, ConfigError> {
-        let (storage, store_options) = imageflow_storage::from_env(env)?;
-        let secs = |name: &'static str, default: u64| -> Result<Duration, ConfigError> {
-            parse(env, name, default, |v: &u64| *v > 0).map(Duration::from_secs)
-        };
-        let heartbeat = secs("HEARTBEAT_SECONDS", 5)?;
-        let stale_after = secs("STALE_EXECUTION_SECONDS", 30)?;
+    pub fn from_env(vars: &HashMap<String, String>) -> Result<Self, ConfigError> {
+        let env = Env::new(vars);
+        let (storage, store_options) = imageflow_storage::from_env(vars)?;
+        let heartbeat = secs(env, &HEARTBEAT_SECONDS)?;
+        let stale_after = secs(env, &STALE_EXECUTION_SECONDS)?;
         if stale_after <= heartbeat {
-            return Err(ConfigError {
-                variable: "STALE_EXECUTION_SECONDS".into(),
-                message: format!(
+            return Err(ConfigError::invalid(
+                STALE_EXECUTION_SECONDS.name,
+                format!(
                     "must be larger than HEARTBEAT_SECONDS ({}s), or live executions would be failed",
                     heartbeat.as_secs()
                 ),
-            });
+            ));
         }
-        let kafka = imageflow_events::KafkaSettings::from_env(env).map_err(|e| ConfigError {
-            variable: e.variable,
-            message: e.message,
-        })?;
-        let execution_mode = match var(env, "EXECUTION_MODE") {
-            None | Some("direct") => crate::queue::ExecutionMode::Direct,
-            Some("queue") if kafka.is_some() => crate::queue::ExecutionMode::Queue,
-            Some("queue") => {
-                return Err(ConfigError {
-                    variable: "EXECUTION_MODE".into(),
-                    message: "queue mode needs KAFKA_BROKERS".into(),
-                });
+        let kafka = imageflow_events::KafkaSettings::from_env(vars)?;
+        let execution_mode = match env.text(&EXECUTION_MODE).unwrap_or_default() {
+            "direct" => crate::queue::ExecutionMode::Direct,
+            "queue" if kafka.is_some() => crate::queue::ExecutionMode::Queue,
+            "queue" => {
+                return Err(ConfigError::invalid(
+                    EXECUTION_MODE.name,
+                    "queue mode needs KAFKA_BROKERS",
+                ));
             }
-            Some(other) => {
-                return Err(ConfigError {
-                    variable: "EXECUTION_MODE".into(),
-                    message: format!("{other:?} is not direct or queue"),
-                });
+            other => {
+                return Err(ConfigError::bad_value(
+                    EXECUTION_MODE.name,
+                    other,
+                    "direct or queue",
+                ));
             }
         };
-        let grpc_tls = imageflow_service::tls::ClientTls::from_env(env)?;
-        let resize_endpoints = endpoints(env, "RESIZE_GRPC_ENDPOINT", "http://127.0.0.1:9091")?;
-        let filter_endpoints = endpoints(env, "FILTER_GRPC_ENDPOINT", "http://127.0.0.1:9092")?;
-        let detection_endpoints =
-            endpoints(env, "AI_DETECTION_GRPC_ENDPOINT", "http://127.0.0.1:9093")?;
+        let grpc_tls = imageflow_service::tls::ClientTls::from_env(vars)?;
+        let resize_endpoints = endpoints(env, &RESIZE_GRPC_ENDPOINT)?;
+        let filter_endpoints = endpoints(env, &FILTER_GRPC_ENDPOINT)?;
+        let detection_endpoints = endpoints(env, &AI_DETECTION_GRPC_ENDPOINT)?;
         if grpc_tls.is_none() {
             // Plaintext to a TLS port fails every call with an unreadable
             // protocol error; refuse the combination at start instead.
             for (name, list) in [
-                ("RESIZE_GRPC_ENDPOINT", &resize_endpoints),
-                ("FILTER_GRPC_ENDPOINT", &filter_endpoints),
-                ("AI_DETECTION_GRPC_ENDPOINT", &detection_endpoints),
+                (RESIZE_GRPC_ENDPOINT.name, &resize_endpoints),
+                (FILTER_GRPC_ENDPOINT.name, &filter_endpoints),
+                (AI_DETECTION_GRPC_ENDPOINT.name, &detection_endpoints),
             ] {
                 if let Some(url) = list.iter().find(|u| u.starts_with("https://")) {
-                    return Err(ConfigError {
-                        variable: name.to_string(),
-                        message: format!(
+                    return Err(ConfigError::invalid(
+                        name,
+                        format!(
                             "{url:?} asks for TLS but GRPC_TLS_CA is unset: name the CA that signed the services' certificates"
                         ),
-                    });
+                    ));
                 }
             }
         }
         Ok(Self {
-            http_listen_addr: parse(env, "HTTP_LISTEN_ADDR", ([0, 0, 0, 0], 8000).into(), |_| {
-                true
-            })?,
+            http_listen_addr: env.addr(&HTTP_LISTEN_ADDR)?,
             database_url: database_url(env)?,
             resize_endpoints,
             filter_endpoints,
             detection_endpoints,
             grpc_tls,
-            max_parallel_executions: parse(env, "MAX_PARALLEL_EXECUTIONS", 10, |v| *v > 0)?,
-            max_queued_executions: parse(env, "MAX_QUEUED_EXECUTIONS", 1000, |v| *v > 0)?,
-            execution_timeout: secs("EXECUTION_TIMEOUT_SECONDS", 300)?,
-            step_timeout: match var(env, "STEP_TIMEOUT_SECONDS") {
-                None => None,
-                Some(_) => Some(secs("STEP_TIMEOUT_SECONDS", 30)?),
-            },
-            max_upload_bytes: parse(env, "MAX_UPLOAD_BYTES", 64 << 20, |v| *v > 0)?,
-            max_request_bytes: parse(env, "MAX_REQUEST_BYTES", 1 << 20, |v| *v >= 1024)?,
-            http_header_read_timeout: secs("HTTP_HEADER_READ_TIMEOUT_SECONDS", 10)?,
+            max_parallel_executions: env.number(&MAX_PARALLEL_EXECUTIONS, 1..)?,
+            max_queued_executions: env.number(&MAX_QUEUED_EXECUTIONS, 1..)?,
+            execution_timeout: secs(env, &EXECUTION_TIMEOUT_SECONDS)?,
+            step_timeout: env
+                .parse::<u64>(
+                    STEP_TIMEOUT_SECONDS.name,
+                    "a whole number of seconds of at least 1",
+                    |s| *s > 0,
+                )?
+                .map(Duration::from_secs),
+            max_upload_bytes: env.number(&MAX_UPLOAD_BYTES, 1..)?,
+            max_request_bytes: env.number(&MAX_REQUEST_BYTES, 1024..)?,
+            http_header_read_timeout: secs(env, &HTTP_HEADER_READ_TIMEOUT_SECONDS)?,
             api_tokens: api_tokens(env)?,
             heartbeat,
             stale_after,
             storage,
             store_options,
-            ui: crate::api::ui::UiSettings::from_env(env)?,
+            ui: crate::api::ui::UiSettings::from_env(vars)?,
             kafka,
             execution_mode,
-            queue_adopt_after: secs("QUEUE_ADOPT_SECONDS", 30)?,
+            queue_adopt_after: secs(env, &QUEUE_ADOPT_SECONDS)?,
         })
     }
 }
 
-fn var<'a>(env: &'a HashMap<String, String>, name: &str) -> Option<&'a str> {
-    env.get(name).map(|v| v.trim()).filter(|v| !v.is_empty())
-}
-
-fn database_url(env: &HashMap<String, String>) -> Result<String, ConfigError> {
-    let url = var(env, "DATABASE_URL").unwrap_or("sqlite://./data/imageflow.db");
+fn database_url(env: Env<'_>) -> Result<String, ConfigError> {
+    let url = env.text(&DATABASE_URL).unwrap_or_default();
     if url.starts_with("sqlite:")
         || url.starts_with("postgres://")
         || url.starts_with("postgresql://")
     {
         Ok(url.to_string())
     } else {
-        Err(ConfigError {
-            variable: "DATABASE_URL".into(),
-            message: "accepted: sqlite://path/to/file.db or postgres://user@host:5432/db".into(),
-        })
+        // The value is not echoed: it may hold a password.
+        Err(ConfigError::invalid(
+            DATABASE_URL.name,
+            "accepted: sqlite://path/to/file.db or postgres://user@host:5432/db",
+        ))
     }
 }
 
-fn endpoints(
-    env: &HashMap<String, String>,
-    name: &str,
-    default: &str,
-) -> Result<Vec<String>, ConfigError> {
-    let raw = var(env, name).unwrap_or(default);
-    let list: Vec<String> = raw
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
+fn endpoints(env: Env<'_>, setting: &Setting) -> Result<Vec<String>, ConfigError> {
+    let list: Vec<String> = env
+        .list(setting)
+        .unwrap_or_default()
+        .into_iter()
         .map(|s| {
             if s.contains("://") {
                 s.to_string()
@@ -324,45 +327,43 @@ fn endpoints(
             .parse::<http::Uri>()
             .is_ok_and(|u| matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some());
         if !ok {
-            return Err(ConfigError {
-                variable: name.to_string(),
-                message: format!("{url:?} is not an http(s)://host:port URL"),
-            });
+            return Err(ConfigError::bad_value(
+                setting.name,
+                url,
+                "an http(s)://host:port URL",
+            ));
         }
     }
     if list.is_empty() {
-        return Err(ConfigError {
-            variable: name.to_string(),
-            message: "empty: give at least one http://host:port".into(),
-        });
+        return Err(ConfigError::invalid(
+            setting.name,
+            "empty: give at least one http://host:port",
+        ));
     }
     Ok(list)
 }
 
-fn api_tokens(env: &HashMap<String, String>) -> Result<Vec<ApiToken>, ConfigError> {
-    let Some(raw) = var(env, "IMAGEFLOW_API_TOKENS") else {
+fn api_tokens(env: Env<'_>) -> Result<Vec<ApiToken>, ConfigError> {
+    let Some(raw) = env.get("IMAGEFLOW_API_TOKENS") else {
         return Ok(Vec::new());
     };
-    raw.split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
+    imageflow_config::split_list(raw)
+        .into_iter()
         .enumerate()
         .map(|(i, entry)| {
-            let (name, token) = entry
-                .split_once(':')
-                .unwrap_or(("", entry));
+            let (name, token) = entry.split_once(':').unwrap_or(("", entry));
             let name = if name.is_empty() {
                 format!("token-{}", i + 1)
             } else {
                 name.to_string()
             };
             if token.len() < 16 {
-                return Err(ConfigError {
-                    variable: "IMAGEFLOW_API_TOKENS".into(),
-                    message: format!(
+                return Err(ConfigError::invalid(
+                    "IMAGEFLOW_API_TOKENS",
+                    format!(
                         "the token named {name:?} is shorter than 16 characters; use a random secret"
                     ),
-                });
+                ));
             }
             Ok(ApiToken {
                 name,
@@ -434,5 +435,26 @@ mod tests {
         assert_eq!(config.api_tokens[0].name, "ci");
         assert_eq!(config.api_tokens[1].name, "token-2");
         assert!(!format!("{:?}", config.api_tokens).contains("0123456789"));
+    }
+
+    #[test]
+    fn help_lists_every_setting_with_the_default_the_code_reads() {
+        let text = help("9.9.9");
+        assert!(text.starts_with("backend-api 9.9.9\n"), "{text}");
+        for s in SETTINGS {
+            assert!(text.contains(s.name), "{} missing from --help", s.name);
+        }
+        for name in [
+            "STORAGE_URL",
+            "KAFKA_BROKERS",
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+        ] {
+            assert!(text.contains(name), "{name} missing from --help");
+        }
+        let config = BackendConfig::from_env(&env(&[])).unwrap();
+        assert!(text.contains("(default: 0.0.0.0:8000)"));
+        assert_eq!(config.http_listen_addr.to_string(), "0.0.0.0:8000");
+        assert!(text.contains("(default: web/dist)"));
+        assert_eq!(config.ui.dir, std::path::PathBuf::from("web/dist"));
     }
 }

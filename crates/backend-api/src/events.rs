@@ -1,6 +1,7 @@
-//! Progress events. The payload is DESIGN section 5's `pipeline-progress`
-//! shape (plus a few optional fields), so the same value goes to the live
-//! stream of this process and, when Kafka is configured, to the topic.
+//! Progress events. The payload is the `pipeline-progress` message
+//! (`imageflow_events::ProgressMessage`) plus a few optional fields, so the
+//! same value goes to the live stream of this process and, when Kafka is
+//! configured, to the topic.
 
 use std::sync::Arc;
 
@@ -36,7 +37,7 @@ impl ProgressEvent {
             step_id: None,
             status: status.to_string(),
             message: message.into(),
-            timestamp: crate::db::now().0,
+            timestamp: crate::db::Timestamp::now().to_rfc3339(),
             attempt: None,
             processing_time_ms: None,
             output_path: None,

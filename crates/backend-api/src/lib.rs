@@ -1,10 +1,13 @@
 //! `backend-api`: the REST API and the pipeline engine that calls the resident
 //! gRPC services directly (no workflow engine in between).
 //!
-//! * [`api`]: routes and handlers (DESIGN section 4), OpenAPI at `/openapi.json`;
+//! * [`api`]: routes and handlers, OpenAPI at `/openapi.json`;
 //! * [`dag`] and [`registry`]: pipeline validation and planning;
+//! * [`executions`]: accepting an execution, from HTTP or the queue;
 //! * [`engine`] and [`clients`]: running executions over balanced gRPC channels;
+//! * [`liveness`]: replica heartbeats, recovery of dead replicas' executions;
 //! * [`db`]: SQLite (embedded default) or PostgreSQL, one schema;
+//! * [`queue`]: Kafka (progress topics, queue mode);
 //! * [`events`] and [`metrics`]: live progress and Prometheus metrics.
 
 pub mod api;
@@ -14,8 +17,12 @@ pub mod db;
 pub mod engine;
 pub mod error;
 pub mod events;
+pub mod executions;
+pub mod liveness;
 pub mod metrics;
 pub mod queue;
+#[cfg(test)]
+mod testing;
 
 use std::{future::Future, sync::Arc, time::Duration};
 
@@ -54,6 +61,7 @@ pub enum RunError {
 #[derive(Debug)]
 pub struct Backend {
     pub state: api::AppState,
+    liveness: liveness::Liveness,
     max_request_bytes: usize,
     http_header_read_timeout: Duration,
     queue_adopt_after: Duration,
@@ -88,21 +96,38 @@ impl Backend {
             None => events::EventHub::new(),
         };
         let engine = engine::Engine::new(
-            db.clone(),
-            store.clone(),
-            services.clone(),
-            hub,
-            metrics.clone(),
+            engine::EngineParts {
+                db: db.clone(),
+                caller: Arc::new(services.clone()),
+                default_bucket: store.default_bucket().as_str().to_string(),
+                events: hub,
+                metrics: metrics.clone(),
+                owner,
+            },
             engine::EngineSettings {
                 max_parallel: config.max_parallel_executions,
                 max_queued: config.max_queued_executions,
                 execution_timeout: config.execution_timeout,
                 step_timeout: config.step_timeout,
+            },
+        );
+        // Queue mode: executions go through Kafka, and back to it when their
+        // replica dies.
+        let queue: Option<Arc<dyn executions::ExecutionQueue>> =
+            match (&kafka, config.execution_mode) {
+                (Some(link), queue::ExecutionMode::Queue) => Some(Arc::new(link.clone())),
+                _ => None,
+            };
+        let liveness = liveness::Liveness::new(
+            engine.clone(),
+            db.clone(),
+            liveness::LivenessSettings {
                 heartbeat: config.heartbeat,
                 stale_after: config.stale_after,
             },
-            owner,
+            queue.clone(),
         );
+        let executions = executions::Executions::new(db.clone(), engine.clone(), queue);
         if config.api_tokens.is_empty() {
             tracing::warn!(
                 "IMAGEFLOW_API_TOKENS is unset: the API is open to anyone who can reach it (fine for local runs only)"
@@ -113,6 +138,7 @@ impl Backend {
                 db,
                 store,
                 engine,
+                executions,
                 services,
                 metrics,
                 tokens: Arc::new(config.api_tokens.clone()),
@@ -121,6 +147,7 @@ impl Backend {
                 kafka,
                 execution_mode: config.execution_mode,
             },
+            liveness,
             max_request_bytes: config.max_request_bytes,
             http_header_read_timeout: config.http_header_read_timeout,
             queue_adopt_after: config.queue_adopt_after,
@@ -141,9 +168,9 @@ impl Backend {
     ) -> Result<(), RunError> {
         let stop = CancellationToken::new();
         let maintenance = tokio::spawn({
-            let engine = self.state.engine.clone();
+            let liveness = self.liveness.clone();
             let stop = stop.clone();
-            async move { engine.maintain(stop).await }
+            async move { liveness.maintain(stop).await }
         });
         tracing::info!(
             addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
@@ -158,25 +185,13 @@ impl Backend {
             link.ensure_topics_in_background(stop.clone());
             link.spawn_progress_consumer(self.state.engine.events().clone(), stop.clone());
             if self.state.execution_mode == queue::ExecutionMode::Queue {
-                let requeue_link = link.clone();
-                let db = self.state.db.clone();
-                self.state.engine.on_requeue(Arc::new(move |id: &str| {
-                    let link = requeue_link.clone();
-                    let db = db.clone();
-                    let id = id.to_string();
-                    tokio::spawn(async move { queue::requeue(&link, &db, &id).await });
-                }));
                 link.spawn_execution_consumer(
                     self.state.engine.clone(),
                     self.state.db.clone(),
                     intake.clone(),
                 );
-                queue::spawn_adopter(
-                    self.state.engine.clone(),
-                    self.state.db.clone(),
-                    self.queue_adopt_after,
-                    intake.clone(),
-                );
+                self.liveness
+                    .spawn_adopter(self.queue_adopt_after, intake.clone());
             }
         }
         let engine = self.state.engine.clone();

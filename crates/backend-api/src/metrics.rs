@@ -4,14 +4,25 @@
 
 use std::time::Duration;
 
-use imageflow_telemetry::metrics::{Kind, Registry};
+use imageflow_telemetry::metrics::{CounterVec, GaugeVec, HistogramVec, Registry};
 
 /// The backend's metrics. Cheap to clone; each backend has its own registry
 /// (tests run several in one process), exported over OTLP next to the
-/// process-wide one.
+/// process-wide one. Each family is held as a handle, so recording finds its
+/// series without a lookup by name nor a copy of the label values.
 #[derive(Clone, Debug)]
 pub struct Metrics {
     registry: Registry,
+    http_requests: CounterVec,
+    http_duration: HistogramVec,
+    executions: CounterVec,
+    execution_duration: HistogramVec,
+    steps: CounterVec,
+    step_duration: HistogramVec,
+    client_errors: CounterVec,
+    running: GaugeVec,
+    queued: GaugeVec,
+    queue_wait: HistogramVec,
 }
 
 impl Default for Metrics {
@@ -34,48 +45,57 @@ const QUEUE_WAIT: &str = "time executions waited for a slot";
 impl Metrics {
     pub fn new() -> Self {
         let registry = Registry::new();
-        // Declared up front so dashboards and alert rules see zeros, not gaps.
-        for (name, kind, help) in [
-            ("http_requests_total", Kind::Counter, HTTP_REQUESTS),
-            (
+        // Created up front so dashboards and alert rules see zeros, not gaps.
+        let metrics = Self {
+            http_requests: registry.counter_vec(
+                "http_requests_total",
+                HTTP_REQUESTS,
+                &["code", "method", "route"],
+            ),
+            http_duration: registry.histogram_vec(
                 "http_request_duration_seconds",
-                Kind::Histogram,
                 HTTP_DURATION,
+                &["method", "route"],
             ),
-            ("pipeline_executions_total", Kind::Counter, EXECUTIONS),
-            (
+            executions: registry.counter_vec("pipeline_executions_total", EXECUTIONS, &["status"]),
+            execution_duration: registry.histogram_vec(
                 "imageflow_pipeline_execution_duration_seconds",
-                Kind::Histogram,
                 EXECUTION_DURATION,
+                &["status"],
             ),
-            ("imageflow_step_executions_total", Kind::Counter, STEPS),
-            (
+            steps: registry.counter_vec(
+                "imageflow_step_executions_total",
+                STEPS,
+                &["step_type", "status"],
+            ),
+            step_duration: registry.histogram_vec(
                 "imageflow_step_duration_seconds",
-                Kind::Histogram,
                 STEP_DURATION,
+                &["step_type"],
             ),
-            (
+            client_errors: registry.counter_vec(
                 "imageflow_grpc_client_errors_total",
-                Kind::Counter,
                 CLIENT_ERRORS,
+                &["service", "code"],
             ),
-        ] {
-            registry.describe(name, kind, help);
-        }
+            running: registry.gauge_vec("imageflow_executions_running", RUNNING, &[]),
+            queued: registry.gauge_vec("imageflow_executions_queued", QUEUED, &[]),
+            queue_wait: registry.histogram_vec(
+                "imageflow_execution_queue_wait_seconds",
+                QUEUE_WAIT,
+                &[],
+            ),
+            registry,
+        };
         // Series that exist from the start: Prometheus' increase() cannot
         // see the first increment of a series that appears at 1.
         for status in ["completed", "failed", "cancelled"] {
-            registry.add(
-                "pipeline_executions_total",
-                EXECUTIONS,
-                &[("status", status)],
-                0.0,
-            );
+            metrics.executions.inc_by(&[status], 0);
         }
-        registry.set_gauge("imageflow_executions_running", RUNNING, &[], 0.0);
-        registry.set_gauge("imageflow_executions_queued", QUEUED, &[], 0.0);
-        registry.export_over_otlp();
-        Self { registry }
+        metrics.running.set(&[], 0);
+        metrics.queued.set(&[], 0);
+        metrics.registry.export_over_otlp();
+        metrics
     }
 
     /// The registry, for parts of the backend that add their own series.
@@ -84,79 +104,42 @@ impl Metrics {
     }
 
     pub fn http_request(&self, method: &str, route: &str, code: u16, elapsed: Duration) {
-        let code = code.to_string();
-        self.registry.inc(
-            "http_requests_total",
-            HTTP_REQUESTS,
-            &[("code", &code), ("method", method), ("route", route)],
-        );
-        self.registry.observe(
-            "http_request_duration_seconds",
-            HTTP_DURATION,
-            &[("method", method), ("route", route)],
-            elapsed,
-        );
+        // The status code's digits without formatting a string per request.
+        let status = http::StatusCode::from_u16(code).ok();
+        let code = status.as_ref().map_or("000", http::StatusCode::as_str);
+        self.http_requests.inc(&[code, method, route]);
+        self.http_duration.observe(&[method, route], elapsed);
     }
 
     pub fn execution_started(&self) {
-        self.registry
-            .add_gauge("imageflow_executions_running", RUNNING, &[], 1.0);
+        self.running.add(&[], 1);
     }
 
     /// `elapsed` is `None` for executions that ended without running here
     /// (cancelled while queued, reaped).
     pub fn execution_finished(&self, status: &str, elapsed: Option<Duration>) {
-        self.registry.inc(
-            "pipeline_executions_total",
-            EXECUTIONS,
-            &[("status", status)],
-        );
+        self.executions.inc(&[status]);
         if let Some(elapsed) = elapsed {
-            self.registry
-                .add_gauge("imageflow_executions_running", RUNNING, &[], -1.0);
-            self.registry.observe(
-                "imageflow_pipeline_execution_duration_seconds",
-                EXECUTION_DURATION,
-                &[("status", status)],
-                elapsed,
-            );
+            self.running.add(&[], -1);
+            self.execution_duration.observe(&[status], elapsed);
         }
     }
 
     pub fn step_finished(&self, step_type: &str, status: &str, elapsed: Duration) {
-        self.registry.inc(
-            "imageflow_step_executions_total",
-            STEPS,
-            &[("step_type", step_type), ("status", status)],
-        );
-        self.registry.observe(
-            "imageflow_step_duration_seconds",
-            STEP_DURATION,
-            &[("step_type", step_type)],
-            elapsed,
-        );
+        self.steps.inc(&[step_type, status]);
+        self.step_duration.observe(&[step_type], elapsed);
     }
 
     pub fn call_failed(&self, service: &str, code: tonic::Code) {
-        self.registry.inc(
-            "imageflow_grpc_client_errors_total",
-            CLIENT_ERRORS,
-            &[("service", service), ("code", &format!("{code:?}"))],
-        );
+        self.client_errors.inc(&[service, &format!("{code:?}")]);
     }
 
     pub fn set_queued(&self, n: usize) {
-        self.registry
-            .set_gauge("imageflow_executions_queued", QUEUED, &[], n as f64);
+        self.queued.set(&[], i64::try_from(n).unwrap_or(i64::MAX));
     }
 
     pub fn queue_wait(&self, waited: Duration) {
-        self.registry.observe(
-            "imageflow_execution_queue_wait_seconds",
-            QUEUE_WAIT,
-            &[],
-            waited,
-        );
+        self.queue_wait.observe(&[], waited);
     }
 
     /// Prometheus text: this backend's series, then the process-wide ones
@@ -191,6 +174,11 @@ mod tests {
             "imageflow_pipeline_execution_duration_seconds_count{status=\"completed\"} 1"
         ));
         assert!(text.contains("imageflow_executions_running 0"));
+        assert!(text.contains("pipeline_executions_total{status=\"cancelled\"} 0\n"));
+        m.call_failed("resize", tonic::Code::Unavailable);
+        assert!(m.render().contains(
+            "imageflow_grpc_client_errors_total{service=\"resize\",code=\"Unavailable\"} 1\n"
+        ));
         assert!(text.contains(
             "imageflow_step_executions_total{step_type=\"resize\",status=\"completed\"} 1"
         ));

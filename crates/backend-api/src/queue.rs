@@ -1,4 +1,4 @@
-//! The backend's side of Kafka (DESIGN section 5):
+//! The backend's side of Kafka (topics and payloads: `imageflow-events`):
 //!
 //! * every progress event of this replica goes to `pipeline-progress` and
 //!   every ending to `pipeline-completed` (never blocking a run: the
@@ -11,25 +11,24 @@
 //!   group and runs what it is assigned. A message is committed once the
 //!   execution is claimed in the database (pending → running by this
 //!   replica), so a replica dying before that leaves it to another; one dying
-//!   after that is found by the reaper and requeued (at most
-//!   [`crate::engine::MAX_REQUEUES`] times). A message delivered twice finds
+//!   after that is found by [`crate::liveness`] and requeued (at most
+//!   [`crate::liveness::MAX_REQUEUES`] times). A message delivered twice finds
 //!   its execution no longer pending and is skipped.
 
-use std::{sync::Arc, time::Duration};
+use std::{future::Future, pin::Pin, sync::Arc, time::Duration};
 
 use imageflow_events::{
     CompletionMessage, Consumer, ExecutionRequest, KafkaSettings, ProgressMessage, Publisher,
     Received, StartFrom, topics,
 };
-use imageflow_proto::v1::ImageData;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::{
-    dag,
     db::Db,
-    engine::{Engine, Submission},
+    engine::Engine,
     events::{EventHub, Forward, ProgressEvent},
+    executions::{self, ExecutionQueue},
     model::ExecutionStatus,
 };
 
@@ -234,7 +233,7 @@ impl KafkaLink {
             loop {
                 // Only as much as can run now: the rest stays in Kafka for
                 // the other replicas.
-                while engine.live() >= engine.max_parallel() {
+                while engine.room() == 0 {
                     tokio::select! {
                         () = stop.cancelled() => return,
                         () = tokio::time::sleep(Duration::from_millis(20)) => {}
@@ -263,46 +262,17 @@ impl KafkaLink {
     }
 }
 
-/// Queue mode: adopts executions that waited in the queue longer than
-/// `after` while this replica has room (see [`Db::stale_queued`]).
-pub fn spawn_adopter(engine: Engine, db: Db, after: Duration, stop: CancellationToken) {
-    tokio::spawn(async move {
-        let tick = (after / 4).clamp(Duration::from_millis(250), Duration::from_secs(5));
-        loop {
-            tokio::select! {
-                () = stop.cancelled() => return,
-                () = tokio::time::sleep(tick) => {}
-            }
-            let room = engine.max_parallel().saturating_sub(engine.live());
-            if room == 0 {
-                continue;
-            }
-            let ids = match db.stale_queued(after, room as i64).await {
-                Ok(ids) => ids,
-                Err(err) => {
-                    tracing::debug!(error = %err, "cannot look for stale queued executions");
-                    continue;
-                }
-            };
-            for id in ids {
-                match submission(&db, &id, None).await {
-                    Ok((submission, claimed)) => {
-                        if engine.submit(submission).is_ok()
-                            && matches!(
-                                tokio::time::timeout(Duration::from_secs(30), claimed).await,
-                                Ok(Ok(true))
-                            )
-                        {
-                            tracing::warn!(execution_id = %id, waited_s = after.as_secs_f64(), "adopted a queued execution nobody consumed");
-                        }
-                    }
-                    Err(reason) => {
-                        tracing::warn!(execution_id = %id, error = %reason, "cannot adopt a queued execution")
-                    }
-                }
-            }
-        }
-    });
+impl ExecutionQueue for KafkaLink {
+    fn enqueue<'a>(
+        &'a self,
+        request: &'a ExecutionRequest,
+    ) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>> {
+        Box::pin(async move {
+            KafkaLink::enqueue(self, request)
+                .await
+                .map_err(|e| e.to_string())
+        })
+    }
 }
 
 /// Runs one queued execution if it still waits; `true` when its message can
@@ -330,125 +300,28 @@ async fn take(engine: &Engine, db: &Db, message: &Received) -> bool {
             tracing::warn!(execution_id = %id, "queued execution unknown to the database; skipped");
             true
         }
-        Some((ExecutionStatus::Pending, _, _)) => match submission(db, &id, Some(message)).await {
-            Ok((submission, claimed)) => match engine.submit(submission) {
-                // Claimed here, or found taken: either way the message is done.
-                Ok(()) => matches!(
-                    tokio::time::timeout(Duration::from_secs(30), claimed).await,
-                    Ok(Ok(_))
-                ),
-                Err(err) => {
-                    tracing::warn!(execution_id = %id, error = %err, "cannot take a queued execution now");
-                    false
+        Some((ExecutionStatus::Pending, _, _)) => {
+            match executions::stored_submission(db, &id, message.trace_context()).await {
+                Ok((submission, claimed)) => match engine.submit(submission) {
+                    // Claimed here, or found taken: either way the message is done.
+                    Ok(()) => matches!(
+                        tokio::time::timeout(Duration::from_secs(30), claimed).await,
+                        Ok(Ok(_))
+                    ),
+                    Err(err) => {
+                        tracing::warn!(execution_id = %id, error = %err, "cannot take a queued execution now");
+                        false
+                    }
+                },
+                Err(reason) => {
+                    let _ = executions::fail(db, &id, &reason).await;
+                    true
                 }
-            },
-            Err(reason) => {
-                tracing::error!(execution_id = %id, error = %reason, "queued execution cannot run");
-                let (at, _) = crate::db::now();
-                let _ = db
-                    .finish_execution(&id, ExecutionStatus::Failed, Some(&reason), &at, None)
-                    .await;
-                true
             }
-        },
+        }
         Some((status, owner, _)) => {
             tracing::info!(execution_id = %id, status = status.as_str(), owner = %owner, "queued execution already taken; skipped");
             true
         }
-    }
-}
-
-/// A recorded execution with its stored definition and parameters: what a
-/// replica needs to run it or to queue it again.
-async fn stored(
-    db: &Db,
-    id: &str,
-) -> Result<
-    (
-        crate::model::ExecutionRecord,
-        crate::model::PipelineDefinition,
-        serde_json::Value,
-    ),
-    String,
-> {
-    let record = db
-        .get_execution(id)
-        .await
-        .map_err(|e| format!("database: {e}"))?
-        .ok_or("the execution disappeared")?;
-    let (definition, parameters) = db
-        .execution_input(id)
-        .await
-        .map_err(|e| format!("database: {e}"))?
-        .ok_or("the execution disappeared")?;
-    Ok((record, definition, parameters))
-}
-
-async fn submission(
-    db: &Db,
-    id: &str,
-    message: Option<&Received>,
-) -> Result<(Submission, tokio::sync::oneshot::Receiver<bool>), String> {
-    let (record, definition, parameters) = stored(db, id).await?;
-    let overrides: dag::Overrides = serde_json::from_value(parameters).unwrap_or_default();
-    let plan = dag::plan(&definition, &overrides).map_err(|e| e.to_string())?;
-    let input_id = record.inputs.first().ok_or("the execution has no input")?;
-    let file = db
-        .get_file(input_id)
-        .await
-        .map_err(|e| format!("database: {e}"))?
-        .ok_or_else(|| format!("input file {input_id} no longer exists"))?;
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    Ok((
-        Submission {
-            execution_id: id.to_string(),
-            plan,
-            input: ImageData {
-                bucket: file.bucket,
-                object_key: file.object_key,
-                ..Default::default()
-            },
-            timeout: definition.timeout_seconds.map(Duration::from_secs_f64),
-            pipeline_id: record.pipeline_id,
-            parent: message.map(Received::trace_context).unwrap_or_default(),
-            claimed: Some(tx),
-        },
-        rx,
-    ))
-}
-
-/// The request message of a recorded execution, from the database.
-pub async fn request_of(db: &Db, id: &str) -> Result<ExecutionRequest, String> {
-    let (record, definition, parameters) = stored(db, id).await?;
-    Ok(ExecutionRequest {
-        execution_id: id.to_string(),
-        pipeline_config: serde_json::to_value(&definition).unwrap_or_default(),
-        input_data: serde_json::json!({ "file_ids": record.inputs }),
-        parameters,
-    })
-}
-
-/// Produces a requeued execution again; if that fails, fails the execution
-/// with the reason rather than leaving it waiting for a message that never
-/// comes.
-pub async fn requeue(link: &KafkaLink, db: &Db, id: &str) {
-    let sent = match request_of(db, id).await {
-        Ok(request) => link.enqueue(&request).await.map_err(|e| e.to_string()),
-        Err(reason) => Err(reason),
-    };
-    if let Err(reason) = sent {
-        tracing::error!(execution_id = %id, error = %reason, "cannot requeue; failing the execution");
-        let (at, _) = crate::db::now();
-        let _ = db
-            .finish_execution(
-                id,
-                ExecutionStatus::Failed,
-                Some(&format!(
-                    "interrupted, and it could not be queued again: {reason}"
-                )),
-                &at,
-                None,
-            )
-            .await;
     }
 }

@@ -1,4 +1,4 @@
-//! Kafka events for ImageFlowCanvas (DESIGN section 5): the topics, their
+//! Kafka events for ImageFlowCanvas (progress and completion of executions): the topics, their
 //! versioned JSON payloads, a producer that never stops a pipeline and a
 //! consumer-group consumer with commits after processing.
 //!

@@ -1,4 +1,4 @@
-//! The messages of DESIGN section 5 as versioned JSON.
+//! The messages on the topics of [`crate::topics`] as versioned JSON.
 //!
 //! Every message carries `"version": 1` next to its fields. The version is
 //! added by [`encode`] (the publisher uses it), so no caller can forget it, and

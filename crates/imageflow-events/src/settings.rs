@@ -5,85 +5,72 @@
 
 use std::{collections::HashMap, fmt, str::FromStr, time::Duration};
 
+pub use imageflow_config::{ConfigError, Setting};
+use imageflow_config::{Env, Unit};
 use rdkafka::ClientConfig;
 
-/// One documented setting (the same shape as the services' own list, so a
-/// binary can print both in its `--help`).
-#[derive(Debug)]
-pub struct Setting {
-    pub name: &'static str,
-    pub default: &'static str,
-    pub help: &'static str,
-}
+const BROKERS: Setting = Setting::described(
+    "KAFKA_BROKERS",
+    "unset (no Kafka; events stay in-process)",
+    "bootstrap brokers, a comma-separated list of host:port",
+);
+const SECURITY_PROTOCOL: Setting = Setting::new(
+    "KAFKA_SECURITY_PROTOCOL",
+    "plaintext",
+    "plaintext, ssl, sasl_plaintext or sasl_ssl",
+);
+// SCRAM-SHA-512 is what Strimzi and the chart's bundled Kafka use.
+const SASL_MECHANISM: Setting = Setting::new(
+    "KAFKA_SASL_MECHANISM",
+    "SCRAM-SHA-512",
+    "SCRAM-SHA-256, SCRAM-SHA-512 or PLAIN (with sasl_* protocols)",
+);
+const TOPIC_PARTITIONS: Setting = Setting::new(
+    "KAFKA_TOPIC_PARTITIONS",
+    "6",
+    "partitions of topics created at start (existing topics are left as they are)",
+);
+const REPLICATION_FACTOR: Setting = Setting::new(
+    "KAFKA_REPLICATION_FACTOR",
+    "1",
+    "replicas of topics created at start (the chart sets 3)",
+);
+const MESSAGE_MAX_BYTES: Setting = Setting::new(
+    "KAFKA_MESSAGE_MAX_BYTES",
+    "1048576",
+    "largest message produced; a larger event is dropped and counted",
+);
+const DELIVERY_TIMEOUT_MS: Setting = Setting::new(
+    "KAFKA_DELIVERY_TIMEOUT_MS",
+    "10000",
+    "how long an event may wait for the broker before it is dropped and counted",
+);
 
 /// Every variable this crate reads.
 pub const SETTINGS: &[Setting] = &[
-    Setting {
-        name: "KAFKA_BROKERS",
-        default: "unset (no Kafka; events stay in-process)",
-        help: "bootstrap brokers, a comma-separated list of host:port",
-    },
-    Setting {
-        name: "KAFKA_SECURITY_PROTOCOL",
-        default: "plaintext",
-        help: "plaintext, ssl, sasl_plaintext or sasl_ssl",
-    },
-    Setting {
-        name: "KAFKA_SASL_MECHANISM",
-        default: "SCRAM-SHA-512",
-        help: "SCRAM-SHA-256, SCRAM-SHA-512 or PLAIN (with sasl_* protocols)",
-    },
-    Setting {
-        name: "KAFKA_SASL_USERNAME / KAFKA_SASL_PASSWORD",
-        default: "unset",
-        help: "SASL credentials; required with sasl_* protocols (the password is never logged)",
-    },
-    Setting {
-        name: "KAFKA_SSL_CA_LOCATION",
-        default: "system trust store",
-        help: "PEM file of the CA that signed the brokers' certificates (ssl, sasl_ssl)",
-    },
-    Setting {
-        name: "KAFKA_CLIENT_ID",
-        default: "the service name",
-        help: "client.id the brokers see in their logs and quotas",
-    },
-    Setting {
-        name: "KAFKA_TOPIC_PARTITIONS",
-        default: "6",
-        help: "partitions of topics created at start (existing topics are left as they are)",
-    },
-    Setting {
-        name: "KAFKA_REPLICATION_FACTOR",
-        default: "1",
-        help: "replicas of topics created at start (the chart sets 3)",
-    },
-    Setting {
-        name: "KAFKA_MESSAGE_MAX_BYTES",
-        default: "1048576",
-        help: "largest message produced; a larger event is dropped and counted",
-    },
-    Setting {
-        name: "KAFKA_DELIVERY_TIMEOUT_MS",
-        default: "10000",
-        help: "how long an event may wait for the broker before it is dropped and counted",
-    },
+    BROKERS,
+    SECURITY_PROTOCOL,
+    SASL_MECHANISM,
+    Setting::described(
+        "KAFKA_SASL_USERNAME / KAFKA_SASL_PASSWORD",
+        "unset",
+        "SASL credentials; required with sasl_* protocols (the password is never logged)",
+    ),
+    Setting::described(
+        "KAFKA_SSL_CA_LOCATION",
+        "system trust store",
+        "PEM file of the CA that signed the brokers' certificates (ssl, sasl_ssl)",
+    ),
+    Setting::described(
+        "KAFKA_CLIENT_ID",
+        "the service name",
+        "client.id the brokers see in their logs and quotas",
+    ),
+    TOPIC_PARTITIONS,
+    REPLICATION_FACTOR,
+    MESSAGE_MAX_BYTES,
+    DELIVERY_TIMEOUT_MS,
 ];
-
-/// A bad value, named so the operator can fix it in one read.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("{variable}: {message}")]
-pub struct ConfigError {
-    pub variable: String,
-    pub message: String,
-}
-
-fn config_error(variable: &str, message: impl Into<String>) -> ConfigError {
-    ConfigError {
-        variable: variable.to_string(),
-        message: message.into(),
-    }
-}
 
 /// How the clients talk to the brokers (`security.protocol`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -196,33 +183,6 @@ pub struct KafkaSettings {
     pub delivery_timeout: Duration,
 }
 
-fn non_empty<'a>(env: &'a HashMap<String, String>, name: &str) -> Option<&'a str> {
-    env.get(name).map(|s| s.trim()).filter(|s| !s.is_empty())
-}
-
-/// `default` when unset or blank, else the parsed value if `valid` accepts it.
-fn parse<T>(
-    env: &HashMap<String, String>,
-    name: &'static str,
-    default: T,
-    valid: impl Fn(&T) -> bool,
-    expected: &str,
-) -> Result<T, ConfigError>
-where
-    T: FromStr + fmt::Display,
-{
-    let Some(raw) = non_empty(env, name) else {
-        return Ok(default);
-    };
-    match raw.parse::<T>() {
-        Ok(value) if valid(&value) => Ok(value),
-        _ => Err(config_error(
-            name,
-            format!("{raw:?} is not {expected} (default {default})"),
-        )),
-    }
-}
-
 /// Checks one `host:port` of the broker list; librdkafka would otherwise
 /// only complain in its logs, long after start-up.
 fn valid_broker(entry: &str) -> bool {
@@ -240,51 +200,33 @@ impl KafkaSettings {
     /// `Ok(None)` when `KAFKA_BROKERS` is unset or blank: the process runs
     /// without Kafka. Otherwise every variable is checked and the first bad
     /// or inconsistent one is the error.
-    pub fn from_env(env: &HashMap<String, String>) -> Result<Option<Self>, ConfigError> {
-        let Some(raw_brokers) = non_empty(env, "KAFKA_BROKERS") else {
+    pub fn from_env(vars: &HashMap<String, String>) -> Result<Option<Self>, ConfigError> {
+        let env = Env::new(vars);
+        let Some(raw_brokers) = env.get(BROKERS.name) else {
             return Ok(None);
         };
-        let entries: Vec<&str> = raw_brokers
-            .split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .collect();
+        let entries = imageflow_config::split_list(raw_brokers);
         if let Some(bad) = entries.iter().find(|e| !valid_broker(e)) {
-            return Err(config_error(
-                "KAFKA_BROKERS",
+            return Err(ConfigError::invalid(
+                BROKERS.name,
                 format!("{bad:?} is not host:port (expected e.g. kafka-0:9092,kafka-1:9092)"),
             ));
         }
         let brokers = entries.join(",");
 
-        let security_protocol = match non_empty(env, "KAFKA_SECURITY_PROTOCOL") {
-            None => SecurityProtocol::Plaintext,
-            Some(raw) => raw.parse().map_err(|()| {
-                config_error(
-                    "KAFKA_SECURITY_PROTOCOL",
-                    format!("{raw:?} is not one of plaintext, ssl, sasl_plaintext, sasl_ssl"),
-                )
-            })?,
-        };
-
-        let mechanism = match non_empty(env, "KAFKA_SASL_MECHANISM") {
-            None => None,
-            Some(raw) => Some(raw.parse::<SaslMechanism>().map_err(|()| {
-                config_error(
-                    "KAFKA_SASL_MECHANISM",
-                    format!("{raw:?} is not one of SCRAM-SHA-256, SCRAM-SHA-512, PLAIN"),
-                )
-            })?),
-        };
-        let username = non_empty(env, "KAFKA_SASL_USERNAME");
+        let security_protocol: SecurityProtocol = env.value(
+            &SECURITY_PROTOCOL,
+            "one of plaintext, ssl, sasl_plaintext, sasl_ssl",
+        )?;
+        let mechanism_expected = "one of SCRAM-SHA-256, SCRAM-SHA-512, PLAIN";
+        let mechanism: Option<SaslMechanism> =
+            env.parse(SASL_MECHANISM.name, mechanism_expected, |_| true)?;
+        let username = env.get("KAFKA_SASL_USERNAME");
         // Not trimmed: a password may legitimately end in a space.
-        let password = env
-            .get("KAFKA_SASL_PASSWORD")
-            .map(String::as_str)
-            .filter(|s| !s.is_empty());
+        let password = env.get_untrimmed("KAFKA_SASL_PASSWORD");
         let sasl = if security_protocol.uses_sasl() {
             let username = username.ok_or_else(|| {
-                config_error(
+                ConfigError::invalid(
                     "KAFKA_SASL_USERNAME",
                     format!(
                         "required when KAFKA_SECURITY_PROTOCOL is {}",
@@ -293,7 +235,7 @@ impl KafkaSettings {
                 )
             })?;
             let password = password.ok_or_else(|| {
-                config_error(
+                ConfigError::invalid(
                     "KAFKA_SASL_PASSWORD",
                     format!(
                         "required when KAFKA_SECURITY_PROTOCOL is {}",
@@ -301,9 +243,12 @@ impl KafkaSettings {
                     ),
                 )
             })?;
+            let mechanism = match mechanism {
+                Some(mechanism) => mechanism,
+                None => SASL_MECHANISM.parsed_default(mechanism_expected)?,
+            };
             Some(SaslCredentials {
-                // SCRAM-SHA-512 is what Strimzi and the chart's bundled Kafka use.
-                mechanism: mechanism.unwrap_or(SaslMechanism::ScramSha512),
+                mechanism,
                 username: username.to_string(),
                 password: password.to_string(),
             })
@@ -318,7 +263,7 @@ impl KafkaSettings {
             .iter()
             .find_map(|(name, set)| set.then_some(*name))
             {
-                return Err(config_error(
+                return Err(ConfigError::invalid(
                     variable,
                     format!(
                         "set, but KAFKA_SECURITY_PROTOCOL is {} (use sasl_plaintext or sasl_ssl)",
@@ -329,9 +274,9 @@ impl KafkaSettings {
             None
         };
 
-        let ssl_ca_location = non_empty(env, "KAFKA_SSL_CA_LOCATION").map(str::to_string);
+        let ssl_ca_location = env.get("KAFKA_SSL_CA_LOCATION").map(str::to_string);
         if ssl_ca_location.is_some() && !security_protocol.uses_tls() {
-            return Err(config_error(
+            return Err(ConfigError::invalid(
                 "KAFKA_SSL_CA_LOCATION",
                 format!(
                     "set, but KAFKA_SECURITY_PROTOCOL is {} (use ssl or sasl_ssl)",
@@ -345,36 +290,16 @@ impl KafkaSettings {
             security_protocol,
             sasl,
             ssl_ca_location,
-            client_id: non_empty(env, "KAFKA_CLIENT_ID").map(str::to_string),
-            topic_partitions: parse(
-                env,
-                "KAFKA_TOPIC_PARTITIONS",
-                6,
-                |n: &i32| (1..=10_000).contains(n),
-                "a partition count from 1 to 10000",
+            client_id: env.get("KAFKA_CLIENT_ID").map(str::to_string),
+            topic_partitions: env.number(&TOPIC_PARTITIONS, 1..=10_000)?,
+            replication_factor: env.number(&REPLICATION_FACTOR, 1..=32)?,
+            // librdkafka's own bounds for message.max.bytes.
+            message_max_bytes: env.number(&MESSAGE_MAX_BYTES, 1000..=1_000_000_000)?,
+            delivery_timeout: env.duration::<u64>(
+                &DELIVERY_TIMEOUT_MS,
+                Unit::Millis,
+                1..=3_600_000,
             )?,
-            replication_factor: parse(
-                env,
-                "KAFKA_REPLICATION_FACTOR",
-                1,
-                |n: &i32| (1..=32).contains(n),
-                "a replica count from 1 to 32",
-            )?,
-            message_max_bytes: parse(
-                env,
-                "KAFKA_MESSAGE_MAX_BYTES",
-                1 << 20,
-                // librdkafka's own bounds for message.max.bytes.
-                |n: &usize| (1000..=1_000_000_000).contains(n),
-                "a byte count from 1000 to 1000000000",
-            )?,
-            delivery_timeout: Duration::from_millis(parse(
-                env,
-                "KAFKA_DELIVERY_TIMEOUT_MS",
-                10_000,
-                |n: &u64| (1..=3_600_000).contains(n),
-                "milliseconds from 1 to 3600000",
-            )?),
         }))
     }
 

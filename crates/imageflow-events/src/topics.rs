@@ -1,4 +1,4 @@
-//! The design's topics and their creation at start (brokers such as tansu do
+//! The event topics and their creation at start (brokers such as tansu do
 //! not create topics on first use, and a managed cluster should not).
 
 use std::time::Duration;

@@ -81,22 +81,23 @@ impl Orientation {
 /// Reads the EXIF orientation of an encoded image. Missing, unreadable or out-of-range EXIF
 /// is [`Orientation::Normal`], never an error: metadata must not make a viewable image fail.
 pub fn read_orientation(data: &[u8], format: ImageFormat) -> Orientation {
-    let reader = exif::Reader::new();
-    let parsed = match format {
-        // Walk the JPEG markers ourselves: EXIF lives in APP1 before the first scan, so the
-        // walk stops at SOS instead of scanning the entropy-coded data.
-        ImageFormat::Jpeg => match jpeg_exif_payload(data) {
-            Some(tiff) => reader.read_raw(tiff.to_vec()),
-            None => return Orientation::Normal,
-        },
-        ImageFormat::Png | ImageFormat::Webp => reader.read_from_container(&mut Cursor::new(data)),
+    use image::ImageDecoder as _;
+    use image::metadata::Orientation as Exif;
+    let read = match format {
+        // Walk the JPEG markers ourselves (JPEG is decoded by libjpeg-turbo, not by `image`):
+        // EXIF lives in APP1 before the first scan, so the walk stops at SOS instead of
+        // scanning the entropy-coded data.
+        ImageFormat::Jpeg => jpeg_exif_payload(data).and_then(Exif::from_exif_chunk),
+        ImageFormat::Png => image::codecs::png::PngDecoder::new(Cursor::new(data))
+            .and_then(|mut decoder| decoder.orientation())
+            .ok(),
+        ImageFormat::Webp => image::codecs::webp::WebPDecoder::new(Cursor::new(data))
+            .and_then(|mut decoder| decoder.orientation())
+            .ok(),
     };
-    let Ok(exif) = parsed else {
-        return Orientation::Normal;
-    };
-    exif.get_field(exif::Tag::Orientation, exif::In::PRIMARY)
-        .and_then(|field| field.value.get_uint(0))
-        .map_or(Orientation::Normal, Orientation::from_exif)
+    read.map_or(Orientation::Normal, |o| {
+        Orientation::from_exif(u32::from(o.to_exif()))
+    })
 }
 
 /// The TIFF payload of the first `APP1 "Exif\0\0"` segment before the first scan.
@@ -255,6 +256,87 @@ mod tests {
             assert_eq!(grid(&out), expected, "orientation {value}");
             assert_eq!((out.width(), out.height()), o.oriented(3, 2));
         }
+    }
+
+    /// A minimal little-endian TIFF (EXIF) block holding only the orientation tag.
+    fn exif_block(value: u16) -> Vec<u8> {
+        let mut tiff = b"II*\0".to_vec();
+        tiff.extend_from_slice(&8u32.to_le_bytes()); // IFD0 right after the header
+        tiff.extend_from_slice(&1u16.to_le_bytes()); // one entry
+        tiff.extend_from_slice(&0x0112u16.to_le_bytes()); // Orientation
+        tiff.extend_from_slice(&3u16.to_le_bytes()); // SHORT
+        tiff.extend_from_slice(&1u32.to_le_bytes()); // count
+        tiff.extend_from_slice(&value.to_le_bytes());
+        tiff.extend_from_slice(&[0, 0]); // padding of the 4-byte value field
+        tiff.extend_from_slice(&0u32.to_le_bytes()); // no next IFD
+        tiff
+    }
+
+    fn encode_with_exif(format: ImageFormat, exif: Option<Vec<u8>>) -> Vec<u8> {
+        use image::ImageEncoder as _;
+        let mut out = Vec::new();
+        let pixels = [10u8, 20, 30, 40, 50, 60];
+        match format {
+            ImageFormat::Png => {
+                let mut encoder = image::codecs::png::PngEncoder::new(&mut out);
+                if let Some(exif) = exif {
+                    encoder.set_exif_metadata(exif).unwrap();
+                }
+                encoder
+                    .write_image(&pixels, 2, 1, image::ExtendedColorType::Rgb8)
+                    .unwrap();
+            }
+            ImageFormat::Webp => {
+                let mut encoder = image::codecs::webp::WebPEncoder::new_lossless(&mut out);
+                if let Some(exif) = exif {
+                    encoder.set_exif_metadata(exif).unwrap();
+                }
+                encoder
+                    .write_image(&pixels, 2, 1, image::ExtendedColorType::Rgb8)
+                    .unwrap();
+            }
+            ImageFormat::Jpeg => unreachable!("JPEG is covered by the fixtures"),
+        }
+        out
+    }
+
+    #[test]
+    fn png_and_webp_exif_orientation_is_read() {
+        for format in [ImageFormat::Png, ImageFormat::Webp] {
+            for value in 1..=8u16 {
+                let data = encode_with_exif(format, Some(exif_block(value)));
+                assert_eq!(
+                    read_orientation(&data, format),
+                    Orientation::from_exif(u32::from(value)),
+                    "{format:?} orientation {value}"
+                );
+            }
+            let plain = encode_with_exif(format, None);
+            assert_eq!(read_orientation(&plain, format), Orientation::Normal);
+            // Out of range and unreadable EXIF both mean upright.
+            let odd = encode_with_exif(format, Some(exif_block(9)));
+            assert_eq!(read_orientation(&odd, format), Orientation::Normal);
+            let junk = encode_with_exif(format, Some(b"not a TIFF block".to_vec()));
+            assert_eq!(read_orientation(&junk, format), Orientation::Normal);
+        }
+    }
+
+    #[test]
+    fn jpeg_exif_in_app1_is_read() {
+        let tiff = exif_block(8);
+        let mut jpeg = vec![0xFF, 0xD8];
+        // An APP0 segment first, so the walk has to step over it.
+        jpeg.extend_from_slice(&[0xFF, 0xE0, 0x00, 0x04, 0x00, 0x00]);
+        let len = u16::try_from(2 + 6 + tiff.len()).unwrap();
+        jpeg.extend_from_slice(&[0xFF, 0xE1]);
+        jpeg.extend_from_slice(&len.to_be_bytes());
+        jpeg.extend_from_slice(b"Exif\0\0");
+        jpeg.extend_from_slice(&tiff);
+        jpeg.extend_from_slice(&[0xFF, 0xDA]);
+        assert_eq!(
+            read_orientation(&jpeg, ImageFormat::Jpeg),
+            Orientation::Rotate270
+        );
     }
 
     #[test]

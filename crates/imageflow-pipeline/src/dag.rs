@@ -151,12 +151,12 @@ pub fn plan(pipeline: &PipelineDefinition, overrides: &Overrides) -> Result<Plan
             parameters.extend(extra.iter().map(|(k, v)| (k.clone(), v.clone())));
         }
         let call = registry::resolve(&step.component_name, &parameters)
-            .map_err(|m| PlanError::step(id, m))?;
+            .map_err(|e| PlanError::step(id, e.to_string()))?;
         let fallback = match &step.fallback {
             None => None,
             Some(f) => Some(
                 registry::resolve(&f.component_name, &f.parameters)
-                    .map_err(|m| PlanError::step(id, format!("fallback: {m}")))?,
+                    .map_err(|e| PlanError::step(id, format!("fallback: {e}")))?,
             ),
         };
         if let Some(policy) = &step.retry_policy {

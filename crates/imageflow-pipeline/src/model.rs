@@ -1,4 +1,4 @@
-//! The JSON shapes of the API (DESIGN section 4). Pipeline definitions keep the
+//! The JSON shapes of the REST API (`/v1`). Pipeline definitions keep the
 //! original system's camelCase names; execution records keep its snake_case
 //! ones, so existing clients read both unchanged.
 
@@ -122,36 +122,21 @@ pub struct StoredPipeline {
     pub updated_at: String,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum ExecutionStatus {
-    Pending,
-    Running,
-    Completed,
-    Failed,
-    Cancelled,
+wire_enum! {
+    /// Where an execution is: pending, running, then one of the last three.
+    pub enum ExecutionStatus ("execution status") {
+        Pending = "pending",
+        Running = "running",
+        Completed = "completed",
+        Failed = "failed",
+        Cancelled = "cancelled",
+    }
 }
 
 impl ExecutionStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Pending => "pending",
-            Self::Running => "running",
-            Self::Completed => "completed",
-            Self::Failed => "failed",
-            Self::Cancelled => "cancelled",
-        }
-    }
-
+    /// `FromStr` without the reason, for callers that supply their own.
     pub fn parse(s: &str) -> Option<Self> {
-        Some(match s {
-            "pending" => Self::Pending,
-            "running" => Self::Running,
-            "completed" => Self::Completed,
-            "failed" => Self::Failed,
-            "cancelled" => Self::Cancelled,
-            _ => return None,
-        })
+        s.parse().ok()
     }
 
     pub fn is_terminal(self) -> bool {
@@ -159,42 +144,24 @@ impl ExecutionStatus {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum StepStatus {
-    Pending,
-    Running,
-    Retrying,
-    Completed,
-    Failed,
-    Skipped,
-    Cancelled,
+wire_enum! {
+    /// Where one step of an execution is: `retrying` between attempts,
+    /// `skipped` when it failed with `continueOnFailure`.
+    pub enum StepStatus ("step status") {
+        Pending = "pending",
+        Running = "running",
+        Retrying = "retrying",
+        Completed = "completed",
+        Failed = "failed",
+        Skipped = "skipped",
+        Cancelled = "cancelled",
+    }
 }
 
 impl StepStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Pending => "pending",
-            Self::Running => "running",
-            Self::Retrying => "retrying",
-            Self::Completed => "completed",
-            Self::Failed => "failed",
-            Self::Skipped => "skipped",
-            Self::Cancelled => "cancelled",
-        }
-    }
-
+    /// `FromStr` without the reason, for callers that supply their own.
     pub fn parse(s: &str) -> Option<Self> {
-        Some(match s {
-            "pending" => Self::Pending,
-            "running" => Self::Running,
-            "retrying" => Self::Retrying,
-            "completed" => Self::Completed,
-            "failed" => Self::Failed,
-            "skipped" => Self::Skipped,
-            "cancelled" => Self::Cancelled,
-            _ => return None,
-        })
+        s.parse().ok()
     }
 }
 
@@ -272,4 +239,63 @@ pub struct ExecutionRecord {
     pub execution_time_ms: Option<f64>,
     pub error: Option<String>,
     pub steps: Vec<StepRecord>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// The database binds `as_str` and reads back with `parse`; the API and
+    /// the UI see the serde names: all three are today's lowercase words.
+    #[test]
+    fn status_names_round_trip() {
+        assert_eq!(
+            ExecutionStatus::NAMES,
+            ["pending", "running", "completed", "failed", "cancelled"]
+        );
+        assert_eq!(
+            StepStatus::NAMES,
+            [
+                "pending",
+                "running",
+                "retrying",
+                "completed",
+                "failed",
+                "skipped",
+                "cancelled"
+            ]
+        );
+        for status in ExecutionStatus::ALL {
+            let json = serde_json::to_value(status).unwrap();
+            assert_eq!(json, json!(status.as_str()));
+            assert_eq!(
+                serde_json::from_value::<ExecutionStatus>(json).unwrap(),
+                *status
+            );
+            assert_eq!(ExecutionStatus::parse(status.as_str()), Some(*status));
+            assert_eq!(status.as_str().parse::<ExecutionStatus>(), Ok(*status));
+        }
+        for status in StepStatus::ALL {
+            let json = serde_json::to_value(status).unwrap();
+            assert_eq!(json, json!(status.as_str()));
+            assert_eq!(serde_json::from_value::<StepStatus>(json).unwrap(), *status);
+            assert_eq!(StepStatus::parse(status.as_str()), Some(*status));
+            assert_eq!(status.to_string(), status.as_str());
+        }
+    }
+
+    #[test]
+    fn unknown_statuses_are_refused() {
+        assert_eq!(StepStatus::parse("done"), None);
+        assert_eq!(ExecutionStatus::parse("Completed"), None);
+        assert_eq!(
+            "done".parse::<StepStatus>().unwrap_err().to_string(),
+            "unknown step status \"done\"; allowed: pending, running, retrying, completed, failed, skipped, cancelled"
+        );
+        assert_eq!(
+            "done".parse::<ExecutionStatus>().unwrap_err().to_string(),
+            "unknown execution status \"done\"; allowed: pending, running, completed, failed, cancelled"
+        );
+    }
 }

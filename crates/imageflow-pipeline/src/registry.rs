@@ -1,5 +1,5 @@
 //! The component registry: which components a step may name, their parameters
-//! with types, ranges and defaults (DESIGN section 4), and the check that turns
+//! with types, ranges and defaults, and the check that turns
 //! a step's JSON parameters into the typed call the engine makes.
 
 use std::collections::BTreeMap;
@@ -43,15 +43,30 @@ pub const RESIZE: &str = "resize";
 pub const AI_DETECTION: &str = "ai_detection";
 pub const FILTER: &str = "filter";
 
-const FILTER_TYPES: [&str; 7] = [
-    "blur",
-    "sharpen",
-    "brightness",
-    "contrast",
-    "saturation",
-    "gaussian",
-    "grayscale",
-];
+wire_enum! {
+    /// The `quality` of a resize step.
+    pub enum ResizeQuality ("resize quality") {
+        /// Bilinear, JPEG 75.
+        Fast = "fast",
+        /// JPEG 85.
+        Good = "good",
+        /// Lanczos3, JPEG 95.
+        Best = "best",
+    }
+}
+
+wire_enum! {
+    /// The `filter_type` of a filter step.
+    pub enum FilterType ("filter type") {
+        Blur = "blur",
+        Sharpen = "sharpen",
+        Brightness = "brightness",
+        Contrast = "contrast",
+        Saturation = "saturation",
+        Gaussian = "gaussian",
+        Grayscale = "grayscale",
+    }
+}
 
 /// Every component a pipeline can use.
 pub fn components() -> Vec<Component> {
@@ -91,7 +106,7 @@ pub fn components() -> Vec<Component> {
                 ParamSpec {
                     name: "quality",
                     kind: Enum {
-                        values: vec!["fast", "good", "best"],
+                        values: ResizeQuality::NAMES.to_vec(),
                     },
                     default: json!("good"),
                     description: "fast: bilinear, JPEG 75; good: JPEG 85; best: Lanczos3, JPEG 95",
@@ -145,7 +160,7 @@ pub fn components() -> Vec<Component> {
                 ParamSpec {
                     name: "filter_type",
                     kind: Enum {
-                        values: FILTER_TYPES.to_vec(),
+                        values: FilterType::NAMES.to_vec(),
                     },
                     default: json!("gaussian"),
                     description: "which filter",
@@ -175,7 +190,7 @@ pub enum StepCall {
         width: i32,
         height: i32,
         maintain_aspect_ratio: bool,
-        quality: &'static str,
+        quality: ResizeQuality,
     },
     Detect {
         model_name: String,
@@ -184,7 +199,7 @@ pub enum StepCall {
         draw_boxes: bool,
     },
     Filter {
-        filter_type: &'static str,
+        filter_type: FilterType,
         intensity: f32,
     },
 }
@@ -199,29 +214,75 @@ impl StepCall {
     }
 }
 
+/// Why a step's component or parameters were refused. The messages name the
+/// parameter and what is accepted; API clients and tests read them.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+pub enum ResolveError {
+    #[error("unknown component {name:?}; known: {}", .known.join(", "))]
+    UnknownComponent {
+        name: String,
+        known: Vec<&'static str>,
+    },
+    #[error("unknown parameter {name:?} for {component}; accepted: {}", .accepted.join(", "))]
+    UnknownParameter {
+        component: &'static str,
+        name: String,
+        accepted: Vec<&'static str>,
+    },
+    #[error("width and height are both 0: give at least one")]
+    NoSize,
+    #[error("parameter {name:?} must be an integer, got {got}")]
+    NotInteger { name: &'static str, got: Value },
+    #[error("parameter {name:?} must be between {minimum} and {maximum}, got {got}")]
+    IntegerOutOfRange {
+        name: &'static str,
+        minimum: i64,
+        maximum: i64,
+        got: i64,
+    },
+    #[error("parameter {name:?} must be a number, got {got}")]
+    NotNumber { name: &'static str, got: Value },
+    #[error("parameter {name:?} must be between {minimum} and {maximum}, got {got}")]
+    NumberOutOfRange {
+        name: &'static str,
+        minimum: f64,
+        maximum: f64,
+        got: f64,
+    },
+    #[error("parameter {name:?} must be true or false, got {got}")]
+    NotBoolean { name: &'static str, got: Value },
+    #[error("parameter {name:?} must be a string, got {got}")]
+    NotString { name: &'static str, got: Value },
+    #[error("parameter {name:?} must be 1-{max_length} characters")]
+    BadLength {
+        name: &'static str,
+        max_length: usize,
+    },
+    #[error("parameter {name:?} must be one of {}, got {got}", .allowed.join(", "))]
+    NotOneOf {
+        name: &'static str,
+        allowed: Vec<&'static str>,
+        got: Value,
+    },
+}
+
 /// Checks `parameters` against the component's schema and fills in defaults.
-/// The message names the parameter and what is accepted.
-pub fn resolve(component: &str, parameters: &BTreeMap<String, Value>) -> Result<StepCall, String> {
-    let Some(spec) = find(component) else {
-        return Err(format!(
-            "unknown component {component:?}; known: {}",
-            components()
-                .iter()
-                .map(|c| c.name)
-                .collect::<Vec<_>>()
-                .join(", ")
-        ));
+pub fn resolve(
+    component: &str,
+    parameters: &BTreeMap<String, Value>,
+) -> Result<StepCall, ResolveError> {
+    let unknown_component = || ResolveError::UnknownComponent {
+        name: component.to_string(),
+        known: components().iter().map(|c| c.name).collect(),
     };
+    let spec = find(component).ok_or_else(unknown_component)?;
     for name in parameters.keys() {
         if !spec.parameters.iter().any(|p| p.name == name) {
-            return Err(format!(
-                "unknown parameter {name:?} for {component}; accepted: {}",
-                spec.parameters
-                    .iter()
-                    .map(|p| p.name)
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ));
+            return Err(ResolveError::UnknownParameter {
+                component: spec.name,
+                name: name.clone(),
+                accepted: spec.parameters.iter().map(|p| p.name).collect(),
+            });
         }
     }
     let mut values = BTreeMap::new();
@@ -232,25 +293,17 @@ pub fn resolve(component: &str, parameters: &BTreeMap<String, Value>) -> Result<
     let int = |n: &str| values[n].as_i64().unwrap_or_default() as i32;
     let num = |n: &str| values[n].as_f64().unwrap_or_default() as f32;
     let boolean = |n: &str| values[n].as_bool().unwrap_or_default();
-    let choice = |n: &str, options: &[&'static str]| {
-        let v = values[n].as_str().unwrap_or_default();
-        options
-            .iter()
-            .copied()
-            .find(|o| *o == v)
-            .unwrap_or(options[0])
-    };
-    Ok(match component {
+    Ok(match spec.name {
         RESIZE => {
             let (width, height) = (int("width"), int("height"));
             if width == 0 && height == 0 {
-                return Err("width and height are both 0: give at least one".into());
+                return Err(ResolveError::NoSize);
             }
             StepCall::Resize {
                 width,
                 height,
                 maintain_aspect_ratio: boolean("maintain_aspect_ratio"),
-                quality: choice("quality", &["fast", "good", "best"]),
+                quality: choice(&values, "quality", ResizeQuality::NAMES)?,
             }
         }
         AI_DETECTION => StepCall::Detect {
@@ -259,14 +312,35 @@ pub fn resolve(component: &str, parameters: &BTreeMap<String, Value>) -> Result<
             nms_threshold: num("nms_threshold"),
             draw_boxes: boolean("draw_boxes"),
         },
-        _ => StepCall::Filter {
-            filter_type: choice("filter_type", &FILTER_TYPES),
+        FILTER => StepCall::Filter {
+            filter_type: choice(&values, "filter_type", FilterType::NAMES)?,
             intensity: num("intensity"),
         },
+        // A component in the list without a call of its own.
+        _ => return Err(unknown_component()),
     })
 }
 
-fn check(param: &ParamSpec, value: &Value) -> Result<Value, String> {
+/// The typed value of an enum parameter that [`check`] has already accepted;
+/// a name the schema lists but the type lacks is refused the same way, never
+/// replaced by another value.
+fn choice<T: std::str::FromStr>(
+    values: &BTreeMap<&'static str, Value>,
+    name: &'static str,
+    allowed: &[&'static str],
+) -> Result<T, ResolveError> {
+    let value = &values[name];
+    value
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| ResolveError::NotOneOf {
+            name,
+            allowed: allowed.to_vec(),
+            got: value.clone(),
+        })
+}
+
+fn check(param: &ParamSpec, value: &Value) -> Result<Value, ResolveError> {
     let name = param.name;
     match &param.kind {
         ParamKind::Integer { minimum, maximum } => {
@@ -279,52 +353,73 @@ fn check(param: &ParamSpec, value: &Value) -> Result<Value, String> {
                         .filter(|f| f.fract() == 0.0)
                         .map(|f| f as i64)
                 })
-                .ok_or_else(|| format!("parameter {name:?} must be an integer, got {value}"))?;
+                .ok_or_else(|| ResolveError::NotInteger {
+                    name,
+                    got: value.clone(),
+                })?;
             if n < *minimum || n > *maximum {
-                return Err(format!(
-                    "parameter {name:?} must be between {minimum} and {maximum}, got {n}"
-                ));
+                return Err(ResolveError::IntegerOutOfRange {
+                    name,
+                    minimum: *minimum,
+                    maximum: *maximum,
+                    got: n,
+                });
             }
             Ok(Value::from(n))
         }
         ParamKind::Number { minimum, maximum } => {
-            let n = value
-                .as_f64()
-                .ok_or_else(|| format!("parameter {name:?} must be a number, got {value}"))?;
+            let n = value.as_f64().ok_or_else(|| ResolveError::NotNumber {
+                name,
+                got: value.clone(),
+            })?;
             if !n.is_finite() || n < *minimum || n > *maximum {
-                return Err(format!(
-                    "parameter {name:?} must be between {minimum} and {maximum}, got {n}"
-                ));
+                return Err(ResolveError::NumberOutOfRange {
+                    name,
+                    minimum: *minimum,
+                    maximum: *maximum,
+                    got: n,
+                });
             }
             Ok(Value::from(n))
         }
-        ParamKind::Boolean => value
-            .as_bool()
-            .map(Value::from)
-            .ok_or_else(|| format!("parameter {name:?} must be true or false, got {value}")),
+        ParamKind::Boolean => {
+            value
+                .as_bool()
+                .map(Value::from)
+                .ok_or_else(|| ResolveError::NotBoolean {
+                    name,
+                    got: value.clone(),
+                })
+        }
         ParamKind::String { max_length } => {
-            let s = value
-                .as_str()
-                .ok_or_else(|| format!("parameter {name:?} must be a string, got {value}"))?;
+            let s = value.as_str().ok_or_else(|| ResolveError::NotString {
+                name,
+                got: value.clone(),
+            })?;
             if s.is_empty() || s.len() > *max_length {
-                return Err(format!(
-                    "parameter {name:?} must be 1-{max_length} characters"
-                ));
+                return Err(ResolveError::BadLength {
+                    name,
+                    max_length: *max_length,
+                });
             }
             Ok(Value::from(s))
         }
         ParamKind::Enum { values } => {
-            let s = value
-                .as_str()
-                .map(str::to_ascii_lowercase)
-                .ok_or_else(|| format!("parameter {name:?} must be a string, got {value}"))?;
+            // Names are matched case-insensitively ("SHARPEN" is sharpen).
+            let s = value.as_str().map(str::to_ascii_lowercase).ok_or_else(|| {
+                ResolveError::NotString {
+                    name,
+                    got: value.clone(),
+                }
+            })?;
             if values.contains(&s.as_str()) {
                 Ok(Value::from(s))
             } else {
-                Err(format!(
-                    "parameter {name:?} must be one of {}, got {value}",
-                    values.join(", ")
-                ))
+                Err(ResolveError::NotOneOf {
+                    name,
+                    allowed: values.clone(),
+                    got: value.clone(),
+                })
             }
         }
     }
@@ -347,7 +442,7 @@ mod tests {
                 width: 800,
                 height: 600,
                 maintain_aspect_ratio: true,
-                quality: "good"
+                quality: ResizeQuality::Good
             }
         );
         assert_eq!(
@@ -362,7 +457,7 @@ mod tests {
         assert_eq!(
             resolve(FILTER, &BTreeMap::new()).unwrap(),
             StepCall::Filter {
-                filter_type: "gaussian",
+                filter_type: FilterType::Gaussian,
                 intensity: 1.0
             }
         );
@@ -378,7 +473,7 @@ mod tests {
         assert_eq!(
             call,
             StepCall::Filter {
-                filter_type: "sharpen",
+                filter_type: FilterType::Sharpen,
                 intensity: 2.0
             }
         );
@@ -396,13 +491,177 @@ mod tests {
             ),
             (AI_DETECTION, json!({"draw_boxes": "yes"}), "true or false"),
         ] {
-            let err = resolve(component, &params(bad.clone())).unwrap_err();
+            let err = resolve(component, &params(bad.clone()))
+                .unwrap_err()
+                .to_string();
             assert!(err.contains(needle), "{bad}: {err}");
         }
         assert!(
             resolve("sepia", &BTreeMap::new())
                 .unwrap_err()
+                .to_string()
                 .contains("unknown component")
         );
+    }
+
+    /// Clients and tests match on these texts: the typed errors keep the
+    /// wording the string errors had.
+    #[test]
+    fn error_messages_keep_their_wording() {
+        for (component, bad, message) in [
+            (
+                RESIZE,
+                json!({"colour": 1}),
+                "unknown parameter \"colour\" for resize; accepted: width, height, maintain_aspect_ratio, quality",
+            ),
+            (
+                RESIZE,
+                json!({"width": 800.5}),
+                "parameter \"width\" must be an integer, got 800.5",
+            ),
+            (
+                RESIZE,
+                json!({"height": 20000}),
+                "parameter \"height\" must be between 0 and 16384, got 20000",
+            ),
+            (
+                RESIZE,
+                json!({"width": 0, "height": 0}),
+                "width and height are both 0: give at least one",
+            ),
+            (
+                RESIZE,
+                json!({"quality": "ultra"}),
+                "parameter \"quality\" must be one of fast, good, best, got \"ultra\"",
+            ),
+            (
+                FILTER,
+                json!({"filter_type": "sepia"}),
+                "parameter \"filter_type\" must be one of blur, sharpen, brightness, contrast, saturation, gaussian, grayscale, got \"sepia\"",
+            ),
+            (
+                FILTER,
+                json!({"filter_type": 3}),
+                "parameter \"filter_type\" must be a string, got 3",
+            ),
+            (
+                FILTER,
+                json!({"intensity": 100.5}),
+                "parameter \"intensity\" must be between 0 and 100, got 100.5",
+            ),
+            (
+                AI_DETECTION,
+                json!({"nms_threshold": "high"}),
+                "parameter \"nms_threshold\" must be a number, got \"high\"",
+            ),
+            (
+                AI_DETECTION,
+                json!({"draw_boxes": 1}),
+                "parameter \"draw_boxes\" must be true or false, got 1",
+            ),
+            (
+                AI_DETECTION,
+                json!({"model_name": ""}),
+                "parameter \"model_name\" must be 1-128 characters",
+            ),
+        ] {
+            let err = resolve(component, &params(bad)).unwrap_err();
+            assert_eq!(err.to_string(), message);
+        }
+        assert_eq!(
+            resolve("sepia", &BTreeMap::new()).unwrap_err().to_string(),
+            "unknown component \"sepia\"; known: resize, ai_detection, filter"
+        );
+    }
+
+    #[test]
+    fn enum_parameters_become_their_enum_values() {
+        for quality in ResizeQuality::ALL {
+            let call = resolve(RESIZE, &params(json!({"quality": quality.as_str()}))).unwrap();
+            let StepCall::Resize { quality: got, .. } = call else {
+                panic!("{call:?}");
+            };
+            assert_eq!(got, *quality);
+        }
+        for filter in FilterType::ALL {
+            let upper = filter.as_str().to_ascii_uppercase();
+            let call = resolve(FILTER, &params(json!({"filter_type": upper}))).unwrap();
+            assert_eq!(
+                call,
+                StepCall::Filter {
+                    filter_type: *filter,
+                    intensity: 1.0
+                }
+            );
+        }
+    }
+
+    /// The names are the JSON wire values of today's API and UI, and each one
+    /// goes through serde and `FromStr` and comes back unchanged.
+    #[test]
+    fn wire_names_round_trip() {
+        assert_eq!(ResizeQuality::NAMES, ["fast", "good", "best"]);
+        assert_eq!(
+            FilterType::NAMES,
+            [
+                "blur",
+                "sharpen",
+                "brightness",
+                "contrast",
+                "saturation",
+                "gaussian",
+                "grayscale"
+            ]
+        );
+        for quality in ResizeQuality::ALL {
+            let json = serde_json::to_value(quality).unwrap();
+            assert_eq!(json, json!(quality.as_str()));
+            assert_eq!(
+                serde_json::from_value::<ResizeQuality>(json).unwrap(),
+                *quality
+            );
+            assert_eq!(quality.as_str().parse::<ResizeQuality>(), Ok(*quality));
+            assert_eq!(quality.to_string(), quality.as_str());
+        }
+        for filter in FilterType::ALL {
+            let json = serde_json::to_value(filter).unwrap();
+            assert_eq!(json, json!(filter.as_str()));
+            assert_eq!(serde_json::from_value::<FilterType>(json).unwrap(), *filter);
+            assert_eq!(filter.as_str().parse::<FilterType>(), Ok(*filter));
+            assert_eq!(filter.to_string(), filter.as_str());
+        }
+        // The registry offers exactly these names.
+        for (component, parameter, names) in [
+            (RESIZE, "quality", ResizeQuality::NAMES),
+            (FILTER, "filter_type", FilterType::NAMES),
+        ] {
+            let spec = find(component).unwrap();
+            let param = spec
+                .parameters
+                .iter()
+                .find(|p| p.name == parameter)
+                .unwrap();
+            let ParamKind::Enum { values } = &param.kind else {
+                panic!("{parameter} is not an enum");
+            };
+            assert_eq!(values, names);
+        }
+    }
+
+    #[test]
+    fn unknown_names_are_refused_naming_the_allowed_ones() {
+        let err = "ultra".parse::<ResizeQuality>().unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "unknown resize quality \"ultra\"; allowed: fast, good, best"
+        );
+        let err = "sepia".parse::<FilterType>().unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "unknown filter type \"sepia\"; allowed: blur, sharpen, brightness, contrast, saturation, gaussian, grayscale"
+        );
+        // Exact names only: the wire and the database carry lowercase.
+        assert!("Good".parse::<ResizeQuality>().is_err());
+        assert!(serde_json::from_value::<FilterType>(json!("sepia")).is_err());
     }
 }

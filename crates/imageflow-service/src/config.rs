@@ -2,8 +2,10 @@
 //! touch the process environment. Each setting is declared once in [`SETTINGS`],
 //! which also feeds `--help`.
 
-use std::{collections::HashMap, net::SocketAddr, str::FromStr, time::Duration};
+use std::{collections::HashMap, net::SocketAddr, ops::Bound, time::Duration};
 
+pub use imageflow_config::{ConfigError, Setting};
+use imageflow_config::{Env, Unit};
 use imageflow_imaging::Limits;
 use imageflow_storage::{StorageConfig, StoreOptions};
 
@@ -18,148 +20,76 @@ pub struct ServiceDefaults {
     pub request_timeout: Duration,
 }
 
-/// One documented setting.
-#[derive(Debug)]
-pub struct Setting {
-    pub name: &'static str,
-    pub default: &'static str,
-    pub help: &'static str,
-}
+const GRPC_LISTEN_ADDR: Setting = Setting::new(
+    "GRPC_LISTEN_ADDR",
+    "0.0.0.0:9090",
+    "address the gRPC server binds",
+);
+const MAX_CONCURRENT_REQUESTS: Setting = Setting::described(
+    "MAX_CONCURRENT_REQUESTS",
+    "per service",
+    "requests served at once; more get RESOURCE_EXHAUSTED with retry-after-ms",
+);
+const REQUEST_TIMEOUT_SECONDS: Setting = Setting::described(
+    "REQUEST_TIMEOUT_SECONDS",
+    "per service",
+    "upper bound on one request; a shorter grpc-timeout from the caller wins",
+);
+const GRPC_MAX_MESSAGE_BYTES: Setting = Setting::new(
+    "GRPC_MAX_MESSAGE_BYTES",
+    "67108864",
+    "largest gRPC message accepted or sent",
+);
+const SHUTDOWN_GRACE_SECONDS: Setting = Setting::new(
+    "SHUTDOWN_GRACE_SECONDS",
+    "20",
+    "how long in-flight requests may drain after SIGTERM",
+);
 
-/// Every variable a service reads (storage variables belong to the storage crate
-/// but are listed so `--help` is complete).
+/// Every variable a service reads itself; `--help` adds those of the crates
+/// it reads through (storage, Kafka, telemetry).
 pub const SETTINGS: &[Setting] = &[
-    Setting {
-        name: "GRPC_LISTEN_ADDR",
-        default: "0.0.0.0:9090",
-        help: "address the gRPC server binds",
-    },
-    Setting {
-        name: "METRICS_LISTEN_ADDR",
-        default: "unset (no metrics listener)",
-        help: "address of the Prometheus /metrics endpoint, e.g. 0.0.0.0:9464",
-    },
-    Setting {
-        name: "GRPC_TLS_CERT / GRPC_TLS_KEY",
-        default: "unset (plaintext gRPC)",
-        help: "PEM files of this service's certificate (chain) and private key; set both to serve TLS only",
-    },
-    Setting {
-        name: "GRPC_TLS_CLIENT_CA",
-        default: "unset (callers need no certificate)",
-        help: "PEM file of the CA that must have signed every caller's certificate (mutual TLS); needs GRPC_TLS_CERT",
-    },
-    Setting {
-        name: "GRPC_HEALTH_LISTEN_ADDR",
-        default: "unset (health only on GRPC_LISTEN_ADDR)",
-        help: "extra plaintext listener serving only grpc.health.v1, for Kubernetes gRPC probes (they cannot present a client certificate)",
-    },
-    Setting {
-        name: "MAX_CONCURRENT_REQUESTS",
-        default: "per service (resize 50, filter 50, ai 20)",
-        help: "requests served at once; more get RESOURCE_EXHAUSTED with retry-after-ms",
-    },
-    Setting {
-        name: "REQUEST_TIMEOUT_SECONDS",
-        default: "per service (30, ai 60)",
-        help: "upper bound on one request; a shorter grpc-timeout from the caller wins",
-    },
-    Setting {
-        name: "CPU_WORKERS",
-        default: "number of CPUs",
-        help: "image decode/encode/inference jobs run at once (the blocking door)",
-    },
-    Setting {
-        name: "GRPC_MAX_MESSAGE_BYTES",
-        default: "67108864",
-        help: "largest gRPC message accepted or sent",
-    },
-    Setting {
-        name: "MAX_IMAGE_BYTES",
-        default: "67108864",
-        help: "largest encoded input image",
-    },
-    Setting {
-        name: "MAX_IMAGE_PIXELS",
-        default: "50000000",
-        help: "largest decoded or requested image (width x height); bombs are refused from the header",
-    },
-    Setting {
-        name: "SHUTDOWN_GRACE_SECONDS",
-        default: "20",
-        help: "how long in-flight requests may drain after SIGTERM",
-    },
-    Setting {
-        name: "STORAGE_URL",
-        default: "file://./data (bucket imageflow-files)",
-        help: "file:///abs/dir or s3://bucket",
-    },
-    Setting {
-        name: "S3_ENDPOINT",
-        default: "AWS default",
-        help: "S3/MinIO endpoint URL (path-style addressing)",
-    },
-    Setting {
-        name: "AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_REGION",
-        default: "AWS default chain / us-east-1",
-        help: "S3 credentials and region",
-    },
-    Setting {
-        name: "STORAGE_MAX_OBJECT_BYTES",
-        default: "64MiB",
-        help: "largest object read from or written to storage",
-    },
-    Setting {
-        name: "KAFKA_BROKERS",
-        default: "unset (no events)",
-        help: "Kafka bootstrap servers; each call's progress goes to pipeline-progress (KAFKA_SECURITY_PROTOCOL, KAFKA_SASL_*, KAFKA_SSL_CA_LOCATION)",
-    },
-    Setting {
-        name: "RUST_LOG",
-        default: "info",
-        help: "log filter; logs are JSON lines on stdout",
-    },
-    Setting {
-        name: "OTEL_EXPORTER_OTLP_ENDPOINT",
-        default: "unset (nothing exported)",
-        help: "OTLP/gRPC collector for traces and metrics, e.g. http://otel-collector:4317",
-    },
-    Setting {
-        name: "OTEL_TRACES_SAMPLER / OTEL_TRACES_SAMPLER_ARG",
-        default: "parentbased_traceidratio / 0.1",
-        help: "head sampling; the caller's decision is followed",
-    },
-    Setting {
-        name: "OTEL_SERVICE_NAME / OTEL_RESOURCE_ATTRIBUTES",
-        default: "per service / service.namespace=imageflow,deployment.environment=local,cloud.region=local",
-        help: "resource attributes on every span and metric",
-    },
+    GRPC_LISTEN_ADDR,
+    Setting::described(
+        "METRICS_LISTEN_ADDR",
+        "unset (no metrics listener)",
+        "address of the Prometheus /metrics endpoint, e.g. 0.0.0.0:9464",
+    ),
+    Setting::described(
+        "GRPC_TLS_CERT / GRPC_TLS_KEY",
+        "unset (plaintext gRPC)",
+        "PEM files of this service's certificate (chain) and private key; set both to serve TLS only",
+    ),
+    Setting::described(
+        "GRPC_TLS_CLIENT_CA",
+        "unset (callers need no certificate)",
+        "PEM file of the CA that must have signed every caller's certificate (mutual TLS); needs GRPC_TLS_CERT",
+    ),
+    Setting::described(
+        "GRPC_HEALTH_LISTEN_ADDR",
+        "unset (health only on GRPC_LISTEN_ADDR)",
+        "extra plaintext listener serving only grpc.health.v1, for Kubernetes gRPC probes (they cannot present a client certificate)",
+    ),
+    MAX_CONCURRENT_REQUESTS,
+    REQUEST_TIMEOUT_SECONDS,
+    Setting::described(
+        "CPU_WORKERS",
+        "number of CPUs",
+        "image decode/encode/inference jobs run at once (the blocking door)",
+    ),
+    GRPC_MAX_MESSAGE_BYTES,
+    Setting::described(
+        "MAX_IMAGE_BYTES",
+        "the imaging crate's limit",
+        "largest encoded input image",
+    ),
+    Setting::described(
+        "MAX_IMAGE_PIXELS",
+        "the imaging crate's limit",
+        "largest decoded or requested image (width x height); bombs are refused from the header",
+    ),
+    SHUTDOWN_GRACE_SECONDS,
 ];
-
-/// A bad value, named so the operator can fix it in one read.
-#[derive(Debug, thiserror::Error)]
-#[error("{variable}: {message}")]
-pub struct ConfigError {
-    pub variable: String,
-    pub message: String,
-}
-
-impl From<imageflow_storage::ConfigError> for ConfigError {
-    fn from(err: imageflow_storage::ConfigError) -> Self {
-        // The storage error already reads "VARIABLE: message".
-        let text = err.to_string();
-        match text.split_once(": ") {
-            Some((variable, message)) => Self {
-                variable: variable.to_string(),
-                message: message.to_string(),
-            },
-            None => Self {
-                variable: "STORAGE_URL".into(),
-                message: text,
-            },
-        }
-    }
-}
 
 /// Validated settings of one service process.
 #[derive(Clone, Debug)]
@@ -189,114 +119,80 @@ pub struct ServiceConfig {
 impl ServiceConfig {
     /// Defaults, then the variables in `env`; the first bad value is the error.
     pub fn from_env(
-        env: &HashMap<String, String>,
+        vars: &HashMap<String, String>,
         defaults: ServiceDefaults,
     ) -> Result<Self, ConfigError> {
+        let env = Env::new(vars);
         let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
+        // The imaging crate owns these limits' defaults; `--help` shows them
+        // as the binary computes them (see `help`).
         let mut limits = Limits::default();
-        limits.max_input_bytes = parse(env, "MAX_IMAGE_BYTES", limits.max_input_bytes, positive)?;
-        limits.max_pixels = parse(env, "MAX_IMAGE_PIXELS", limits.max_pixels, positive)?;
-        let store_options = StoreOptions::from_env(env)?;
+        limits.max_input_bytes = env.number_or("MAX_IMAGE_BYTES", limits.max_input_bytes, 1..)?;
+        limits.max_pixels = env.number_or("MAX_IMAGE_PIXELS", limits.max_pixels, 1..)?;
+        let store_options = StoreOptions::from_env(vars)?;
         Ok(Self {
             defaults,
-            grpc_listen_addr: parse(
-                env,
-                "GRPC_LISTEN_ADDR",
-                SocketAddr::from(([0, 0, 0, 0], 9090)),
-                |_| true,
-            )?,
-            metrics_listen_addr: optional_addr(env, "METRICS_LISTEN_ADDR")?,
-            tls: crate::tls::ServerTls::from_env(env)?,
-            health_listen_addr: optional_addr(env, "GRPC_HEALTH_LISTEN_ADDR")?,
-            max_concurrent_requests: parse(
-                env,
-                "MAX_CONCURRENT_REQUESTS",
+            grpc_listen_addr: env.addr(&GRPC_LISTEN_ADDR)?,
+            metrics_listen_addr: env.optional_addr("METRICS_LISTEN_ADDR")?,
+            tls: crate::tls::ServerTls::from_env(vars)?,
+            health_listen_addr: env.optional_addr("GRPC_HEALTH_LISTEN_ADDR")?,
+            max_concurrent_requests: env.number_or(
+                MAX_CONCURRENT_REQUESTS.name,
                 defaults.max_concurrent_requests,
-                positive,
+                1..,
             )?,
-            request_timeout: Duration::from_secs_f64(parse(
-                env,
-                "REQUEST_TIMEOUT_SECONDS",
+            request_timeout: env.duration_or(
+                REQUEST_TIMEOUT_SECONDS.name,
+                Unit::Seconds,
                 defaults.request_timeout.as_secs_f64(),
-                |s: &f64| s.is_finite() && *s > 0.0 && *s <= 3600.0,
-            )?),
-            cpu_workers: parse(env, "CPU_WORKERS", cpus, |n: &usize| (1..=1024).contains(n))?,
-            max_message_bytes: parse(env, "GRPC_MAX_MESSAGE_BYTES", 64 << 20, |n: &usize| {
-                (1024..=(1 << 30)).contains(n)
-            })?,
+                (Bound::Excluded(0.0), Bound::Included(3600.0)),
+            )?,
+            cpu_workers: env.number_or("CPU_WORKERS", cpus, 1..=1024)?,
+            max_message_bytes: env.number(&GRPC_MAX_MESSAGE_BYTES, 1024..=(1 << 30))?,
             limits,
-            shutdown_grace: Duration::from_secs_f64(parse(
-                env,
-                "SHUTDOWN_GRACE_SECONDS",
-                20.0,
-                |s: &f64| s.is_finite() && *s >= 0.0 && *s <= 3600.0,
-            )?),
-            storage: StorageConfig::from_env(env)?,
+            shutdown_grace: env.duration::<f64>(
+                &SHUTDOWN_GRACE_SECONDS,
+                Unit::Seconds,
+                0.0..=3600.0,
+            )?,
+            storage: StorageConfig::from_env(vars)?,
             store_options,
-            kafka: imageflow_events::KafkaSettings::from_env(env).map_err(|e| ConfigError {
-                variable: e.variable,
-                message: e.message,
-            })?,
+            kafka: imageflow_events::KafkaSettings::from_env(vars)?,
         })
     }
 
     /// `--help` text: what the binary is and every setting with its default.
     pub fn help(defaults: &ServiceDefaults, summary: &str) -> String {
-        let mut text = format!(
-            "{} {}\n{summary}\n\nUsage: {} [--help | --version]\n\nSettings (environment variables):\n",
+        Self::help_with(defaults, summary, &[])
+    }
+
+    /// [`Self::help`] with the binary's own settings (`extra`) listed too.
+    pub fn help_with(defaults: &ServiceDefaults, summary: &str, extra: &[Setting]) -> String {
+        let limits = Limits::default();
+        let overrides = [
+            (
+                MAX_CONCURRENT_REQUESTS.name,
+                defaults.max_concurrent_requests.to_string(),
+            ),
+            (
+                REQUEST_TIMEOUT_SECONDS.name,
+                defaults.request_timeout.as_secs_f64().to_string(),
+            ),
+            ("MAX_IMAGE_BYTES", limits.max_input_bytes.to_string()),
+            ("MAX_IMAGE_PIXELS", limits.max_pixels.to_string()),
+        ];
+        crate::cli::help_text(
             defaults.binary,
             env!("CARGO_PKG_VERSION"),
-            defaults.binary
-        );
-        for s in SETTINGS {
-            text.push_str(&format!(
-                "  {}\n      {} (default: {})\n",
-                s.name, s.help, s.default
-            ));
-        }
-        text
-    }
-}
-
-/// An address that may be left unset.
-pub fn optional_addr(
-    env: &HashMap<String, String>,
-    name: &'static str,
-) -> Result<Option<SocketAddr>, ConfigError> {
-    match env.get(name).map(|s| s.trim()).filter(|s| !s.is_empty()) {
-        None => Ok(None),
-        Some(raw) => raw.parse().map(Some).map_err(|_| ConfigError {
-            variable: name.into(),
-            message: format!("{raw:?} is not an address like 0.0.0.0:9464"),
-        }),
-    }
-}
-
-fn positive<T: PartialOrd + Default>(value: &T) -> bool {
-    *value > T::default()
-}
-
-/// Reads `name` from `env`: `default` when unset or blank, else the parsed
-/// value if `valid` accepts it, else an error naming the variable and its
-/// default. Shared by every binary's settings.
-pub fn parse<T>(
-    env: &HashMap<String, String>,
-    name: &'static str,
-    default: T,
-    valid: impl Fn(&T) -> bool,
-) -> Result<T, ConfigError>
-where
-    T: FromStr + std::fmt::Display,
-{
-    let Some(raw) = env.get(name).map(|s| s.trim()).filter(|s| !s.is_empty()) else {
-        return Ok(default);
-    };
-    match raw.parse::<T>() {
-        Ok(value) if valid(&value) => Ok(value),
-        _ => Err(ConfigError {
-            variable: name.into(),
-            message: format!("{raw:?} is not a valid value (default {default})"),
-        }),
+            summary,
+            &[
+                (SETTINGS, &overrides[..]),
+                (extra, &[]),
+                (StorageConfig::SETTINGS, &[]),
+                (imageflow_events::SETTINGS, &[]),
+                (imageflow_telemetry::Settings::SETTINGS, &[]),
+            ],
+        )
     }
 }
 
@@ -368,8 +264,32 @@ mod tests {
         for s in SETTINGS {
             assert!(text.contains(s.name), "{} missing from --help", s.name);
         }
-        for tls in ["GRPC_TLS_CERT", "GRPC_TLS_KEY", "GRPC_TLS_CLIENT_CA"] {
-            assert!(text.contains(tls), "{tls} missing from --help");
+        for name in [
+            "GRPC_TLS_CERT",
+            "GRPC_TLS_KEY",
+            "GRPC_TLS_CLIENT_CA",
+            "STORAGE_URL",
+            "KAFKA_SASL_MECHANISM",
+            "OTEL_TRACES_SAMPLER_ARG",
+        ] {
+            assert!(text.contains(name), "{name} missing from --help");
+        }
+        // Per-service defaults show as this binary computes them.
+        let limits = Limits::default();
+        for (name, default) in [
+            ("MAX_CONCURRENT_REQUESTS", "50".to_string()),
+            ("REQUEST_TIMEOUT_SECONDS", "30".to_string()),
+            ("MAX_IMAGE_PIXELS", limits.max_pixels.to_string()),
+        ] {
+            let mut lines = text.lines();
+            let entry = lines
+                .find(|line| line.trim() == name)
+                .and(lines.next())
+                .unwrap_or_default();
+            assert!(
+                entry.contains(&format!("(default: {default})")),
+                "{name}: {entry:?}"
+            );
         }
     }
 }

@@ -1,4 +1,5 @@
-//! The two input modes of every service (DESIGN section 3): an image by object
+//! The two input modes of every service (the `input` oneof of each request in
+//! `proto/imageflow/v1/*.proto`): an image by object
 //! reference (read from the store, output written back under the execution's
 //! prefix) or by bytes (output returned inline).
 

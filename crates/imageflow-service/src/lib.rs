@@ -1,7 +1,7 @@
 //! What every imageflow gRPC service shares, so `resize-svc`, `filter-svc` and
 //! `ai-detect-svc` only hold their own image logic:
 //!
-//! * [`config`]: settings from the environment (DESIGN section 8), `--help`;
+//! * [`config`]: settings from the environment (prefixed variables over defaults), `--help`;
 //! * [`admission`]: the concurrency limit and the one door to blocking work;
 //! * [`io`]: input by object or by bytes, outputs under `executions/{id}/`;
 //! * [`error`]: one mapping from typed errors to `tonic::Status`;

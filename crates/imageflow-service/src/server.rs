@@ -231,21 +231,24 @@ async fn become_ready(runtime: ServiceRuntime, conditions: Vec<Readiness>) {
 }
 
 async fn store_ready(runtime: &ServiceRuntime) {
-    let mut delay = Duration::from_millis(100);
-    loop {
-        match runtime.store.check_ready().await {
-            Ok(()) => {
-                tracing::info!(storage = runtime.store.backend_name(), "storage reachable");
-                return;
-            }
-            Err(err) => {
-                tracing::warn!(error = %err, retry_in_ms = delay.as_millis() as u64, "storage not ready: NOT_SERVING");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(5));
-            }
-        }
+    let checked = imageflow_retry::retry(
+        "storage readiness check (NOT_SERVING)",
+        READINESS_BACKOFF,
+        imageflow_retry::Limit::FOREVER,
+        |_| true,
+        || runtime.store.check_ready(),
+    )
+    .await;
+    match checked {
+        Ok(()) => tracing::info!(storage = runtime.store.backend_name(), "storage reachable"),
+        Err(err) => tracing::error!(error = %err, "gave up waiting for storage"),
     }
 }
+
+/// Waits between readiness checks of a dependency: 100 ms doubling to 5 s, jittered so
+/// the replicas of a rollout do not all knock at once.
+pub const READINESS_BACKOFF: imageflow_retry::Backoff =
+    imageflow_retry::Backoff::new(Duration::from_millis(100), 2.0, Duration::from_secs(5));
 
 /// Resolves on SIGTERM (Kubernetes) or Ctrl-C.
 pub async fn shutdown_signal() {

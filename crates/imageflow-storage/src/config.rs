@@ -1,22 +1,15 @@
-//! Storage configuration read from an environment map.
-//!
-//! | variable | meaning | default |
-//! | --- | --- | --- |
-//! | `STORAGE_URL` | `file:///abs/dir`, `file://./rel/dir` (relative to the working directory) or `s3://bucket` | `file://./data` |
-//! | `S3_ENDPOINT` (or `AWS_ENDPOINT_URL`) | `http(s)://host:port` of MinIO / an S3-compatible server | AWS |
-//! | `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY` | static credentials (both or neither) | default AWS chain |
-//! | `AWS_REGION` | signing region | `us-east-1` |
-//! | `S3_FORCE_PATH_STYLE` | path-style addressing (needed by MinIO) | `true` |
-//! | `STORAGE_MAX_OBJECT_BYTES` | largest object put or get will handle, bytes or `KiB`/`MiB`/`GiB` | `64MiB` |
-//!
-//! An empty variable counts as unset (Helm templates often render missing values as `""`).
+//! Storage configuration read from an environment map. The variables, their
+//! defaults and what they accept are declared once in [`StorageConfig::SETTINGS`],
+//! which the binaries print in `--help`. An empty variable counts as unset (Helm
+//! templates often render missing values as `""`).
 
 use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::error::ConfigError;
+use imageflow_config::{ConfigError, Env, Setting};
+
 use crate::names::BucketName;
 
 /// Bucket used when `STORAGE_URL` names none (the filesystem backend).
@@ -27,6 +20,23 @@ pub const DEFAULT_FS_ROOT: &str = "./data";
 pub const DEFAULT_REGION: &str = "us-east-1";
 /// Default `max_object_bytes`: 64 MiB.
 pub const DEFAULT_MAX_OBJECT_BYTES: u64 = 64 * 1024 * 1024;
+
+const STORAGE_URL: Setting = Setting::new(
+    "STORAGE_URL",
+    "file://./data",
+    "file:///abs/dir, file://./rel/dir (relative to the working directory; bucket imageflow-files) or s3://bucket",
+);
+const REGION: Setting = Setting::new("AWS_REGION", DEFAULT_REGION, "S3 signing region");
+const FORCE_PATH_STYLE: Setting = Setting::new(
+    "S3_FORCE_PATH_STYLE",
+    "true",
+    "path-style addressing (endpoint/bucket/key), which MinIO needs",
+);
+const MAX_OBJECT_BYTES: Setting = Setting::new(
+    "STORAGE_MAX_OBJECT_BYTES",
+    "64MiB",
+    "largest object read from or written to storage: bytes, or a number with KiB, MiB or GiB",
+);
 
 /// Which backend to use and how to reach it.
 ///
@@ -92,12 +102,31 @@ impl fmt::Debug for StorageConfig {
 }
 
 impl StorageConfig {
+    /// Every variable the storage crate reads, for the binaries' `--help`.
+    pub const SETTINGS: &'static [Setting] = &[
+        STORAGE_URL,
+        Setting::described(
+            "S3_ENDPOINT (or AWS_ENDPOINT_URL)",
+            "AWS",
+            "http(s)://host:port of MinIO or another S3-compatible server",
+        ),
+        Setting::described(
+            "AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY",
+            "the default AWS credential chain",
+            "static S3 credentials, both or neither",
+        ),
+        REGION,
+        FORCE_PATH_STYLE,
+        MAX_OBJECT_BYTES,
+    ];
+
     /// Reads the configuration from an environment map (see the module docs for the
     /// variables). Also validates `STORAGE_MAX_OBJECT_BYTES`, which lives in
     /// [`StoreOptions::from_env`], so a bad value stops start-up whichever is read first.
-    pub fn from_env(env: &HashMap<String, String>) -> Result<Self, ConfigError> {
-        StoreOptions::from_env(env)?;
-        let url = var(env, "STORAGE_URL").unwrap_or("file://./data");
+    pub fn from_env(vars: &HashMap<String, String>) -> Result<Self, ConfigError> {
+        StoreOptions::from_env(vars)?;
+        let env = Env::new(vars);
+        let url = env.text(&STORAGE_URL).unwrap_or_default();
         if let Some(path) = url.strip_prefix("file://") {
             return Ok(Self::Fs {
                 root: parse_fs_root(path)?,
@@ -116,7 +145,7 @@ impl StorageConfig {
         ))
     }
 
-    fn s3_from_env(env: &HashMap<String, String>, rest: &str) -> Result<Self, ConfigError> {
+    fn s3_from_env(env: Env<'_>, rest: &str) -> Result<Self, ConfigError> {
         let bucket = rest.strip_suffix('/').unwrap_or(rest);
         if bucket.contains('/') {
             return Err(ConfigError::invalid(
@@ -131,13 +160,13 @@ impl StorageConfig {
             )
         })?;
 
-        let endpoint = match (var(env, "S3_ENDPOINT"), var(env, "AWS_ENDPOINT_URL")) {
+        let endpoint = match (env.get("S3_ENDPOINT"), env.get("AWS_ENDPOINT_URL")) {
             (Some(e), _) => Some(parse_endpoint("S3_ENDPOINT", e)?),
             (None, Some(e)) => Some(parse_endpoint("AWS_ENDPOINT_URL", e)?),
             (None, None) => None,
         };
-        let access_key_id = var(env, "AWS_ACCESS_KEY_ID").map(str::to_owned);
-        let secret_access_key = var(env, "AWS_SECRET_ACCESS_KEY").map(str::to_owned);
+        let access_key_id = env.get("AWS_ACCESS_KEY_ID").map(str::to_owned);
+        let secret_access_key = env.get("AWS_SECRET_ACCESS_KEY").map(str::to_owned);
         match (&access_key_id, &secret_access_key) {
             (Some(_), None) => {
                 return Err(ConfigError::invalid(
@@ -155,25 +184,20 @@ impl StorageConfig {
             }
             _ => {}
         }
-        let region = var(env, "AWS_REGION").unwrap_or(DEFAULT_REGION);
+        let region = env.text(&REGION).unwrap_or_default();
         if region
             .chars()
             .any(|c| c.is_whitespace() || c.is_control() || c == '/')
         {
             return Err(ConfigError::invalid(
-                "AWS_REGION",
+                REGION.name,
                 format!("{region:?} is not a region name; accepted: e.g. us-east-1"),
             ));
         }
-        let force_path_style = match var(env, "S3_FORCE_PATH_STYLE") {
-            None => true,
-            Some(v) => parse_bool(v).ok_or_else(|| {
-                ConfigError::invalid(
-                    "S3_FORCE_PATH_STYLE",
-                    format!("{v:?} is not a boolean; accepted: true/false, 1/0, yes/no, on/off"),
-                )
-            })?,
-        };
+        let force_path_style = env.flag(
+            FORCE_PATH_STYLE.name,
+            FORCE_PATH_STYLE.parsed_default("a boolean")?,
+        )?;
         Ok(Self::S3 {
             default_bucket,
             endpoint,
@@ -221,20 +245,21 @@ impl Default for StoreOptions {
 impl StoreOptions {
     /// Defaults, with `max_object_bytes` from `STORAGE_MAX_OBJECT_BYTES` when set
     /// (a byte count, or a number with a `KiB`, `MiB` or `GiB` suffix).
-    pub fn from_env(env: &HashMap<String, String>) -> Result<Self, ConfigError> {
-        let mut options = Self::default();
-        if let Some(v) = var(env, "STORAGE_MAX_OBJECT_BYTES") {
-            options.max_object_bytes = parse_size(v).ok_or_else(|| {
-                ConfigError::invalid(
-                    "STORAGE_MAX_OBJECT_BYTES",
-                    format!(
-                        "{v:?} is not a size; accepted: a positive byte count such as 67108864, \
-                         or a number with a KiB, MiB or GiB suffix such as 64MiB"
-                    ),
-                )
-            })?;
-        }
-        Ok(options)
+    pub fn from_env(vars: &HashMap<String, String>) -> Result<Self, ConfigError> {
+        let v = Env::new(vars).text(&MAX_OBJECT_BYTES).unwrap_or_default();
+        let max_object_bytes = parse_size(v).ok_or_else(|| {
+            ConfigError::invalid(
+                MAX_OBJECT_BYTES.name,
+                format!(
+                    "{v:?} is not a size; accepted: a positive byte count such as 67108864, \
+                     or a number with a KiB, MiB or GiB suffix such as 64MiB"
+                ),
+            )
+        })?;
+        Ok(Self {
+            max_object_bytes,
+            ..Self::default()
+        })
     }
 }
 
@@ -243,10 +268,6 @@ pub fn from_env(
     env: &HashMap<String, String>,
 ) -> Result<(StorageConfig, StoreOptions), ConfigError> {
     Ok((StorageConfig::from_env(env)?, StoreOptions::from_env(env)?))
-}
-
-fn var<'a>(env: &'a HashMap<String, String>, name: &str) -> Option<&'a str> {
-    env.get(name).map(|v| v.trim()).filter(|v| !v.is_empty())
 }
 
 fn default_bucket() -> BucketName {
@@ -301,14 +322,6 @@ fn parse_endpoint(variable: &'static str, value: &str) -> Result<String, ConfigE
     }
 }
 
-fn parse_bool(v: &str) -> Option<bool> {
-    match v.to_ascii_lowercase().as_str() {
-        "true" | "1" | "yes" | "on" => Some(true),
-        "false" | "0" | "no" | "off" => Some(false),
-        _ => None,
-    }
-}
-
 fn parse_size(v: &str) -> Option<u64> {
     let (digits, multiplier) = [("KiB", 1u64 << 10), ("MiB", 1 << 20), ("GiB", 1 << 30)]
         .iter()
@@ -335,9 +348,9 @@ mod tests {
             .collect()
     }
 
-    fn err_var(pairs: &[(&str, &str)]) -> (&'static str, String) {
+    fn err_var(pairs: &[(&str, &str)]) -> (String, String) {
         match StorageConfig::from_env(&env(pairs)) {
-            Err(e) => (e.variable(), e.to_string()),
+            Err(e) => (e.variable.clone(), e.to_string()),
             Ok(c) => panic!("{pairs:?}: expected an error, got {c:?}"),
         }
     }
@@ -593,6 +606,19 @@ mod tests {
         let (config, options) = from_env(&env(&[("STORAGE_MAX_OBJECT_BYTES", "1MiB")])).unwrap();
         assert!(matches!(config, StorageConfig::Fs { .. }));
         assert_eq!(options.max_object_bytes, 1 << 20);
+    }
+
+    #[test]
+    fn declared_defaults_match_the_constants() {
+        assert_eq!(
+            parse_size(MAX_OBJECT_BYTES.default_value().unwrap()),
+            Some(DEFAULT_MAX_OBJECT_BYTES)
+        );
+        assert_eq!(
+            STORAGE_URL.default_value(),
+            Some(format!("file://{DEFAULT_FS_ROOT}").as_str())
+        );
+        assert_eq!(REGION.default_value(), Some(DEFAULT_REGION));
     }
 
     #[test]

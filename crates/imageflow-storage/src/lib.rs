@@ -205,23 +205,25 @@ impl Store {
             Err(StorageError::NotFound { .. }) => "not_found",
             Err(_) => "error",
         };
-        let metrics = imageflow_telemetry::metrics::Registry::global();
-        let labels = [
-            ("operation", operation),
-            ("backend", self.backend_name()),
-            ("status", status),
-        ];
-        metrics.inc(
-            "imageflow_storage_operations_total",
-            "object storage operations by operation, backend and outcome",
-            &labels,
-        );
-        metrics.observe(
-            "imageflow_storage_operation_duration_seconds",
-            "object storage operation latency, retries included",
-            &labels[..2],
-            started.elapsed(),
-        );
+        static OPERATIONS: std::sync::LazyLock<imageflow_telemetry::metrics::CounterVec> =
+            std::sync::LazyLock::new(|| {
+                imageflow_telemetry::metrics::Registry::global().counter_vec(
+                    "imageflow_storage_operations_total",
+                    "object storage operations by operation, backend and outcome",
+                    &["operation", "backend", "status"],
+                )
+            });
+        static LATENCY: std::sync::LazyLock<imageflow_telemetry::metrics::HistogramVec> =
+            std::sync::LazyLock::new(|| {
+                imageflow_telemetry::metrics::Registry::global().histogram_vec(
+                    "imageflow_storage_operation_duration_seconds",
+                    "object storage operation latency, retries included",
+                    &["operation", "backend"],
+                )
+            });
+        let labels = [operation, self.backend_name(), status];
+        OPERATIONS.inc(&labels);
+        LATENCY.observe(&labels[..2], started.elapsed());
         result
     }
 

@@ -1,8 +1,11 @@
-//! The one bounded retry loop of the store: exponential backoff with full jitter, applied
-//! to transient failures only.
+//! The one bounded retry loop of the store, applied to transient failures only. The wait
+//! between attempts and the loop itself are the workspace's (`imageflow_retry`: exponential
+//! backoff with equal jitter); the store keeps its own knobs and its sorting of failures.
 
 use std::future::Future;
 use std::time::Duration;
+
+use imageflow_retry::{Backoff, Limit};
 
 use crate::error::StorageError;
 
@@ -24,6 +27,15 @@ impl From<StorageError> for Failure {
     }
 }
 
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Transient(message) => f.write_str(message),
+            Self::Permanent(e) => e.fmt(f),
+        }
+    }
+}
+
 /// The retry policy: how many attempts and how long to wait between them.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct RetryPolicy {
@@ -32,22 +44,10 @@ pub(crate) struct RetryPolicy {
 }
 
 impl RetryPolicy {
-    /// Upper bound of the sleep after failed attempt `attempt` (1-based):
-    /// `min(base * 2^(attempt-1), MAX_BACKOFF)`.
-    pub(crate) fn backoff_ceiling(&self, attempt: u32) -> Duration {
-        let factor = 1u32
-            .checked_shl(attempt.saturating_sub(1))
-            .unwrap_or(u32::MAX);
-        self.base_backoff
-            .checked_mul(factor)
-            .unwrap_or(MAX_BACKOFF)
-            .min(MAX_BACKOFF)
-    }
-
-    /// Full jitter: a uniformly random sleep in `0..=backoff_ceiling(attempt)`.
-    pub(crate) fn backoff(&self, attempt: u32) -> Duration {
-        let ceiling = u64::try_from(self.backoff_ceiling(attempt).as_micros()).unwrap_or(u64::MAX);
-        Duration::from_micros(rand::random_range(0..=ceiling))
+    /// The wait after failed attempt `n`: between half and all of
+    /// `min(base_backoff * 2^(n-1), MAX_BACKOFF)`.
+    pub(crate) fn backoff(&self) -> Backoff {
+        Backoff::new(self.base_backoff, 2.0, MAX_BACKOFF)
     }
 
     /// Runs `attempt` until it succeeds, fails permanently, or has failed transiently
@@ -64,38 +64,34 @@ impl RetryPolicy {
         Fut: Future<Output = Result<T, Failure>>,
     {
         let max_attempts = self.max_attempts.max(1);
-        let mut n = 1;
-        loop {
-            match attempt().await {
-                Ok(value) => return Ok(value),
-                Err(Failure::Permanent(e)) => return Err(e),
-                Err(Failure::Transient(message)) if n >= max_attempts => {
-                    tracing::warn!(
-                        operation,
-                        attempt = n,
-                        max_attempts,
-                        error = %message,
-                        "storage operation failed; giving up"
-                    );
-                    return Err(StorageError::Unavailable {
-                        operation,
-                        attempts: n,
-                        message,
-                    });
-                }
-                Err(Failure::Transient(message)) => {
-                    let delay = self.backoff(n);
-                    tracing::warn!(
-                        operation,
-                        attempt = n,
-                        max_attempts,
-                        backoff_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
-                        error = %message,
-                        "storage operation failed; retrying"
-                    );
-                    tokio::time::sleep(delay).await;
-                    n += 1;
-                }
+        let mut attempts = 0;
+        let result = imageflow_retry::retry(
+            operation,
+            self.backoff(),
+            Limit::Attempts(max_attempts),
+            |failure| matches!(failure, Failure::Transient(_)),
+            || {
+                attempts += 1;
+                attempt()
+            },
+        )
+        .await;
+        match result {
+            Ok(value) => Ok(value),
+            Err(Failure::Permanent(e)) => Err(e),
+            Err(Failure::Transient(message)) => {
+                tracing::warn!(
+                    operation,
+                    attempt = attempts,
+                    max_attempts,
+                    error = %message,
+                    "storage operation failed; giving up"
+                );
+                Err(StorageError::Unavailable {
+                    operation,
+                    attempts,
+                    message,
+                })
             }
         }
     }
@@ -114,17 +110,42 @@ mod tests {
     }
 
     #[test]
-    fn backoff_grows_exponentially_and_is_capped() {
-        let p = policy(10, 50);
-        assert_eq!(p.backoff_ceiling(1), Duration::from_millis(50));
-        assert_eq!(p.backoff_ceiling(2), Duration::from_millis(100));
-        assert_eq!(p.backoff_ceiling(3), Duration::from_millis(200));
-        assert_eq!(p.backoff_ceiling(20), MAX_BACKOFF);
-        assert_eq!(p.backoff_ceiling(u32::MAX), MAX_BACKOFF);
+    fn backoff_doubles_from_the_base_up_to_the_cap() {
+        let b = policy(10, 50).backoff();
+        assert_eq!(b.ceiling(1), Duration::from_millis(50));
+        assert_eq!(b.ceiling(2), Duration::from_millis(100));
+        assert_eq!(b.ceiling(3), Duration::from_millis(200));
+        assert_eq!(b.ceiling(20), MAX_BACKOFF);
+        assert_eq!(b.ceiling(u32::MAX), MAX_BACKOFF);
         for attempt in 1..40 {
-            assert!(p.backoff(attempt) <= p.backoff_ceiling(attempt));
+            let ceiling = b.ceiling(attempt);
+            let delay = b.delay(attempt);
+            assert!(
+                delay >= ceiling / 2 && delay <= ceiling,
+                "{attempt}: {delay:?}"
+            );
         }
-        assert_eq!(policy(3, 0).backoff(2), Duration::ZERO);
+        assert_eq!(policy(3, 0).backoff().delay(2), Duration::ZERO);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retries_wait_at_least_half_of_each_step() {
+        let started = tokio::time::Instant::now();
+        let result: Result<(), _> = policy(3, 100)
+            .run("get", || async {
+                Err(Failure::Transient("connection reset".into()))
+            })
+            .await;
+        assert!(matches!(
+            result,
+            Err(StorageError::Unavailable { attempts: 3, .. })
+        ));
+        // Two sleeps: 50-100 ms, then 100-200 ms.
+        let slept = started.elapsed();
+        assert!(
+            slept >= Duration::from_millis(150) && slept <= Duration::from_millis(300),
+            "{slept:?}"
+        );
     }
 
     #[tokio::test]

@@ -3,7 +3,7 @@
 //! The SDK is configured to make exactly one attempt per call (its own retries off), with a
 //! connect timeout, per-attempt and per-operation timeouts and stalled-stream protection;
 //! our [`RetryPolicy`] retries transient failures (dispatch/connect errors, timeouts, 5xx,
-//! throttling) with exponential backoff and full jitter. Every attempt, body download
+//! throttling) with exponential backoff and equal jitter. Every attempt, body download
 //! included, is also bounded by `op_timeout`.
 //!
 //! Request checksums are computed only when an operation requires them (and responses

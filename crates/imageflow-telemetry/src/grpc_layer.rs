@@ -5,13 +5,17 @@
 use std::{
     future::Future,
     pin::Pin,
+    sync::LazyLock,
     task::{Context, Poll},
     time::Instant,
 };
 
 use tracing::Instrument;
 
-use crate::{metrics::Registry, spans};
+use crate::{
+    metrics::{CounterVec, GaugeVec, HistogramVec, Registry},
+    spans,
+};
 
 const HANDLED: &str = "grpc_server_handled_total";
 const HANDLED_HELP: &str = "gRPC calls completed on the server, by service, method and code";
@@ -19,6 +23,26 @@ const HANDLING: &str = "grpc_server_handling_seconds";
 const HANDLING_HELP: &str = "time to the response headers of gRPC calls on the server";
 const INFLIGHT: &str = "imageflow_inflight_requests";
 const INFLIGHT_HELP: &str = "gRPC calls being served";
+
+#[derive(Debug)]
+struct ServerMetrics {
+    handled: CounterVec,
+    handling: HistogramVec,
+    inflight: GaugeVec,
+}
+
+static METRICS: LazyLock<ServerMetrics> = LazyLock::new(|| {
+    let registry = Registry::global();
+    ServerMetrics {
+        handled: registry.counter_vec(
+            HANDLED,
+            HANDLED_HELP,
+            &["grpc_service", "grpc_method", "grpc_code"],
+        ),
+        handling: registry.histogram_vec(HANDLING, HANDLING_HELP, &["grpc_service", "grpc_method"]),
+        inflight: registry.gauge_vec(INFLIGHT, INFLIGHT_HELP, &["grpc_service"]),
+    }
+});
 
 /// `tonic::transport::Server::builder().layer(GrpcServerLayer)`.
 #[derive(Clone, Copy, Debug, Default)]
@@ -57,27 +81,26 @@ where
         // The clone that was made ready is the one to call.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        let path = request.uri().path().to_string();
-        let span = spans::grpc_server(&path, request.headers());
-        let (service, method) = spans::grpc_path(&path);
-        let (service, method) = (service.to_string(), method.to_string());
-        // Health checks and reflection are probes, not traffic: no span
-        // export noise, but they are still counted.
-        let traced = !service.starts_with("grpc.");
+        // Shares the request's bytes: the labels below borrow from it
+        // instead of each call copying them.
+        let uri = request.uri().clone();
+        let span = spans::grpc_server(uri.path(), request.headers());
         Box::pin(async move {
             let started = Instant::now();
-            let metrics = Registry::global();
-            let labels = [
-                ("grpc_service", service.as_str()),
-                ("grpc_method", method.as_str()),
-            ];
-            metrics.add_gauge(INFLIGHT, INFLIGHT_HELP, &labels[..1], 1.0);
+            let (service, method) = spans::grpc_path(uri.path());
+            // Health checks and reflection are probes, not traffic: no span
+            // export noise, but they are still counted.
+            let traced = !service.starts_with("grpc.");
+            let metrics = &*METRICS;
+            // Dropped with this future too, so a call the client cancels
+            // (its stream reset, the connection gone) leaves the gauge.
+            let inflight = metrics.inflight.track(&[service]);
             let result = if traced {
                 inner.call(request).instrument(span.clone()).await
             } else {
                 inner.call(request).await
             };
-            metrics.add_gauge(INFLIGHT, INFLIGHT_HELP, &labels[..1], -1.0);
+            drop(inflight);
             let (code, message) = match &result {
                 Ok(response) => status_of(response.headers()),
                 Err(_) => (13, "transport error".to_string()),
@@ -85,13 +108,12 @@ where
             if traced {
                 spans::record_grpc_status(&span, code, &message, true);
             }
-            let code_label = spans::code_name(code);
-            metrics.inc(
-                HANDLED,
-                HANDLED_HELP,
-                &[labels[0], labels[1], ("grpc_code", code_label)],
-            );
-            metrics.observe(HANDLING, HANDLING_HELP, &labels, started.elapsed());
+            metrics
+                .handled
+                .inc(&[service, method, spans::code_name(code)]);
+            metrics
+                .handling
+                .observe(&[service, method], started.elapsed());
             result
         })
     }
@@ -136,7 +158,57 @@ fn percent_decode(raw: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::{convert::Infallible, task::Waker};
+
+    use tower::{Layer as _, Service as _};
+
     use super::*;
+
+    fn request(path: &str) -> http::Request<()> {
+        http::Request::builder().uri(path).body(()).unwrap()
+    }
+
+    #[test]
+    fn a_cancelled_call_leaves_the_inflight_gauge() {
+        // Each test uses a service name of its own: the registry is global.
+        let service = "test.CancelledService";
+        let hangs = tower::service_fn(|_: http::Request<()>| {
+            std::future::pending::<Result<http::Response<()>, Infallible>>()
+        });
+        let mut layered = GrpcServerLayer.layer(hangs);
+        let mut call = layered.call(request(&format!("/{service}/Hang")));
+        let mut cx = Context::from_waker(Waker::noop());
+        assert!(call.as_mut().poll(&mut cx).is_pending());
+        assert_eq!(METRICS.inflight.get(&[service]), 1);
+        // What hyper does when the client resets the stream mid-call.
+        drop(call);
+        assert_eq!(METRICS.inflight.get(&[service]), 0);
+    }
+
+    #[test]
+    fn a_finished_call_is_counted_under_its_code() {
+        let service = "test.FinishedService";
+        let fails = tower::service_fn(|_: http::Request<()>| async {
+            let mut response = http::Response::new(());
+            response
+                .headers_mut()
+                .insert("grpc-status", http::HeaderValue::from_static("5"));
+            Ok::<_, Infallible>(response)
+        });
+        let mut layered = GrpcServerLayer.layer(fails);
+        let mut call = layered.call(request(&format!("/{service}/Get")));
+        let mut cx = Context::from_waker(Waker::noop());
+        assert!(call.as_mut().poll(&mut cx).is_ready());
+        assert_eq!(METRICS.inflight.get(&[service]), 0);
+        assert_eq!(METRICS.handled.get(&[service, "Get", "NOT_FOUND"]), 1);
+        let text = Registry::global().render();
+        assert!(
+            text.contains(&format!(
+                "grpc_server_handling_seconds_count{{grpc_service=\"{service}\",grpc_method=\"Get\"}} 1\n"
+            )),
+            "{text}"
+        );
+    }
 
     #[test]
     fn trailers_only_errors_are_read_from_headers() {

@@ -6,6 +6,12 @@
 //! Counters are sent without their `_total` suffix (OTel naming); the
 //! collector's Prometheus exporter adds it back for monotonic sums, so the
 //! PromQL names stay the same either way.
+//!
+//! This maps [`Registry::snapshot`](crate::metrics::Registry::snapshot) onto
+//! the generated OTLP types and client of `opentelemetry-proto`: neither
+//! `prometheus-client` nor `opentelemetry-otlp` exports another registry's
+//! numbers (the latter only sends what the OpenTelemetry SDK's own
+//! instruments aggregated, and its data types cannot be built outside it).
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 

@@ -4,6 +4,8 @@
 
 use std::{collections::HashMap, time::Duration};
 
+use imageflow_config::{ConfigError, Env, Setting, Unit};
+
 use crate::InitError;
 
 /// Head sampling, as `OTEL_TRACES_SAMPLER` / `OTEL_TRACES_SAMPLER_ARG` name it.
@@ -36,55 +38,111 @@ pub struct Settings {
     pub export_timeout: Duration,
 }
 
-fn non_empty<'a>(env: &'a HashMap<String, String>, name: &str) -> Option<&'a str> {
-    env.get(name).map(|s| s.trim()).filter(|s| !s.is_empty())
-}
-
-fn millis(env: &HashMap<String, String>, name: &str, default: u64) -> Result<Duration, InitError> {
-    match non_empty(env, name) {
-        None => Ok(Duration::from_millis(default)),
-        Some(raw) => match raw.parse::<u64>() {
-            Ok(ms) if ms > 0 => Ok(Duration::from_millis(ms)),
-            _ => Err(InitError(format!(
-                "{name}: expected a positive number of milliseconds, got {raw:?}"
-            ))),
-        },
+impl From<ConfigError> for InitError {
+    fn from(err: ConfigError) -> Self {
+        Self(err.to_string())
     }
 }
 
+/// Resource attributes every process starts with; `OTEL_RESOURCE_ATTRIBUTES`
+/// adds to them and overrides them.
+const DEFAULT_RESOURCE: &str =
+    "service.namespace=imageflow,deployment.environment=local,cloud.region=local";
+
+const SAMPLER: Setting = Setting::new(
+    "OTEL_TRACES_SAMPLER",
+    "parentbased_traceidratio",
+    "head sampling: always_on, always_off, traceidratio, parentbased_always_on, parentbased_always_off or parentbased_traceidratio (the caller's decision is followed)",
+);
+const SAMPLER_ARG: Setting = Setting::new(
+    "OTEL_TRACES_SAMPLER_ARG",
+    "0.1",
+    "the ratio of new traces the *traceidratio samplers keep, 0 to 1",
+);
+const METRIC_EXPORT_INTERVAL: Setting = Setting::new(
+    "OTEL_METRIC_EXPORT_INTERVAL",
+    "60000",
+    "milliseconds between two OTLP metric pushes",
+);
+const EXPORT_TIMEOUT: Setting = Setting::new(
+    "OTEL_EXPORTER_OTLP_TIMEOUT",
+    "10000",
+    "milliseconds one OTLP export may take",
+);
+
 impl Settings {
+    /// The variables telemetry reads, for the binaries' `--help`.
+    pub const SETTINGS: &'static [Setting] = &[
+        Setting::new(
+            "RUST_LOG",
+            "info",
+            "log filter; logs are JSON lines on stdout",
+        ),
+        Setting::described(
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            "unset (nothing exported)",
+            "http://host:port of the OTLP/gRPC collector for traces and metrics",
+        ),
+        Setting::described(
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            "overrides OTEL_EXPORTER_OTLP_ENDPOINT (metrics go to the same collector)",
+        ),
+        Setting::new(
+            "OTEL_EXPORTER_OTLP_PROTOCOL",
+            "grpc",
+            "only grpc is built in",
+        ),
+        Setting::new(
+            "OTEL_METRICS_EXPORTER",
+            "otlp",
+            "otlp or none (none: Prometheus' scrape of /metrics is the only path)",
+        ),
+        Setting::new("OTEL_SDK_DISABLED", "false", "true exports nothing"),
+        SAMPLER,
+        SAMPLER_ARG,
+        Setting::described(
+            "OTEL_SERVICE_NAME",
+            "the binary's own (imageflow-...)",
+            "service.name on every span and metric",
+        ),
+        Setting::described(
+            "OTEL_RESOURCE_ATTRIBUTES",
+            DEFAULT_RESOURCE,
+            "key=value pairs, comma-separated, added to the defaults (a key given again wins); HOSTNAME becomes service.instance.id",
+        ),
+        METRIC_EXPORT_INTERVAL,
+        EXPORT_TIMEOUT,
+    ];
+
     pub fn from_env(
-        env: &HashMap<String, String>,
+        vars: &HashMap<String, String>,
         default_service: &str,
         version: &str,
     ) -> Result<Self, InitError> {
-        let service_name = non_empty(env, "OTEL_SERVICE_NAME")
+        let env = Env::new(vars);
+        let service_name = env
+            .get("OTEL_SERVICE_NAME")
             .unwrap_or(default_service)
             .to_string();
-        let disabled = matches!(non_empty(env, "OTEL_SDK_DISABLED"), Some(v) if v.eq_ignore_ascii_case("true"));
-        let endpoint = non_empty(env, "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
-            .or_else(|| non_empty(env, "OTEL_EXPORTER_OTLP_ENDPOINT"))
-            .map(|raw| {
-                // Only plain gRPC is built in: in-cluster collectors listen on
-                // 4317 without TLS, and a silent downgrade would be worse.
-                if raw.starts_with("http://") {
-                    Ok(raw.trim_end_matches('/').to_string())
-                } else {
-                    Err(InitError(format!(
-                        "OTEL_EXPORTER_OTLP_ENDPOINT: expected http://host:port of an OTLP/gRPC collector, got {raw:?}"
-                    )))
-                }
-            })
-            .transpose()?
-            .filter(|_| !disabled);
-        if let Some(protocol) = non_empty(env, "OTEL_EXPORTER_OTLP_PROTOCOL")
+        let disabled =
+            matches!(env.get("OTEL_SDK_DISABLED"), Some(v) if v.eq_ignore_ascii_case("true"));
+        // Only plain gRPC is built in: in-cluster collectors listen on 4317
+        // without TLS, and a silent downgrade would be worse.
+        let endpoint = match env.url("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", &["http"])? {
+            Some(url) => Some(url),
+            None => env.url("OTEL_EXPORTER_OTLP_ENDPOINT", &["http"])?,
+        }
+        .map(str::to_string)
+        .filter(|_| !disabled);
+        if let Some(protocol) = env.get("OTEL_EXPORTER_OTLP_PROTOCOL")
             && protocol != "grpc"
         {
             return Err(InitError(format!(
                 "OTEL_EXPORTER_OTLP_PROTOCOL: only \"grpc\" is supported, got {protocol:?}"
             )));
         }
-        let push_metrics = match non_empty(env, "OTEL_METRICS_EXPORTER") {
+        let push_metrics = match env.get("OTEL_METRICS_EXPORTER") {
             None => true,
             Some(v) if v.eq_ignore_ascii_case("otlp") => true,
             Some(v) if v.eq_ignore_ascii_case("none") => false,
@@ -95,23 +153,12 @@ impl Settings {
             }
         };
         let sampler = sampler(env)?;
-        let mut resource = vec![
-            ("service.namespace".to_string(), "imageflow".to_string()),
-            ("deployment.environment".to_string(), "local".to_string()),
-            ("cloud.region".to_string(), "local".to_string()),
-        ];
-        if let Some(host) = non_empty(env, "HOSTNAME") {
+        let mut resource = pairs("OTEL_RESOURCE_ATTRIBUTES", DEFAULT_RESOURCE)?;
+        if let Some(host) = env.get("HOSTNAME") {
             resource.push(("service.instance.id".into(), host.to_string()));
         }
-        if let Some(raw) = non_empty(env, "OTEL_RESOURCE_ATTRIBUTES") {
-            for pair in raw.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-                let Some((k, v)) = pair.split_once('=') else {
-                    return Err(InitError(format!(
-                        "OTEL_RESOURCE_ATTRIBUTES: expected key=value pairs separated by commas, got {pair:?}"
-                    )));
-                };
-                resource.push((k.trim().to_string(), v.trim().to_string()));
-            }
+        if let Some(raw) = env.get("OTEL_RESOURCE_ATTRIBUTES") {
+            resource.extend(pairs("OTEL_RESOURCE_ATTRIBUTES", raw)?);
         }
         // The name and version are what this binary is; OTEL_SERVICE_NAME is
         // the documented override, not a stray resource attribute.
@@ -124,8 +171,8 @@ impl Settings {
             push_metrics,
             sampler,
             resource,
-            metric_interval: millis(env, "OTEL_METRIC_EXPORT_INTERVAL", 60_000)?,
-            export_timeout: millis(env, "OTEL_EXPORTER_OTLP_TIMEOUT", 10_000)?,
+            metric_interval: env.duration::<u64>(&METRIC_EXPORT_INTERVAL, Unit::Millis, 1..)?,
+            export_timeout: env.duration::<u64>(&EXPORT_TIMEOUT, Unit::Millis, 1..)?,
         })
     }
 
@@ -142,27 +189,31 @@ impl Settings {
     }
 }
 
-fn sampler(env: &HashMap<String, String>) -> Result<SamplerSetting, InitError> {
-    let ratio = || -> Result<f64, InitError> {
-        match non_empty(env, "OTEL_TRACES_SAMPLER_ARG") {
-            None => Ok(0.1),
-            Some(raw) => match raw.parse::<f64>() {
-                Ok(r) if (0.0..=1.0).contains(&r) => Ok(r),
-                _ => Err(InitError(format!(
-                    "OTEL_TRACES_SAMPLER_ARG: expected a ratio between 0 and 1, got {raw:?}"
-                ))),
-            },
-        }
-    };
-    Ok(match non_empty(env, "OTEL_TRACES_SAMPLER") {
-        None => SamplerSetting::ParentBasedRatio(ratio()?),
-        Some("always_on") => SamplerSetting::AlwaysOn,
-        Some("always_off") => SamplerSetting::AlwaysOff,
-        Some("traceidratio") => SamplerSetting::Ratio(ratio()?),
-        Some("parentbased_always_on") => SamplerSetting::ParentBasedAlwaysOn,
-        Some("parentbased_always_off") => SamplerSetting::ParentBasedAlwaysOff,
-        Some("parentbased_traceidratio") => SamplerSetting::ParentBasedRatio(ratio()?),
-        Some(other) => {
+/// `key=value,key=value` from `variable`.
+fn pairs(variable: &str, raw: &str) -> Result<Vec<(String, String)>, ConfigError> {
+    imageflow_config::split_list(raw)
+        .into_iter()
+        .map(|pair| match pair.split_once('=') {
+            Some((k, v)) => Ok((k.trim().to_string(), v.trim().to_string())),
+            None => Err(ConfigError::bad_value(
+                variable,
+                pair,
+                "key=value (pairs separated by commas)",
+            )),
+        })
+        .collect()
+}
+
+fn sampler(env: Env<'_>) -> Result<SamplerSetting, InitError> {
+    let ratio = || env.number::<f64>(&SAMPLER_ARG, 0.0..=1.0);
+    Ok(match env.text(&SAMPLER).unwrap_or_default() {
+        "always_on" => SamplerSetting::AlwaysOn,
+        "always_off" => SamplerSetting::AlwaysOff,
+        "traceidratio" => SamplerSetting::Ratio(ratio()?),
+        "parentbased_always_on" => SamplerSetting::ParentBasedAlwaysOn,
+        "parentbased_always_off" => SamplerSetting::ParentBasedAlwaysOff,
+        "parentbased_traceidratio" => SamplerSetting::ParentBasedRatio(ratio()?),
+        other => {
             return Err(InitError(format!(
                 "OTEL_TRACES_SAMPLER: expected one of always_on, always_off, traceidratio, parentbased_always_on, parentbased_always_off, parentbased_traceidratio; got {other:?}"
             )));
@@ -291,5 +342,26 @@ mod tests {
         )
         .unwrap();
         assert_eq!(s.endpoint, None);
+    }
+
+    #[test]
+    fn every_variable_read_is_documented() {
+        let documented: Vec<&str> = Settings::SETTINGS.iter().map(|s| s.name).collect();
+        for name in [
+            "RUST_LOG",
+            "OTEL_SERVICE_NAME",
+            "OTEL_SDK_DISABLED",
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+            "OTEL_EXPORTER_OTLP_PROTOCOL",
+            "OTEL_METRICS_EXPORTER",
+            "OTEL_TRACES_SAMPLER",
+            "OTEL_TRACES_SAMPLER_ARG",
+            "OTEL_RESOURCE_ATTRIBUTES",
+            "OTEL_METRIC_EXPORT_INTERVAL",
+            "OTEL_EXPORTER_OTLP_TIMEOUT",
+        ] {
+            assert!(documented.contains(&name), "{name} missing from SETTINGS");
+        }
     }
 }

@@ -13,8 +13,9 @@ use std::{
 
 use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
+use imageflow_pipeline::registry::{FilterType, ResizeQuality};
 use imageflow_proto::v1::{
-    DetectionRequest, FilterRequest, FilterType, ImageBytes, ResizeQuality, ResizeRequest,
+    self, DetectionRequest, FilterRequest, ImageBytes, ResizeRequest,
     ai_detection_service_client::AiDetectionServiceClient, detection_request, filter_request,
     filter_service_client::FilterServiceClient, resize_request,
     resize_service_client::ResizeServiceClient,
@@ -283,7 +284,7 @@ async fn one(
                     target_width: 800,
                     target_height: 600,
                     maintain_aspect_ratio: true,
-                    quality: ResizeQuality::Good as i32,
+                    quality: v1::ResizeQuality::from(ResizeQuality::Good) as i32,
                     execution_id: String::new(),
                 })
                 .await?;
@@ -293,7 +294,7 @@ async fn one(
                 .max_decoding_message_size(64 << 20)
                 .apply_filter(FilterRequest {
                     input: Some(filter_request::Input::InputBytes(input)),
-                    filter_type: filter as i32,
+                    filter_type: v1::FilterType::from(filter) as i32,
                     intensity,
                     parameters: Default::default(),
                     execution_id: String::new(),

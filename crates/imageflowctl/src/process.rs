@@ -4,8 +4,12 @@ use std::{path::PathBuf, time::Duration, time::Instant};
 
 use anyhow::{Context, bail};
 use clap::Args;
+use imageflow_pipeline::{
+    registry::{FilterType, ResizeQuality},
+    wire::UnknownName,
+};
 use imageflow_proto::v1::{
-    FilterRequest, FilterType, ImageBytes, ResizeQuality, ResizeRequest, filter_request,
+    self, FilterRequest, ImageBytes, ResizeRequest, filter_request,
     filter_service_client::FilterServiceClient, resize_request,
     resize_service_client::ResizeServiceClient,
 };
@@ -26,7 +30,7 @@ pub struct ProcessArgs {
     exact: bool,
     /// fast, good or best.
     #[arg(long, default_value = "good")]
-    quality: String,
+    quality: ResizeQuality,
     /// NAME[:INTENSITY], e.g. gaussian:2 or brightness:1.2; repeat for a chain.
     #[arg(long = "filter")]
     filters: Vec<String>,
@@ -55,19 +59,9 @@ fn parse_size(text: &str) -> Result<(i32, i32), String> {
     Ok((parse(w)?, parse(h)?))
 }
 
-pub fn filter_type(name: &str) -> anyhow::Result<FilterType> {
-    Ok(match name.to_ascii_lowercase().as_str() {
-        "blur" => FilterType::Blur,
-        "gaussian" => FilterType::Gaussian,
-        "sharpen" => FilterType::Sharpen,
-        "brightness" => FilterType::Brightness,
-        "contrast" => FilterType::Contrast,
-        "saturation" => FilterType::Saturation,
-        "grayscale" => FilterType::Grayscale,
-        other => bail!(
-            "unknown filter {other:?}: blur, gaussian, sharpen, brightness, contrast, saturation, grayscale"
-        ),
-    })
+/// A filter by its pipeline name, in any case ("Gaussian" is gaussian).
+pub fn filter_type(name: &str) -> Result<FilterType, UnknownName> {
+    name.to_ascii_lowercase().parse()
 }
 
 pub async fn connect(endpoint: &str) -> anyhow::Result<Channel> {
@@ -88,12 +82,6 @@ pub async fn run(args: ProcessArgs) -> anyhow::Result<()> {
         bail!("nothing to do: give --resize and/or --filter");
     }
     if let Some((width, height)) = args.resize {
-        let quality = match args.quality.as_str() {
-            "fast" => ResizeQuality::Fast,
-            "good" => ResizeQuality::Good,
-            "best" => ResizeQuality::Best,
-            other => bail!("--quality {other:?}: use fast, good or best"),
-        };
         let mut client = ResizeServiceClient::new(connect(&args.resize_endpoint).await?)
             .max_decoding_message_size(64 << 20)
             .max_encoding_message_size(64 << 20);
@@ -106,7 +94,7 @@ pub async fn run(args: ProcessArgs) -> anyhow::Result<()> {
                 target_width: width,
                 target_height: height,
                 maintain_aspect_ratio: !args.exact,
-                quality: quality as i32,
+                quality: v1::ResizeQuality::from(args.quality) as i32,
                 execution_id: String::new(),
             })
             .await
@@ -140,7 +128,7 @@ pub async fn run(args: ProcessArgs) -> anyhow::Result<()> {
                         data,
                         ..Default::default()
                     })),
-                    filter_type: filter_type(name)? as i32,
+                    filter_type: v1::FilterType::from(filter_type(name)?) as i32,
                     intensity,
                     parameters: Default::default(),
                     execution_id: String::new(),
@@ -178,6 +166,30 @@ mod tests {
         assert!(parse_size("800").is_err());
         assert!(parse_size("ax1").is_err());
         assert_eq!(filter_type("Gaussian").unwrap(), FilterType::Gaussian);
-        assert!(filter_type("sepia").is_err());
+        assert_eq!(filter_type("grayscale").unwrap(), FilterType::Grayscale);
+        let err = filter_type("sepia").unwrap_err().to_string();
+        assert!(
+            err.contains("\"sepia\"") && err.contains("gaussian"),
+            "{err}"
+        );
+    }
+
+    #[derive(Debug, clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        process: ProcessArgs,
+    }
+
+    #[test]
+    fn quality_is_checked_when_parsing_arguments() {
+        use clap::Parser;
+        let parse = |quality: &str| {
+            Cli::try_parse_from(["process", "in.jpg", "-o", "out.jpg", "--quality", quality])
+        };
+        assert_eq!(parse("best").unwrap().process.quality, ResizeQuality::Best);
+        let err = parse("ultra").unwrap_err().to_string();
+        assert!(err.contains("allowed: fast, good, best"), "{err}");
+        let default = Cli::try_parse_from(["process", "in.jpg", "-o", "out.jpg"]).unwrap();
+        assert_eq!(default.process.quality, ResizeQuality::Good);
     }
 }

@@ -15,7 +15,7 @@ pub struct RunArgs {
     /// Where to write the last step's image.
     #[arg(short, long, default_value = "data/pipeline-output.jpg")]
     output: PathBuf,
-    /// A pipeline definition (JSON, DESIGN section 4); default: resize 800x600
+    /// A pipeline definition (JSON, the shape of `imageflow_pipeline::model`); default: resize 800x600
     /// → ai_detection (boxes drawn) → sharpen.
     #[arg(long)]
     pipeline: Option<PathBuf>,

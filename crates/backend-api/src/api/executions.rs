@@ -1,7 +1,7 @@
 //! Executions: start (queued, or `?wait=true` for the one-round-trip path),
 //! read, list, cancel, and watch live as Server-Sent Events.
 
-use std::{collections::BTreeMap, convert::Infallible, time::Duration};
+use std::{convert::Infallible, time::Duration};
 
 use axum::{
     Extension, Json,
@@ -13,45 +13,19 @@ use axum::{
     },
 };
 use futures::Stream;
-use imageflow_proto::v1::ImageData;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use tokio::sync::broadcast::error::RecvError;
 use utoipa::{IntoParams, ToSchema};
 
 use super::{Actor, AppState, pipelines::valid_id};
+pub use crate::executions::CreateExecution;
 use crate::{
-    dag,
-    db::{ExecutionFilter, now},
-    engine::{Submission, SubmitError, initial_records},
+    db::{ExecutionCursor, ExecutionFilter},
     error::{ApiError, ApiResult, ErrorBody},
     events::ProgressEvent,
-    model::{ExecutionRecord, ExecutionStatus, PipelineDefinition},
+    executions::{AcceptError, Admission},
+    model::{ExecutionRecord, ExecutionStatus},
 };
-
-/// Start an execution of a stored pipeline (`pipelineId`) or of an inline one
-/// (`pipeline`) on one uploaded image.
-#[derive(Debug, Deserialize, ToSchema)]
-pub struct CreateExecution {
-    #[serde(rename = "pipelineId", default)]
-    pub pipeline_id: Option<String>,
-    /// A past revision of the stored pipeline; the latest when absent.
-    #[serde(rename = "pipelineRevision", default)]
-    pub pipeline_revision: Option<i64>,
-    #[serde(default)]
-    pub pipeline: Option<PipelineDefinition>,
-    /// file_ids from `POST /v1/files`. One image per execution: start one
-    /// execution per image to process several (they run in parallel).
-    pub inputs: Vec<String>,
-    /// Per-step parameter overrides: `{"<stepId>": {"width": 320}}`.
-    #[serde(default)]
-    #[schema(value_type = Object)]
-    pub parameters: BTreeMap<String, Value>,
-    /// Client-chosen id, making the request idempotent: repeating it returns
-    /// the existing execution instead of starting another.
-    #[serde(default)]
-    pub execution_id: Option<String>,
-}
 
 #[derive(Debug, Deserialize, IntoParams)]
 pub struct CreateQuery {
@@ -101,160 +75,19 @@ pub async fn create(
     body: Result<Json<CreateExecution>, JsonRejection>,
 ) -> ApiResult<Response> {
     let Json(request) = body?;
-    if let Some(id) = &request.execution_id {
-        if !valid_id(id) {
-            return Err(ApiError::bad_request(
-                "execution_id must be 1-128 characters of letters, digits, '-', '_' or '.'",
-            ));
-        }
-        if let Some(existing) = state.db.get_execution(id).await? {
-            return Ok((StatusCode::OK, Json(existing)).into_response());
-        }
-    }
-    let (definition, pipeline_id, revision) = match (&request.pipeline_id, request.pipeline) {
-        (Some(_), Some(_)) => {
-            return Err(ApiError::bad_request(
-                "give either pipelineId (a stored pipeline) or pipeline (inline), not both",
-            ));
-        }
-        (None, None) => {
-            return Err(ApiError::bad_request(
-                "give pipelineId (a stored pipeline) or pipeline (an inline definition)",
-            ));
-        }
-        (Some(id), None) => {
-            let stored = state
-                .db
-                .get_pipeline(id, request.pipeline_revision)
-                .await?
-                .ok_or_else(|| ApiError::NotFound(format!("no pipeline with id {id:?}")))?;
-            (stored.definition, Some(id.clone()), Some(stored.revision))
-        }
-        (None, Some(inline)) => (inline, None, None),
-    };
-    let plan = dag::plan(&definition, &request.parameters)?;
-    let [input_id] = request.inputs.as_slice() else {
-        return Err(ApiError::bad_request(format!(
-            "inputs must hold exactly one file_id (got {}); start one execution per image",
-            request.inputs.len()
-        )));
-    };
-    let file = state
-        .db
-        .get_file(input_id)
+    let started = match state
+        .executions
+        .accept(request, query.wait, &actor.0)
         .await?
-        .ok_or_else(|| ApiError::NotFound(format!("no file with id {input_id:?} (inputs)")))?;
-    state.engine.check_capacity().map_err(submit_error)?;
-
-    let execution_id = request
-        .execution_id
-        .clone()
-        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-    let record = ExecutionRecord {
-        execution_id: execution_id.clone(),
-        pipeline_id,
-        pipeline_revision: revision,
-        status: ExecutionStatus::Pending,
-        // The request's trace; the run joins it, so the record leads to it.
-        trace_id: imageflow_telemetry::propagation::current_trace_id(),
-        inputs: request.inputs.clone(),
-        created_at: now().0,
-        started_at: None,
-        finished_at: None,
-        execution_time_ms: None,
-        error: None,
-        steps: initial_records(&plan),
+    {
+        Admission::Existing(record) => return Ok((StatusCode::OK, Json(record)).into_response()),
+        Admission::Started(started) => started,
     };
-    let parameters = serde_json::to_value(&request.parameters).unwrap_or(Value::Null);
-    let queued = match (&state.kafka, state.execution_mode) {
-        (Some(link), crate::queue::ExecutionMode::Queue) => Some(link),
-        _ => None,
-    };
-    let owner = match queued {
-        Some(_) => crate::db::QUEUE_OWNER,
-        None => state.engine.owner(),
-    };
-    state
-        .db
-        .create_execution(&record, &definition, &parameters, owner)
-        .await?;
-    // Subscribed before the run starts, so the end cannot be missed.
-    let mut events = query.wait.then(|| state.engine.events().subscribe());
-    let timeout = definition.timeout_seconds.map(Duration::from_secs_f64);
-    if let Some(link) = queued {
-        let message = imageflow_events::ExecutionRequest {
-            execution_id: execution_id.clone(),
-            pipeline_config: serde_json::to_value(&definition).unwrap_or(Value::Null),
-            input_data: serde_json::json!({
-                "file_ids": request.inputs,
-                "bucket": file.bucket,
-                "object_key": file.object_key,
-            }),
-            parameters,
-        };
-        if let Err(err) = link.enqueue(&message).await {
-            let reason = format!("could not be queued: {err}");
-            let (at, _) = now();
-            state
-                .db
-                .finish_execution(
-                    &execution_id,
-                    ExecutionStatus::Failed,
-                    Some(&reason),
-                    &at,
-                    None,
-                )
-                .await?;
-            return Err(ApiError::Unavailable {
-                message: format!("the execution queue (Kafka) is unavailable: {err}"),
-                retry_after_secs: 5,
-            });
-        }
-        tracing::info!(actor = %actor.0, execution_id = %execution_id, "execution queued");
-    } else {
-        state
-            .engine
-            .submit(Submission {
-                execution_id: execution_id.clone(),
-                plan,
-                input: ImageData {
-                    bucket: file.bucket,
-                    object_key: file.object_key,
-                    ..Default::default()
-                },
-                timeout,
-                pipeline_id: record.pipeline_id.clone(),
-                parent: imageflow_telemetry::propagation::context_of(&tracing::Span::current()),
-                claimed: None,
-            })
-            .map_err(submit_error)?;
-        tracing::info!(actor = %actor.0, execution_id = %execution_id, pipeline_id = record.pipeline_id.as_deref().unwrap_or("inline"), "execution accepted");
-    }
-
-    if let Some(events) = events.as_mut() {
-        // Bounded by the execution deadline plus the queue; the engine always
-        // ends an execution, so this only guards against a lost event.
-        let limit = timeout.unwrap_or(Duration::from_secs(300)) + Duration::from_secs(60);
-        let _ = tokio::time::timeout(limit, async {
-            loop {
-                match events.recv().await {
-                    Ok(event) if event.execution_id == execution_id && event.is_final() => break,
-                    Ok(_) => {}
-                    // Events were dropped, maybe the final one: ask the database.
-                    Err(RecvError::Lagged(_)) => {
-                        if matches!(state.db.execution_status(&execution_id).await, Ok(Some(s)) if s.is_terminal())
-                        {
-                            break;
-                        }
-                    }
-                    Err(RecvError::Closed) => break,
-                }
-            }
-        })
-        .await;
+    let execution_id = started.execution_id.clone();
+    if query.wait {
         let finished = state
-            .db
-            .get_execution(&execution_id)
+            .executions
+            .wait_for_end(started)
             .await?
             .ok_or_else(|| ApiError::Internal("execution vanished".into()))?;
         let code = if finished.status.is_terminal() {
@@ -276,10 +109,22 @@ pub async fn create(
         .into_response())
 }
 
-fn submit_error(err: SubmitError) -> ApiError {
-    ApiError::Unavailable {
-        message: err.to_string(),
-        retry_after_secs: 1,
+impl From<AcceptError> for ApiError {
+    fn from(err: AcceptError) -> Self {
+        match err {
+            AcceptError::Invalid(message) => ApiError::bad_request(message),
+            AcceptError::Plan(err) => err.into(),
+            AcceptError::NotFound(message) => ApiError::NotFound(message),
+            AcceptError::Busy(err) => ApiError::Unavailable {
+                message: err.to_string(),
+                retry_after_secs: 1,
+            },
+            err @ AcceptError::QueueDown(_) => ApiError::Unavailable {
+                message: err.to_string(),
+                retry_after_secs: 5,
+            },
+            AcceptError::Database(err) => err.into(),
+        }
     }
 }
 
@@ -325,9 +170,8 @@ pub async fn list(
     let before = match query.cursor.as_deref() {
         None | Some("") => None,
         Some(c) => Some(
-            c.split_once('.')
-                .and_then(|(ms, id)| Some((ms.parse::<i64>().ok()?, id.to_string())))
-                .filter(|(_, id)| valid_id(id))
+            ExecutionCursor::parse(c)
+                .filter(|c| valid_id(&c.execution_id))
                 .ok_or_else(|| ApiError::bad_request("cursor is not a next_cursor value"))?,
         ),
     };
@@ -342,7 +186,7 @@ pub async fn list(
         .await?;
     Ok(Json(ExecutionList {
         executions,
-        next_cursor: next.map(|(ms, id)| format!("{ms}.{id}")),
+        next_cursor: next.map(|c| c.to_string()),
     }))
 }
 

@@ -18,7 +18,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::{Actor, AppState};
 use crate::{
-    db::{FileRecord, now},
+    db::{FileRecord, Timestamp},
     error::{ApiError, ApiResult, ErrorBody},
 };
 
@@ -134,7 +134,7 @@ pub async fn upload(
         height: i64::from(info.height),
         filename: filename.map(|f| sanitize_filename(&f)),
         execution_id: None,
-        created_at: now().0,
+        created_at: Timestamp::now().to_rfc3339(),
     };
     state.db.insert_file(&record).await?;
     tracing::info!(actor = %actor.0, file_id = %record.file_id, size_bytes = record.size_bytes, "file uploaded");

@@ -1,4 +1,4 @@
-//! The REST API (DESIGN section 4): routes, shared state, and the layers every
+//! The REST API: routes, shared state, and the layers every
 //! request passes (metrics, bearer-token auth on `/v1`, body limits).
 
 pub mod executions;
@@ -31,6 +31,8 @@ pub struct AppState {
     pub db: Db,
     pub store: Store,
     pub engine: Engine,
+    /// Accepting executions (the use-case behind `POST /v1/executions`).
+    pub executions: crate::executions::Executions,
     pub services: Services,
     pub metrics: Metrics,
     pub tokens: Arc<Vec<ApiToken>>,
@@ -159,14 +161,10 @@ async fn authenticate(
     }
 }
 
+/// Only a length mismatch returns early (`subtle` does not hide lengths); tokens of
+/// the right length are compared in full.
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    let mut diff = a.len() ^ b.len();
-    for i in 0..a.len().max(b.len()) {
-        let x = a.get(i).copied().unwrap_or(0);
-        let y = b.get(i).copied().unwrap_or(0xff);
-        diff |= usize::from(x ^ y);
-    }
-    diff == 0
+    subtle::ConstantTimeEq::ct_eq(a, b).into()
 }
 
 #[cfg(test)]

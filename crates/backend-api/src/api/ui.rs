@@ -16,8 +16,19 @@ use axum::{
     response::{IntoResponse, Response},
     routing::get,
 };
-use imageflow_service::ConfigError;
+use imageflow_config::{ConfigError, Env, Setting};
 use serde::Serialize;
+
+pub(crate) const UI_DIR: Setting = Setting::new(
+    "UI_DIR",
+    UiSettings::DEFAULT_DIR,
+    "the built web UI (scripts/build-ui.sh) served at /; relative to the working directory",
+);
+pub(crate) const JAEGER_UI_URL: Setting = Setting::described(
+    "JAEGER_UI_URL",
+    "unset (no trace links)",
+    "Jaeger UI base URL; the web UI links each execution's trace to {url}/trace/{trace_id}",
+);
 
 /// Where the built UI lives and what it links to.
 #[derive(Clone, Debug)]
@@ -33,27 +44,14 @@ impl UiSettings {
     pub const DEFAULT_DIR: &'static str = "web/dist";
 
     /// Reads `UI_DIR` and `JAEGER_UI_URL` from `env`.
-    pub fn from_env(env: &HashMap<String, String>) -> Result<Self, ConfigError> {
-        let get = |name: &str| env.get(name).map(|v| v.trim()).filter(|v| !v.is_empty());
-        let dir = PathBuf::from(get("UI_DIR").unwrap_or(Self::DEFAULT_DIR));
-        let jaeger_ui_url = match get("JAEGER_UI_URL") {
-            None => None,
-            Some(url) => {
-                let ok = url.parse::<http::Uri>().is_ok_and(|u| {
-                    matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some()
-                });
-                if !ok {
-                    return Err(ConfigError {
-                        variable: "JAEGER_UI_URL".into(),
-                        message: format!(
-                            "{url:?} is not an http(s):// URL (e.g. http://jaeger:16686)"
-                        ),
-                    });
-                }
-                Some(url.trim_end_matches('/').to_string())
-            }
-        };
-        Ok(Self { dir, jaeger_ui_url })
+    pub fn from_env(vars: &HashMap<String, String>) -> Result<Self, ConfigError> {
+        let env = Env::new(vars);
+        Ok(Self {
+            dir: PathBuf::from(env.text(&UI_DIR).unwrap_or_default()),
+            jaeger_ui_url: env
+                .url(JAEGER_UI_URL.name, &["http", "https"])?
+                .map(str::to_string),
+        })
     }
 }
 

@@ -1,0 +1,40 @@
+//! The seam between scheduling and the network: the engine asks a
+//! [`StepCaller`] to run one step call and never reaches the services itself,
+//! so the DAG order and the step policy are tested with a fake caller.
+
+use std::{future::Future, pin::Pin, time::Duration};
+
+use imageflow_proto::v1::ImageData;
+
+use crate::{
+    clients::{self, CallError, CallResult, Services},
+    registry::StepCall,
+};
+
+/// The future of one call.
+pub type CallFuture<'a> = Pin<Box<dyn Future<Output = Result<CallResult, CallError>> + Send + 'a>>;
+
+/// Runs one call of a step on an image. The engine bounds it by the attempt
+/// deadline and drops it on cancel, so an implementation need not do either.
+pub trait StepCaller: Send + Sync + std::fmt::Debug + 'static {
+    fn call<'a>(
+        &'a self,
+        call: &'a StepCall,
+        input: &'a ImageData,
+        execution_id: &'a str,
+        timeout: Duration,
+    ) -> CallFuture<'a>;
+}
+
+/// The resident gRPC services.
+impl StepCaller for Services {
+    fn call<'a>(
+        &'a self,
+        call: &'a StepCall,
+        input: &'a ImageData,
+        execution_id: &'a str,
+        timeout: Duration,
+    ) -> CallFuture<'a> {
+        Box::pin(clients::call(self, call, input, execution_id, timeout))
+    }
+}

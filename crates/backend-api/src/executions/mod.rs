@@ -1,0 +1,413 @@
+//! The execution use-case, whoever asks: accept a request (check it, record
+//! it, run it here or hand it to the queue), fail an execution with a reason,
+//! and the queue message of a recorded execution. The HTTP handlers and the
+//! Kafka consumer only map their inputs and outputs onto it.
+
+#[cfg(test)]
+mod tests;
+
+use std::{collections::BTreeMap, future::Future, pin::Pin, sync::Arc, time::Duration};
+
+use imageflow_events::ExecutionRequest;
+use imageflow_proto::v1::ImageData;
+use serde::Deserialize;
+use serde_json::Value;
+use tokio::sync::{broadcast, oneshot};
+use utoipa::ToSchema;
+
+use crate::{
+    dag::{self, Plan, PlanError},
+    db::{Db, FileRecord, QUEUE_OWNER, Timestamp},
+    engine::{Engine, Submission, SubmitError, initial_records},
+    events::ProgressEvent,
+    model::{ExecutionRecord, ExecutionStatus, PipelineDefinition},
+};
+
+/// Start an execution of a stored pipeline (`pipelineId`) or of an inline one
+/// (`pipeline`) on one uploaded image.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+pub struct CreateExecution {
+    #[serde(rename = "pipelineId", default)]
+    pub pipeline_id: Option<String>,
+    /// A past revision of the stored pipeline; the latest when absent.
+    #[serde(rename = "pipelineRevision", default)]
+    pub pipeline_revision: Option<i64>,
+    #[serde(default)]
+    pub pipeline: Option<PipelineDefinition>,
+    /// file_ids from `POST /v1/files`. One image per execution: start one
+    /// execution per image to process several (they run in parallel).
+    pub inputs: Vec<String>,
+    /// Per-step parameter overrides: `{"<stepId>": {"width": 320}}`.
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub parameters: BTreeMap<String, Value>,
+    /// Client-chosen id, making the request idempotent: repeating it returns
+    /// the existing execution instead of starting another.
+    #[serde(default)]
+    pub execution_id: Option<String>,
+}
+
+/// Why an execution was not accepted.
+#[derive(Debug, thiserror::Error)]
+pub enum AcceptError {
+    /// The request itself is wrong; the message says how.
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    /// A pipeline or input file it names does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// No room in this replica, or it is shutting down.
+    #[error(transparent)]
+    Busy(#[from] SubmitError),
+    /// Queue mode: the broker did not take the execution (it is recorded failed).
+    #[error("the execution queue (Kafka) is unavailable: {0}")]
+    QueueDown(String),
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
+
+/// Where executions go to run when they do not run in the replica that
+/// accepted them (queue mode: Kafka's `pipeline-executions`).
+pub trait ExecutionQueue: Send + Sync + std::fmt::Debug + 'static {
+    /// Resolves once the queue holds the request (a lost request must be an
+    /// error, not a drop).
+    fn enqueue<'a>(
+        &'a self,
+        request: &'a ExecutionRequest,
+    ) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>>;
+}
+
+/// The outcome of an accepted request.
+#[derive(Debug)]
+pub enum Admission {
+    /// The request named an execution id that exists: that execution.
+    Existing(Box<ExecutionRecord>),
+    Started(Started),
+}
+
+/// An execution that was recorded and is running or queued.
+#[derive(Debug)]
+pub struct Started {
+    pub execution_id: String,
+    /// The pipeline's own deadline, if it has one.
+    pub timeout: Option<Duration>,
+    /// Subscribed before the run started (when the caller wants to wait), so
+    /// its end cannot be missed.
+    events: Option<broadcast::Receiver<Arc<ProgressEvent>>>,
+}
+
+/// The execution use-case. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Executions {
+    db: Db,
+    engine: Engine,
+    /// Queue mode only.
+    queue: Option<Arc<dyn ExecutionQueue>>,
+}
+
+impl Executions {
+    pub fn new(db: Db, engine: Engine, queue: Option<Arc<dyn ExecutionQueue>>) -> Self {
+        Self { db, engine, queue }
+    }
+
+    /// Checks, records and starts (or queues) an execution. With `wait`, the
+    /// returned [`Started`] can be waited on with [`Executions::wait_for_end`].
+    pub async fn accept(
+        &self,
+        request: CreateExecution,
+        wait: bool,
+        actor: &str,
+    ) -> Result<Admission, AcceptError> {
+        if let Some(id) = &request.execution_id {
+            if !crate::api::pipelines::valid_id(id) {
+                return Err(AcceptError::Invalid(
+                    "execution_id must be 1-128 characters of letters, digits, '-', '_' or '.'"
+                        .into(),
+                ));
+            }
+            if let Some(existing) = self.db.get_execution(id).await? {
+                return Ok(Admission::Existing(Box::new(existing)));
+            }
+        }
+        let (definition, pipeline_id, revision) = self.definition_of(&request).await?;
+        let plan = dag::plan(&definition, &request.parameters)?;
+        let [input_id] = request.inputs.as_slice() else {
+            return Err(AcceptError::Invalid(format!(
+                "inputs must hold exactly one file_id (got {}); start one execution per image",
+                request.inputs.len()
+            )));
+        };
+        let file = self.db.get_file(input_id).await?.ok_or_else(|| {
+            AcceptError::NotFound(format!("no file with id {input_id:?} (inputs)"))
+        })?;
+        self.engine.check_capacity()?;
+
+        let execution_id = request
+            .execution_id
+            .clone()
+            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        let record = ExecutionRecord {
+            execution_id: execution_id.clone(),
+            pipeline_id,
+            pipeline_revision: revision,
+            status: ExecutionStatus::Pending,
+            // The request's trace; the run joins it, so the record leads to it.
+            trace_id: imageflow_telemetry::propagation::current_trace_id(),
+            inputs: request.inputs.clone(),
+            created_at: Timestamp::now().to_rfc3339(),
+            started_at: None,
+            finished_at: None,
+            execution_time_ms: None,
+            error: None,
+            steps: initial_records(&plan),
+        };
+        let parameters = serde_json::to_value(&request.parameters).unwrap_or(Value::Null);
+        let owner = match self.queue {
+            Some(_) => QUEUE_OWNER,
+            None => self.engine.owner(),
+        };
+        self.db
+            .create_execution(&record, &definition, &parameters, owner)
+            .await?;
+        let events = wait.then(|| self.engine.events().subscribe());
+        let timeout = definition.timeout_seconds.map(Duration::from_secs_f64);
+        if let Some(queue) = &self.queue {
+            let message = request_message(
+                &execution_id,
+                &definition,
+                parameters,
+                &request.inputs,
+                &file,
+            );
+            if let Err(err) = queue.enqueue(&message).await {
+                fail(
+                    &self.db,
+                    &execution_id,
+                    &format!("could not be queued: {err}"),
+                )
+                .await?;
+                return Err(AcceptError::QueueDown(err));
+            }
+            tracing::info!(actor, execution_id = %execution_id, "execution queued");
+        } else {
+            let parent = imageflow_telemetry::propagation::context_of(&tracing::Span::current());
+            let run = submission(
+                &execution_id,
+                plan,
+                &file,
+                timeout,
+                record.pipeline_id.clone(),
+            );
+            self.engine.submit(Submission { parent, ..run })?;
+            tracing::info!(actor, execution_id = %execution_id, pipeline_id = record.pipeline_id.as_deref().unwrap_or("inline"), "execution accepted");
+        }
+        Ok(Admission::Started(Started {
+            execution_id,
+            timeout,
+            events,
+        }))
+    }
+
+    /// The definition a request runs: the stored pipeline (at a revision) or
+    /// the inline one, never both.
+    async fn definition_of(
+        &self,
+        request: &CreateExecution,
+    ) -> Result<(PipelineDefinition, Option<String>, Option<i64>), AcceptError> {
+        match (&request.pipeline_id, &request.pipeline) {
+            (Some(_), Some(_)) => Err(AcceptError::Invalid(
+                "give either pipelineId (a stored pipeline) or pipeline (inline), not both".into(),
+            )),
+            (None, None) => Err(AcceptError::Invalid(
+                "give pipelineId (a stored pipeline) or pipeline (an inline definition)".into(),
+            )),
+            (Some(id), None) => {
+                let stored = self
+                    .db
+                    .get_pipeline(id, request.pipeline_revision)
+                    .await?
+                    .ok_or_else(|| AcceptError::NotFound(format!("no pipeline with id {id:?}")))?;
+                Ok((stored.definition, Some(id.clone()), Some(stored.revision)))
+            }
+            (None, Some(inline)) => Ok((inline.clone(), None, None)),
+        }
+    }
+
+    /// Waits for the end of an execution accepted with `wait` (at most its
+    /// deadline plus a minute of queueing) and returns it as recorded; it may
+    /// still be running when the wait ran out.
+    pub async fn wait_for_end(
+        &self,
+        started: Started,
+    ) -> Result<Option<ExecutionRecord>, sqlx::Error> {
+        let Started {
+            execution_id,
+            timeout,
+            events,
+        } = started;
+        if let Some(mut events) = events {
+            let limit = timeout.unwrap_or(Duration::from_secs(300)) + Duration::from_secs(60);
+            let _ = tokio::time::timeout(limit, async {
+                loop {
+                    match events.recv().await {
+                        Ok(event) if event.execution_id == execution_id && event.is_final() => {
+                            break;
+                        }
+                        Ok(_) => {}
+                        // Events were dropped, maybe the final one: ask the database.
+                        Err(broadcast::error::RecvError::Lagged(_)) => {
+                            let status = self.db.execution_status(&execution_id).await;
+                            if matches!(status, Ok(Some(s)) if s.is_terminal()) {
+                                break;
+                            }
+                        }
+                        Err(broadcast::error::RecvError::Closed) => break,
+                    }
+                }
+            })
+            .await;
+        }
+        self.db.get_execution(&execution_id).await
+    }
+}
+
+/// Ends an execution as failed with a reason a person can act on; `false`
+/// when it had already ended.
+pub async fn fail(db: &Db, id: &str, reason: &str) -> Result<bool, sqlx::Error> {
+    tracing::warn!(execution_id = %id, reason, "execution failed");
+    db.finish_execution(
+        id,
+        ExecutionStatus::Failed,
+        Some(reason),
+        Timestamp::now(),
+        None,
+    )
+    .await
+}
+
+/// The `pipeline-executions` message of an execution.
+pub fn request_message(
+    execution_id: &str,
+    definition: &PipelineDefinition,
+    parameters: Value,
+    inputs: &[String],
+    input: &FileRecord,
+) -> ExecutionRequest {
+    ExecutionRequest {
+        execution_id: execution_id.to_string(),
+        pipeline_config: serde_json::to_value(definition).unwrap_or(Value::Null),
+        input_data: serde_json::json!({
+            "file_ids": inputs,
+            "bucket": input.bucket,
+            "object_key": input.object_key,
+        }),
+        parameters,
+    }
+}
+
+/// A recorded execution as the engine runs it.
+fn submission(
+    execution_id: &str,
+    plan: Plan,
+    input: &FileRecord,
+    timeout: Option<Duration>,
+    pipeline_id: Option<String>,
+) -> Submission {
+    Submission {
+        execution_id: execution_id.to_string(),
+        plan,
+        input: ImageData {
+            bucket: input.bucket.clone(),
+            object_key: input.object_key.clone(),
+            ..Default::default()
+        },
+        timeout,
+        pipeline_id,
+        parent: Default::default(),
+        claimed: None,
+    }
+}
+
+/// A recorded execution, read back from the database.
+struct Stored {
+    record: ExecutionRecord,
+    definition: PipelineDefinition,
+    parameters: Value,
+    input: FileRecord,
+}
+
+async fn stored(db: &Db, id: &str) -> Result<Stored, String> {
+    let database = |e: sqlx::Error| format!("database: {e}");
+    let record = db
+        .get_execution(id)
+        .await
+        .map_err(database)?
+        .ok_or("the execution disappeared")?;
+    let (definition, parameters) = db
+        .execution_input(id)
+        .await
+        .map_err(database)?
+        .ok_or("the execution disappeared")?;
+    let input_id = record.inputs.first().ok_or("the execution has no input")?;
+    let input = db
+        .get_file(input_id)
+        .await
+        .map_err(database)?
+        .ok_or_else(|| format!("input file {input_id} no longer exists"))?;
+    Ok(Stored {
+        record,
+        definition,
+        parameters,
+        input,
+    })
+}
+
+/// A recorded execution ready to run in this replica, and the receiver told
+/// whether the replica claimed it (see [`Submission::claimed`]).
+pub async fn stored_submission(
+    db: &Db,
+    id: &str,
+    parent: imageflow_telemetry::propagation::Context,
+) -> Result<(Submission, oneshot::Receiver<bool>), String> {
+    let Stored {
+        record,
+        definition,
+        parameters,
+        input,
+    } = stored(db, id).await?;
+    let overrides: dag::Overrides = serde_json::from_value(parameters).unwrap_or_default();
+    let plan = dag::plan(&definition, &overrides).map_err(|e| e.to_string())?;
+    let timeout = definition.timeout_seconds.map(Duration::from_secs_f64);
+    let (tx, rx) = oneshot::channel();
+    let run = submission(id, plan, &input, timeout, record.pipeline_id);
+    Ok((
+        Submission {
+            parent,
+            claimed: Some(tx),
+            ..run
+        },
+        rx,
+    ))
+}
+
+/// Hands a recorded execution to the queue again (its replica died); if that
+/// fails, fails the execution with the reason rather than leaving it waiting
+/// for a message that never comes.
+pub async fn requeue(queue: &dyn ExecutionQueue, db: &Db, id: &str) {
+    let sent = match stored(db, id).await {
+        Ok(s) => {
+            let message =
+                request_message(id, &s.definition, s.parameters, &s.record.inputs, &s.input);
+            queue.enqueue(&message).await
+        }
+        Err(reason) => Err(reason),
+    };
+    if let Err(reason) = sent {
+        let reason = format!("interrupted, and it could not be queued again: {reason}");
+        if let Err(err) = fail(db, id, &reason).await {
+            tracing::error!(execution_id = %id, error = %err, "cannot record the failed requeue");
+        }
+    }
+}
