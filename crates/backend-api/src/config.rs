@@ -377,12 +377,7 @@ fn api_tokens(env: Env<'_>) -> Result<Vec<ApiToken>, ConfigError> {
 mod tests {
     use super::*;
 
-    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
+    use imageflow_config::vars as env;
 
     #[test]
     fn defaults_are_the_embedded_ones() {
