@@ -155,27 +155,25 @@ start_backend() {
     backend_pid="$spawned_pid"
 }
 
-# wait_grpc PORT NAME: until the gRPC health check on PORT answers (30 s at
-# most; needs $bin/imageflowctl), else the end of $work/NAME.log and exit.
-wait_grpc() {
+# wait_for NAME WHAT COMMAND...: until COMMAND succeeds (30 s at most), else
+# the end of $work/NAME.log and exit saying what never came.
+wait_for() {
+    local name="$1" what="$2"
+    shift 2
     for _ in $(seq 1 300); do
-        "$bin/imageflowctl" health "http://127.0.0.1:$1" 2>/dev/null && return 0
+        "$@" >/dev/null 2>&1 && return 0
         sleep 0.1
     done
-    tail -n 40 "$work/$2.log" >&2
-    die "no gRPC health on port $1 ($2)"
+    tail -n 40 "$work/$name.log" >&2
+    die "no $what ($name)"
 }
 
-# wait_http PORT NAME: until /healthz on PORT answers (30 s at most), else the
-# end of $work/NAME.log and exit.
-wait_http() {
-    for _ in $(seq 1 300); do
-        curl -sf "http://127.0.0.1:$1/healthz" >/dev/null && return 0
-        sleep 0.1
-    done
-    tail -n 40 "$work/$2.log" >&2
-    die "no /healthz on port $1 ($2)"
-}
+# wait_grpc PORT NAME: until the gRPC health check on PORT answers (needs
+# $bin/imageflowctl).
+wait_grpc() { wait_for "$2" "gRPC health on port $1" "$bin/imageflowctl" health "http://127.0.0.1:$1"; }
+
+# wait_http PORT NAME: until /healthz on PORT answers.
+wait_http() { wait_for "$2" "/healthz on port $1" curl -sf "http://127.0.0.1:$1/healthz"; }
 
 # wait_log NAME TEXT: until $work/NAME.log has a line with TEXT (30 s at
 # most); fails, without exiting, when it never comes.

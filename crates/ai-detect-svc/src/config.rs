@@ -1,4 +1,4 @@
-//! The detection service's own settings (DESIGN section 8), read from an env
+//! The detection service's own settings (listed by `ai-detect-svc --help`), read from an env
 //! map like the shared ones; a bad value names its variable.
 
 use std::{collections::HashMap, path::PathBuf, time::Duration};
@@ -164,12 +164,7 @@ impl DetectConfig {
 mod tests {
     use super::*;
 
-    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
+    use imageflow_config::vars as env;
 
     #[test]
     fn defaults_find_setup_sh_output_from_the_repo_root() {

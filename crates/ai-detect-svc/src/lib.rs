@@ -46,9 +46,7 @@ pub const DEFAULTS: ServiceDefaults = ServiceDefaults {
 
 pub const SUMMARY: &str = "Detects objects in JPEG, PNG and WebP images over gRPC \
 (imageflow.v1.AIDetectionService) with YOLOv8/YOLO11 ONNX models, in process (ONNX Runtime) \
-or on a Triton server. Detection settings: MODEL_DIR (./models), DEFAULT_MODEL, ORT_DYLIB_PATH \
-(./models/lib/libonnxruntime.so), INFERENCE_BACKEND (onnx|triton), TRITON_URL, \
-EXECUTION_PROVIDER (cpu|cuda), INTRA_OP_THREADS, BATCH_WINDOW_MS (2), MAX_BATCH_SIZE (8).";
+or on a Triton server.";
 
 /// A model ready to take requests.
 #[derive(Debug)]

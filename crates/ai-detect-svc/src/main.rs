@@ -6,9 +6,10 @@ fn main() -> ExitCode {
     let env = std::env::vars().collect();
     // Read before the shared settings so a bad detection setting is also one line.
     let detect = ai_detect_svc::Config::from_env(&env);
-    imageflow_service::cli::main(
+    imageflow_service::cli::main_with(
         ai_detect_svc::DEFAULTS,
         ai_detect_svc::SUMMARY,
+        ai_detect_svc::config::SETTINGS,
         |config, listener| async move {
             let detect = detect.map_err(|e| {
                 imageflow_service::ServeError::Startup(format!("configuration error: {e}"))

@@ -16,11 +16,11 @@ use crate::{
     dag,
     db::{Db, FileRecord, Timestamp},
     engine::{
-        CallFuture, Engine, EngineParts, EngineSettings, StepCaller, Submission, initial_records,
+        CallFuture, CallRequest, Engine, EngineParts, EngineSettings, StepCaller, Submission,
     },
     events::{EventHub, ProgressEvent},
     metrics::Metrics,
-    model::{ExecutionRecord, ExecutionStatus, PipelineDefinition},
+    model::{ExecutionRecord, PipelineDefinition},
     registry::StepCall,
 };
 
@@ -112,15 +112,9 @@ impl Drop for DropWatch<'_> {
 }
 
 impl StepCaller for FakeServices {
-    fn call<'a>(
-        &'a self,
-        call: &'a StepCall,
-        input: &'a ImageData,
-        _execution_id: &'a str,
-        _timeout: Duration,
-    ) -> CallFuture<'a> {
+    fn call<'a>(&'a self, request: CallRequest<'a>) -> CallFuture<'a> {
         Box::pin(async move {
-            let key = key(call);
+            let (key, input) = (key(request.call), request.input);
             let index = {
                 let mut calls = self.calls.lock().unwrap();
                 calls.push(Call {
@@ -241,20 +235,8 @@ impl Harness {
     /// what the engine runs.
     pub async fn record(&self, id: &str, pipeline: &PipelineDefinition, owner: &str) -> Submission {
         let plan = dag::plan(pipeline, &Default::default()).unwrap();
-        let record = ExecutionRecord {
-            execution_id: id.into(),
-            pipeline_id: None,
-            pipeline_revision: None,
-            status: ExecutionStatus::Pending,
-            trace_id: None,
-            inputs: vec![self.input.file_id.clone()],
-            created_at: Timestamp::now().to_rfc3339(),
-            started_at: None,
-            finished_at: None,
-            execution_time_ms: None,
-            error: None,
-            steps: initial_records(&plan),
-        };
+        let inputs = vec![self.input.file_id.clone()];
+        let record = crate::executions::pending_record(id, None, None, inputs, &plan);
         self.db
             .create_execution(&record, pipeline, &serde_json::json!({}), owner)
             .await

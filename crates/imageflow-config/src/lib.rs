@@ -403,6 +403,14 @@ impl<'a> Env<'a> {
     }
 }
 
+/// A variable map from pairs, for tests and tools that build one by hand.
+pub fn vars(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
 /// The trimmed, non-blank entries of a comma-separated list.
 pub fn split_list(raw: &str) -> Vec<&str> {
     raw.split(',')
@@ -433,13 +441,6 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
-
-    fn vars(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
 
     const WORKERS: Setting = Setting::new("WORKERS", "4", "workers");
     const LISTEN: Setting = Setting::new("LISTEN", "0.0.0.0:9090", "address");

@@ -359,12 +359,7 @@ mod tests {
 
     use super::*;
 
-    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
+    use imageflow_config::vars as env;
 
     fn prop<'a>(props: &'a [(&'static str, String)], key: &str) -> Option<&'a str> {
         props

@@ -9,7 +9,7 @@ use imageflow_config::{Env, Unit};
 use imageflow_imaging::Limits;
 use imageflow_storage::{StorageConfig, StoreOptions};
 
-/// What differs between services: their name and their limits (DESIGN section 9).
+/// What differs between services: their name and their limits (see each binary's `DEFAULTS`).
 #[derive(Clone, Copy, Debug)]
 pub struct ServiceDefaults {
     /// Binary name, as in `resize-svc --version`.
@@ -207,12 +207,7 @@ mod tests {
         request_timeout: Duration::from_secs(30),
     };
 
-    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
+    use imageflow_config::vars as env;
 
     #[test]
     fn defaults_apply_when_nothing_is_set() {

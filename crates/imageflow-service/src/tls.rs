@@ -50,7 +50,7 @@ impl ServerTls {
         let client_ca_path = var(env, "GRPC_TLS_CLIENT_CA");
         let Some((identity, cert_path)) = identity(env, "GRPC_TLS_CERT", "GRPC_TLS_KEY")? else {
             if client_ca_path.is_some() {
-                return Err(error(
+                return Err(ConfigError::invalid(
                     "GRPC_TLS_CLIENT_CA",
                     "needs GRPC_TLS_CERT and GRPC_TLS_KEY: client certificates are only asked for over TLS",
                 ));
@@ -72,9 +72,9 @@ impl ServerTls {
         tonic::transport::Server::builder()
             .tls_config(tls.config())
             .map_err(|e| {
-                error(
+                ConfigError::invalid(
                     "GRPC_TLS_CERT",
-                    &format!(
+                    format!(
                         "GRPC_TLS_CERT, GRPC_TLS_KEY and GRPC_TLS_CLIENT_CA do not make a usable TLS configuration: {}",
                         chain(&e)
                     ),
@@ -128,7 +128,7 @@ impl ClientTls {
         let server_name = var(env, "GRPC_TLS_SERVER_NAME");
         let Some(ca_path) = var(env, "GRPC_TLS_CA") else {
             if identity.is_some() || server_name.is_some() {
-                return Err(error(
+                return Err(ConfigError::invalid(
                     "GRPC_TLS_CA",
                     "is needed with GRPC_TLS_CLIENT_CERT/GRPC_TLS_SERVER_NAME: name the CA that signed the services' certificates",
                 ));
@@ -138,9 +138,9 @@ impl ClientTls {
         if let Some(name) = &server_name
             && rustls_pki_types::ServerName::try_from(name.as_str()).is_err()
         {
-            return Err(error(
+            return Err(ConfigError::invalid(
                 "GRPC_TLS_SERVER_NAME",
-                &format!("{name:?} is not a DNS name or IP address"),
+                format!("{name:?} is not a DNS name or IP address"),
             ));
         }
         let tls = Self {
@@ -153,9 +153,9 @@ impl ClientTls {
         tonic::transport::Endpoint::from_static("https://localhost")
             .tls_config(tls.config("localhost"))
             .map_err(|e| {
-                error(
+                ConfigError::invalid(
                     "GRPC_TLS_CLIENT_CERT",
-                    &format!(
+                    format!(
                         "GRPC_TLS_CA, GRPC_TLS_CLIENT_CERT and GRPC_TLS_CLIENT_KEY do not make a usable TLS configuration: {}",
                         chain(&e)
                     ),
@@ -184,17 +184,9 @@ impl ClientTls {
 }
 
 fn var(env: &HashMap<String, String>, name: &str) -> Option<String> {
-    env.get(name)
-        .map(|v| v.trim())
-        .filter(|v| !v.is_empty())
+    imageflow_config::Env::new(env)
+        .get(name)
         .map(str::to_string)
-}
-
-fn error(variable: &str, message: &str) -> ConfigError {
-    ConfigError {
-        variable: variable.into(),
-        message: message.into(),
-    }
 }
 
 /// The file `variable` names, read whole.
@@ -202,7 +194,10 @@ fn read(env: &HashMap<String, String>, variable: &str) -> Result<(Vec<u8>, Strin
     let path = var(env, variable).unwrap_or_default();
     match std::fs::read(&path) {
         Ok(bytes) => Ok((bytes, path)),
-        Err(err) => Err(error(variable, &format!("cannot read {path:?}: {err}"))),
+        Err(err) => Err(ConfigError::invalid(
+            variable,
+            format!("cannot read {path:?}: {err}"),
+        )),
     }
 }
 
@@ -212,13 +207,13 @@ fn certificates(env: &HashMap<String, String>, variable: &str) -> Result<Certifi
     let parsed: Result<Vec<CertificateDer<'_>>, _> = CertificateDer::pem_slice_iter(&pem).collect();
     match parsed {
         Ok(certs) if !certs.is_empty() => Ok(Certificate::from_pem(pem)),
-        Ok(_) => Err(error(
+        Ok(_) => Err(ConfigError::invalid(
             variable,
-            &format!("{path:?} holds no PEM certificate (-----BEGIN CERTIFICATE-----)"),
+            format!("{path:?} holds no PEM certificate (-----BEGIN CERTIFICATE-----)"),
         )),
-        Err(err) => Err(error(
+        Err(err) => Err(ConfigError::invalid(
             variable,
-            &format!("{path:?} is not valid PEM: {err}"),
+            format!("{path:?} is not valid PEM: {err}"),
         )),
     }
 }
@@ -231,21 +226,21 @@ fn identity(
 ) -> Result<Option<(Identity, String)>, ConfigError> {
     match (var(env, cert_variable), var(env, key_variable)) {
         (None, None) => Ok(None),
-        (Some(_), None) => Err(error(
+        (Some(_), None) => Err(ConfigError::invalid(
             key_variable,
-            &format!("is unset but {cert_variable} is set: give the certificate's private key too"),
+            format!("is unset but {cert_variable} is set: give the certificate's private key too"),
         )),
-        (None, Some(_)) => Err(error(
+        (None, Some(_)) => Err(ConfigError::invalid(
             cert_variable,
-            &format!("is unset but {key_variable} is set: give the key's certificate too"),
+            format!("is unset but {key_variable} is set: give the key's certificate too"),
         )),
         (Some(_), Some(_)) => {
             let cert = certificates(env, cert_variable)?;
             let (key, key_path) = read(env, key_variable)?;
             if let Err(err) = PrivateKeyDer::from_pem_slice(&key) {
-                return Err(error(
+                return Err(ConfigError::invalid(
                     key_variable,
-                    &format!(
+                    format!(
                         "{key_path:?} holds no PEM private key (PKCS#8, PKCS#1 or SEC1): {err}"
                     ),
                 ));

@@ -224,8 +224,8 @@ pub struct StoreOptions {
     /// Attempts per operation, the first included, for transient failures (default 4;
     /// 0 counts as 1).
     pub max_attempts: u32,
-    /// First backoff step; attempt `n` waits a random time in
-    /// `0..=min(base_backoff * 2^(n-1), 5 s)` (full jitter). Default 50 ms.
+    /// First backoff step; retry `n` waits a random time between half and all of
+    /// `min(base_backoff * 2^(n-1), 5 s)` (equal jitter). Default 50 ms.
     pub base_backoff: Duration,
     /// Time limit of one attempt of one operation, body transfer included (default 10 s).
     pub op_timeout: Duration,
@@ -341,12 +341,7 @@ fn parse_size(v: &str) -> Option<u64> {
 mod tests {
     use super::*;
 
-    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect()
-    }
+    use imageflow_config::vars as env;
 
     fn err_var(pairs: &[(&str, &str)]) -> (String, String) {
         match StorageConfig::from_env(&env(pairs)) {

@@ -82,35 +82,9 @@ impl StorageError {
     }
 }
 
-/// A configuration value that cannot be used. Display: `VARIABLE: what is wrong and what
-/// is accepted`, one line fit for a start-up failure.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// `variable` holds a value that is not accepted.
-    #[error("{variable}: {message}")]
-    Invalid {
-        /// The environment variable at fault.
-        variable: &'static str,
-        /// What is wrong and what is accepted.
-        message: String,
-    },
-}
-
-impl ConfigError {
-    pub(crate) fn invalid(variable: &'static str, message: impl Into<String>) -> Self {
-        Self::Invalid {
-            variable,
-            message: message.into(),
-        }
-    }
-
-    /// The environment variable at fault.
-    pub fn variable(&self) -> &'static str {
-        match self {
-            Self::Invalid { variable, .. } => variable,
-        }
-    }
-}
+/// A configuration value that cannot be used: the one shape every binary's
+/// settings share.
+pub use imageflow_config::ConfigError;
 
 #[cfg(test)]
 mod tests {

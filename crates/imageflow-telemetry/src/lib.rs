@@ -105,11 +105,11 @@ where
     W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
 {
     let settings = Settings::from_env(env, service, version)?;
-    let filter = match env.get("RUST_LOG") {
-        Some(spec) if !spec.trim().is_empty() => EnvFilter::try_new(spec)
-            .map_err(|e| InitError(format!("RUST_LOG: cannot parse {spec:?}: {e}")))?,
-        _ => EnvFilter::new("info"),
-    };
+    let spec = imageflow_config::Env::new(env)
+        .get("RUST_LOG")
+        .unwrap_or(Settings::DEFAULT_LOG_FILTER);
+    let filter = EnvFilter::try_new(spec)
+        .map_err(|e| InitError(format!("RUST_LOG: cannot parse {spec:?}: {e}")))?;
     let attributes = settings.resource_attributes();
     let resource = Resource::builder_empty()
         .with_attributes(

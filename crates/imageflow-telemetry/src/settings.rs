@@ -71,11 +71,14 @@ const EXPORT_TIMEOUT: Setting = Setting::new(
 );
 
 impl Settings {
+    /// What `RUST_LOG` is when unset.
+    pub const DEFAULT_LOG_FILTER: &'static str = "info";
+
     /// The variables telemetry reads, for the binaries' `--help`.
     pub const SETTINGS: &'static [Setting] = &[
         Setting::new(
             "RUST_LOG",
-            "info",
+            Self::DEFAULT_LOG_FILTER,
             "log filter; logs are JSON lines on stdout",
         ),
         Setting::described(
@@ -225,12 +228,7 @@ fn sampler(env: Env<'_>) -> Result<SamplerSetting, InitError> {
 mod tests {
     use super::*;
 
-    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
+    use imageflow_config::vars as env;
 
     #[test]
     fn defaults_export_nothing_and_sample_ten_percent() {

@@ -1,7 +1,7 @@
 //! Stored pipelines: the latest definition in `pipelines`, every revision in
 //! `pipeline_revisions`, soft deletion so executions keep their history.
 
-use sqlx::{Row, any::AnyRow};
+use sqlx::{Any, Row, Transaction, any::AnyRow};
 
 use super::{Db, Timestamp, from_json, json};
 use crate::model::{PipelineDefinition, StoredPipeline};
@@ -34,21 +34,13 @@ impl Db {
         if inserted == 0 {
             return Ok(None);
         }
-        sqlx::query(
-            "INSERT INTO pipeline_revisions (pipeline_id, revision, definition, created_at) VALUES ($1, 1, $2, $3)",
-        )
-        .bind(&id)
-        .bind(&body)
-        .bind(&at)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(Some(StoredPipeline {
+        let stored = StoredPipeline {
             definition: definition.clone(),
             revision: 1,
             created_at: at.clone(),
             updated_at: at,
-        }))
+        };
+        commit_revision(tx, &id, &body, stored).await.map(Some)
     }
 
     /// Stores a new revision; `None` when the pipeline does not exist.
@@ -75,22 +67,13 @@ impl Db {
         };
         let revision: i64 = row.try_get("revision")?;
         let created_at: String = row.try_get("created_at")?;
-        sqlx::query(
-            "INSERT INTO pipeline_revisions (pipeline_id, revision, definition, created_at) VALUES ($1, $2, $3, $4)",
-        )
-        .bind(id)
-        .bind(revision)
-        .bind(&body)
-        .bind(&at)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(Some(StoredPipeline {
+        let stored = StoredPipeline {
             definition: definition.clone(),
             revision,
             created_at,
             updated_at: at,
-        }))
+        };
+        commit_revision(tx, id, &body, stored).await.map(Some)
     }
 
     /// The latest revision, or `revision` when given (its `updated_at` is
@@ -163,4 +146,25 @@ fn pipeline_from_row(row: &AnyRow) -> Result<StoredPipeline, sqlx::Error> {
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
     })
+}
+
+/// Keeps `stored` as a revision of `id` and commits the transaction that
+/// wrote the pipeline's row, so the two never disagree.
+async fn commit_revision(
+    mut tx: Transaction<'_, Any>,
+    id: &str,
+    body: &str,
+    stored: StoredPipeline,
+) -> Result<StoredPipeline, sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO pipeline_revisions (pipeline_id, revision, definition, created_at) VALUES ($1, $2, $3, $4)",
+    )
+    .bind(id)
+    .bind(stored.revision)
+    .bind(body)
+    .bind(&stored.updated_at)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(stored)
 }

@@ -11,30 +11,34 @@ use crate::{
     registry::StepCall,
 };
 
+/// One call of a step on an image.
+#[derive(Clone, Copy, Debug)]
+pub struct CallRequest<'a> {
+    pub call: &'a StepCall,
+    pub input: &'a ImageData,
+    pub execution_id: &'a str,
+    /// What is left of the attempt's deadline.
+    pub timeout: Duration,
+}
+
 /// The future of one call.
 pub type CallFuture<'a> = Pin<Box<dyn Future<Output = Result<CallResult, CallError>> + Send + 'a>>;
 
-/// Runs one call of a step on an image. The engine bounds it by the attempt
-/// deadline and drops it on cancel, so an implementation need not do either.
+/// Runs one call. The engine bounds it by the attempt deadline and drops it
+/// on cancel, so an implementation need not do either.
 pub trait StepCaller: Send + Sync + std::fmt::Debug + 'static {
-    fn call<'a>(
-        &'a self,
-        call: &'a StepCall,
-        input: &'a ImageData,
-        execution_id: &'a str,
-        timeout: Duration,
-    ) -> CallFuture<'a>;
+    fn call<'a>(&'a self, request: CallRequest<'a>) -> CallFuture<'a>;
 }
 
 /// The resident gRPC services.
 impl StepCaller for Services {
-    fn call<'a>(
-        &'a self,
-        call: &'a StepCall,
-        input: &'a ImageData,
-        execution_id: &'a str,
-        timeout: Duration,
-    ) -> CallFuture<'a> {
-        Box::pin(clients::call(self, call, input, execution_id, timeout))
+    fn call<'a>(&'a self, r: CallRequest<'a>) -> CallFuture<'a> {
+        Box::pin(clients::call(
+            self,
+            r.call,
+            r.input,
+            r.execution_id,
+            r.timeout,
+        ))
     }
 }

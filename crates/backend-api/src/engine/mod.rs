@@ -35,7 +35,7 @@ use tokio::sync::Semaphore;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::Instrument;
 
-pub use caller::{CallFuture, StepCaller};
+pub use caller::{CallFuture, CallRequest, StepCaller};
 pub use dag::initial_records;
 pub use run::retry_db;
 

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use imageflow_proto::v1::ImageData;
 use imageflow_retry::Backoff;
 
-use super::{Engine, run::retry_db};
+use super::{CallRequest, Engine, run::retry_db};
 use crate::{
     clients::{CallError, CallResult},
     dag::PlannedStep,
@@ -269,8 +269,12 @@ impl StepRunner {
         input: &ImageData,
         left: Duration,
     ) -> Result<CallResult, CallError> {
-        let caller = &self.engine.inner.caller;
-        let attempt = caller.call(call, input, &self.execution_id, left);
+        let attempt = self.engine.inner.caller.call(CallRequest {
+            call,
+            input,
+            execution_id: &self.execution_id,
+            timeout: left,
+        });
         match tokio::time::timeout(left, attempt).await {
             Ok(result) => result,
             Err(_) => Err(CallError::from(tonic::Status::deadline_exceeded(format!(

@@ -148,21 +148,13 @@ impl Executions {
             .execution_id
             .clone()
             .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-        let record = ExecutionRecord {
-            execution_id: execution_id.clone(),
+        let record = pending_record(
+            &execution_id,
             pipeline_id,
-            pipeline_revision: revision,
-            status: ExecutionStatus::Pending,
-            // The request's trace; the run joins it, so the record leads to it.
-            trace_id: imageflow_telemetry::propagation::current_trace_id(),
-            inputs: request.inputs.clone(),
-            created_at: Timestamp::now().to_rfc3339(),
-            started_at: None,
-            finished_at: None,
-            execution_time_ms: None,
-            error: None,
-            steps: initial_records(&plan),
-        };
+            revision,
+            request.inputs.clone(),
+            &plan,
+        );
         let parameters = serde_json::to_value(&request.parameters).unwrap_or(Value::Null);
         let owner = match self.queue {
             Some(_) => QUEUE_OWNER,
@@ -270,6 +262,32 @@ impl Executions {
             .await;
         }
         self.db.get_execution(&execution_id).await
+    }
+}
+
+/// The record of an execution just accepted: pending, every step pending,
+/// in the trace of the request that is accepting it (the run joins that
+/// trace, so the record leads to it).
+pub(crate) fn pending_record(
+    execution_id: &str,
+    pipeline_id: Option<String>,
+    pipeline_revision: Option<i64>,
+    inputs: Vec<String>,
+    plan: &Plan,
+) -> ExecutionRecord {
+    ExecutionRecord {
+        execution_id: execution_id.to_string(),
+        pipeline_id,
+        pipeline_revision,
+        status: ExecutionStatus::Pending,
+        trace_id: imageflow_telemetry::propagation::current_trace_id(),
+        inputs,
+        created_at: Timestamp::now().to_rfc3339(),
+        started_at: None,
+        finished_at: None,
+        execution_time_ms: None,
+        error: None,
+        steps: initial_records(plan),
     }
 }
 
