@@ -390,7 +390,9 @@ impl Drop for Postgres {
 }
 
 /// What backend-api logs when a write waits out a database outage.
-const DB_WAIT: &str = "the database is unreachable, retrying";
+/// What the backend logs for each write that waits out the outage
+/// (`imageflow_retry::retry` with the engine's `retry_db`).
+const DB_WAIT: &str = "in the database failed; retrying";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_database_restart_under_running_executions_leaves_none_running_and_the_backend_goes_on() {

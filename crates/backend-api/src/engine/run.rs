@@ -165,7 +165,7 @@ impl Engine {
         let elapsed = started.elapsed();
         let ms = elapsed.as_secs_f64() * 1000.0;
         let at = Timestamp::now();
-        let recorded = retry_db("record the end of the execution", || {
+        let recorded = retry_db("record the end of the execution in the database", || {
             inner
                 .db
                 .finish_execution(id, status, error.as_deref(), at, Some(ms))

@@ -48,7 +48,7 @@ impl StepRunner {
 
     async fn save(&self, record: &StepRecord) {
         let db = &self.engine.inner.db;
-        let saved = retry_db("record step progress", || {
+        let saved = retry_db("record step progress in the database", || {
             db.save_step(&self.execution_id, record)
         })
         .await;
