@@ -38,6 +38,9 @@ pub const EXECUTIONS_GROUP: &str = "imageflow-backend-executions";
 const ORIGIN: &str = "imageflow-origin";
 /// `source` of the backend's progress messages.
 pub const SOURCE: &str = "imageflow-backend-api";
+/// Brokers that are not up yet are asked again from half a second to every 30 s.
+const TOPICS_BACKOFF: imageflow_retry::Backoff =
+    imageflow_retry::Backoff::new(Duration::from_millis(500), 2.0, Duration::from_secs(30));
 
 /// How executions reach a replica.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -117,22 +120,20 @@ impl KafkaLink {
     pub fn ensure_topics_in_background(&self, stop: CancellationToken) {
         let settings = self.settings.clone();
         tokio::spawn(async move {
-            let mut wait = Duration::from_millis(500);
-            loop {
-                match imageflow_events::topics::ensure_topics(&settings, topics::ALL).await {
-                    Ok(()) => {
+            let ensure = imageflow_retry::retry(
+                "create the Kafka topics",
+                TOPICS_BACKOFF,
+                imageflow_retry::Limit::FOREVER,
+                |_| true,
+                || imageflow_events::topics::ensure_topics(&settings, topics::ALL),
+            );
+            tokio::select! {
+                () = stop.cancelled() => {}
+                created = ensure => {
+                    if created.is_ok() {
                         tracing::info!(brokers = %settings.brokers, "Kafka topics ready");
-                        return;
-                    }
-                    Err(err) => {
-                        tracing::warn!(error = %err, "cannot create the Kafka topics yet; retrying")
                     }
                 }
-                tokio::select! {
-                    () = stop.cancelled() => return,
-                    () = tokio::time::sleep(wait) => {}
-                }
-                wait = (wait * 2).min(Duration::from_secs(30));
             }
         });
     }

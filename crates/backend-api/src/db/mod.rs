@@ -41,6 +41,10 @@ pub use timestamp::Timestamp;
 /// them, and the reaper leaves them to the queue.
 pub const QUEUE_OWNER: &str = "queue";
 
+/// Between attempts at the first connection.
+const CONNECT_BACKOFF: imageflow_retry::Backoff =
+    imageflow_retry::Backoff::new(Duration::from_millis(250), 2.0, Duration::from_secs(2));
+
 /// The database handle. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Db {
@@ -131,17 +135,16 @@ impl Db {
                 })
             });
         }
-        let started = std::time::Instant::now();
-        let pool = loop {
-            match options.clone().connect(&url).await {
-                Ok(pool) => break pool,
-                Err(err) if started.elapsed() < patience => {
-                    tracing::warn!(error = %err, "database not reachable yet; retrying");
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                }
-                Err(err) => return Err(err),
-            }
-        };
+        // A database starting alongside the backend is waited for; whatever
+        // it answers meanwhile (refused, starting up) is worth another try.
+        let pool = imageflow_retry::retry(
+            "connect to the database",
+            CONNECT_BACKOFF,
+            imageflow_retry::Limit::Budget(patience),
+            |_| true,
+            || options.clone().connect(&url),
+        )
+        .await?;
         migrate::run(&pool, kind).await?;
         Ok(Self { pool, kind })
     }
