@@ -316,11 +316,17 @@ pub async fn call(
     result
 }
 
-/// Sets the deadline and carries the trace (the current span is the client
-/// span) on an outgoing request.
-fn prepare<T>(request: &mut tonic::Request<T>, timeout: Duration) {
+/// One unary call with the deadline set and the trace carried (the current
+/// span is the client span).
+async fn unary<Req, Resp, F, Fut>(message: Req, timeout: Duration, send: F) -> Result<Resp, Status>
+where
+    F: FnOnce(tonic::Request<Req>) -> Fut,
+    Fut: std::future::Future<Output = Result<tonic::Response<Resp>, Status>>,
+{
+    let mut request = tonic::Request::new(message);
     request.set_timeout(timeout);
     imageflow_telemetry::propagation::inject_grpc(request.metadata_mut());
+    Ok(send(request).await?.into_inner())
 }
 
 async fn call_traced(
@@ -345,16 +351,15 @@ async fn call_traced(
         } => {
             let mut client = ResizeServiceClient::new(services.resize.ready_channel()?)
                 .max_decoding_message_size(MAX_MESSAGE_BYTES);
-            let mut request = tonic::Request::new(ResizeRequest {
+            let message = ResizeRequest {
                 input: image.map(resize_request::Input::InputImage),
                 target_width: *width,
                 target_height: *height,
                 maintain_aspect_ratio: *maintain_aspect_ratio,
                 quality: v1::ResizeQuality::from(*quality) as i32,
                 execution_id: execution_id.to_string(),
-            });
-            prepare(&mut request, timeout);
-            let response = client.resize_image(request).await?.into_inner();
+            };
+            let response = unary(message, timeout, |r| client.resize_image(r)).await?;
             (response.result, Vec::new())
         }
         StepCall::Filter {
@@ -368,15 +373,14 @@ async fn call_traced(
                 // proto3 cannot tell 0 from unset; the service reads a real 0 here.
                 parameters.insert("intensity".to_string(), "0".to_string());
             }
-            let mut request = tonic::Request::new(FilterRequest {
+            let message = FilterRequest {
                 input: image.map(filter_request::Input::InputImage),
                 filter_type: v1::FilterType::from(*filter_type) as i32,
                 intensity: *intensity,
                 parameters,
                 execution_id: execution_id.to_string(),
-            });
-            prepare(&mut request, timeout);
-            let response = client.apply_filter(request).await?.into_inner();
+            };
+            let response = unary(message, timeout, |r| client.apply_filter(r)).await?;
             (response.result, Vec::new())
         }
         StepCall::Detect {
@@ -387,7 +391,7 @@ async fn call_traced(
         } => {
             let mut client = AiDetectionServiceClient::new(services.detect.ready_channel()?)
                 .max_decoding_message_size(MAX_MESSAGE_BYTES);
-            let mut request = tonic::Request::new(DetectionRequest {
+            let message = DetectionRequest {
                 input: image.map(detection_request::Input::InputImage),
                 model_name: model_name.clone(),
                 confidence_threshold: *confidence_threshold,
@@ -395,9 +399,8 @@ async fn call_traced(
                 draw_boxes: *draw_boxes,
                 execution_id: execution_id.to_string(),
                 resize_metadata_ref: None,
-            });
-            prepare(&mut request, timeout);
-            let response = client.detect_objects(request).await?.into_inner();
+            };
+            let response = unary(message, timeout, |r| client.detect_objects(r)).await?;
             let detections = response
                 .detections
                 .into_iter()
