@@ -44,6 +44,12 @@ pub use imageflow_pipeline::{dag, model, registry};
 /// failed as interrupted (the chart's terminationGracePeriodSeconds is longer).
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
 
+/// Pipeline and execution ids a client chooses: 1-128 characters (see
+/// [`model::is_valid_id`]).
+pub(crate) fn valid_id(id: &str) -> bool {
+    model::is_valid_id(id, 128)
+}
+
 /// Why the backend could not start or serve.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {

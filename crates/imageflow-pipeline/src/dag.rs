@@ -112,12 +112,7 @@ pub fn plan(pipeline: &PipelineDefinition, overrides: &Overrides) -> Result<Plan
     let mut index: HashMap<&str, usize> = HashMap::new();
     for (i, step) in pipeline.steps.iter().enumerate() {
         let id = step.step_id.as_str();
-        let valid_id = !id.is_empty()
-            && id.len() <= 64
-            && id
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
-        if !valid_id {
+        if !crate::model::is_valid_id(id, 64) {
             return Err(PlanError {
                 step_id: Some(id.to_string()),
                 message: format!(

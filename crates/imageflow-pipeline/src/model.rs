@@ -8,6 +8,17 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
 
+/// Ids the API takes from clients (pipelines, executions, steps): 1 to
+/// `max_len` ASCII letters, digits, '-', '_' or '.', so they are safe in
+/// object keys, URLs and logs as they are.
+pub fn is_valid_id(id: &str, max_len: usize) -> bool {
+    !id.is_empty()
+        && id.len() <= max_len
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
 /// A pipeline: a DAG of steps.
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]

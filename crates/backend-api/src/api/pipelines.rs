@@ -43,13 +43,7 @@ impl From<PlanError> for ApiError {
     }
 }
 
-pub(crate) fn valid_id(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= 128
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-}
+pub(crate) use crate::valid_id;
 
 /// Create a pipeline (`pipelineId` generated when absent).
 #[utoipa::path(post, path = "/v1/pipelines", tag = "pipelines",

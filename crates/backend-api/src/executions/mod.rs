@@ -121,7 +121,7 @@ impl Executions {
         actor: &str,
     ) -> Result<Admission, AcceptError> {
         if let Some(id) = &request.execution_id {
-            if !crate::api::pipelines::valid_id(id) {
+            if !crate::valid_id(id) {
                 return Err(AcceptError::Invalid(
                     "execution_id must be 1-128 characters of letters, digits, '-', '_' or '.'"
                         .into(),
