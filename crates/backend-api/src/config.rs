@@ -122,6 +122,7 @@ pub const SETTINGS: &[Setting] = &[
     ),
     HEARTBEAT_SECONDS,
     STALE_EXECUTION_SECONDS,
+    imageflow_service::config::SHUTDOWN_GRACE_SECONDS,
     crate::api::ui::UI_DIR,
     crate::api::ui::JAEGER_UI_URL,
     EXECUTION_MODE,
@@ -165,6 +166,9 @@ pub struct BackendConfig {
     pub api_tokens: Vec<ApiToken>,
     pub heartbeat: Duration,
     pub stale_after: Duration,
+    /// How long running executions may finish after SIGTERM before they are
+    /// failed as interrupted (the chart's terminationGracePeriodSeconds is longer).
+    pub shutdown_grace: Duration,
     pub storage: StorageConfig,
     pub store_options: StoreOptions,
     pub ui: crate::api::ui::UiSettings,
@@ -283,6 +287,7 @@ impl BackendConfig {
             api_tokens: api_tokens(env)?,
             heartbeat,
             stale_after,
+            shutdown_grace: imageflow_service::config::shutdown_grace(env)?,
             storage,
             store_options,
             ui: crate::api::ui::UiSettings::from_env(vars)?,
@@ -388,6 +393,7 @@ mod tests {
         assert_eq!(config.resize_endpoints, vec!["http://127.0.0.1:9091"]);
         assert!(config.api_tokens.is_empty());
         assert_eq!(config.http_header_read_timeout, Duration::from_secs(10));
+        assert_eq!(config.shutdown_grace, Duration::from_secs(20));
     }
 
     #[test]
@@ -404,10 +410,18 @@ mod tests {
             ("HTTP_HEADER_READ_TIMEOUT_SECONDS", "soon"),
             ("RESIZE_GRPC_ENDPOINT", "https://resize:9090"),
             ("GRPC_TLS_CA", "/nonexistent/ca.pem"),
+            ("SHUTDOWN_GRACE_SECONDS", "-1"),
+            ("SHUTDOWN_GRACE_SECONDS", "a while"),
         ] {
             let err = BackendConfig::from_env(&env(&[(name, value)])).unwrap_err();
             assert_eq!(err.variable, name, "{name}={value}: {err}");
         }
+    }
+
+    #[test]
+    fn the_shutdown_grace_the_chart_sets_is_the_one_used() {
+        let config = BackendConfig::from_env(&env(&[("SHUTDOWN_GRACE_SECONDS", "45")])).unwrap();
+        assert_eq!(config.shutdown_grace, Duration::from_secs(45));
     }
 
     #[test]

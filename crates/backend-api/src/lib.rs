@@ -40,10 +40,6 @@ pub use config::{BackendConfig, ConfigError};
 // re-exported so `backend_api::model` and `crate::dag` paths stay as they were.
 pub use imageflow_pipeline::{dag, model, registry};
 
-/// How long running executions may finish after SIGTERM before they are
-/// failed as interrupted (the chart's terminationGracePeriodSeconds is longer).
-pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
-
 /// Pipeline and execution ids a client chooses: 1-128 characters (see
 /// [`model::is_valid_id`]).
 pub(crate) fn valid_id(id: &str) -> bool {
@@ -287,6 +283,6 @@ pub async fn run(
 ) -> Result<(), RunError> {
     Backend::start(&config)
         .await?
-        .serve(listener, shutdown, SHUTDOWN_GRACE)
+        .serve(listener, shutdown, config.shutdown_grace)
         .await
 }

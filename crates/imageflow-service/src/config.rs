@@ -40,11 +40,17 @@ const GRPC_MAX_MESSAGE_BYTES: Setting = Setting::new(
     "67108864",
     "largest gRPC message accepted or sent",
 );
-const SHUTDOWN_GRACE_SECONDS: Setting = Setting::new(
+/// Shared with backend-api, whose running executions drain as long.
+pub const SHUTDOWN_GRACE_SECONDS: Setting = Setting::new(
     "SHUTDOWN_GRACE_SECONDS",
     "20",
-    "how long in-flight requests may drain after SIGTERM",
+    "how long in-flight requests (and the backend's running executions) may drain after SIGTERM",
 );
+
+/// `SHUTDOWN_GRACE_SECONDS`: 0 to 3600 s, fractions allowed.
+pub fn shutdown_grace(env: Env<'_>) -> Result<Duration, ConfigError> {
+    env.duration::<f64>(&SHUTDOWN_GRACE_SECONDS, Unit::Seconds, 0.0..=3600.0)
+}
 
 /// Every variable a service reads itself; `--help` adds those of the crates
 /// it reads through (storage, Kafka, telemetry).
@@ -150,11 +156,7 @@ impl ServiceConfig {
             cpu_workers: env.number_or("CPU_WORKERS", cpus, 1..=1024)?,
             max_message_bytes: env.number(&GRPC_MAX_MESSAGE_BYTES, 1024..=(1 << 30))?,
             limits,
-            shutdown_grace: env.duration::<f64>(
-                &SHUTDOWN_GRACE_SECONDS,
-                Unit::Seconds,
-                0.0..=3600.0,
-            )?,
+            shutdown_grace: shutdown_grace(env)?,
             storage: StorageConfig::from_env(vars)?,
             store_options,
             kafka: imageflow_events::KafkaSettings::from_env(vars)?,
