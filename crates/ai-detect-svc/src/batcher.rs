@@ -204,15 +204,13 @@ async fn run_batch(jobs: Vec<Job>, spec: &Arc<ModelSpec>, engine: &Engine, door:
         .await;
     match &result {
         Ok((_, inference)) => {
-            static INFERENCE: std::sync::LazyLock<imageflow_telemetry::metrics::HistogramVec> =
-                std::sync::LazyLock::new(|| {
-                    imageflow_telemetry::metrics::Registry::global().histogram_vec(
-                        "ai_model_inference_duration_seconds",
-                        "model inference time of one batch, by model and backend",
-                        &["model", "backend"],
-                    )
-                });
-            INFERENCE.observe(&[spec.name.as_str(), backend], *inference);
+            imageflow_telemetry::global_metric!(
+                histogram_vec,
+                "ai_model_inference_duration_seconds",
+                "model inference time of one batch, by model and backend",
+                &["model", "backend"],
+            )
+            .observe(&[spec.name.as_str(), backend], *inference);
         }
         Err(err) => imageflow_telemetry::spans::record_error(&span, err),
     }

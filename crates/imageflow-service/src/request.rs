@@ -185,15 +185,13 @@ impl ServiceRuntime {
 
 fn log_outcome(rpc: &'static str, started: Instant, error: Option<&ServiceError>) {
     let elapsed = started.elapsed();
-    static PROCESSING: std::sync::LazyLock<imageflow_telemetry::metrics::HistogramVec> =
-        std::sync::LazyLock::new(|| {
-            imageflow_telemetry::metrics::Registry::global().histogram_vec(
-                "imageflow_processing_duration_seconds",
-                "time to process one image (one unary call or one stream item), by operation and outcome",
-                &["operation", "status"],
-            )
-        });
-    PROCESSING.observe(&[rpc, error.map_or("OK", |e| code_name(e.code()))], elapsed);
+    imageflow_telemetry::global_metric!(
+        histogram_vec,
+        "imageflow_processing_duration_seconds",
+        "time to process one image (one unary call or one stream item), by operation and outcome",
+        &["operation", "status"],
+    )
+    .observe(&[rpc, error.map_or("OK", |e| code_name(e.code()))], elapsed);
     let duration_ms = elapsed.as_secs_f64() * 1000.0;
     match error {
         None => tracing::info!(rpc, code = "OK", duration_ms, "request completed"),

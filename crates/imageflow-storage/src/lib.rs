@@ -205,25 +205,21 @@ impl Store {
             Err(StorageError::NotFound { .. }) => "not_found",
             Err(_) => "error",
         };
-        static OPERATIONS: std::sync::LazyLock<imageflow_telemetry::metrics::CounterVec> =
-            std::sync::LazyLock::new(|| {
-                imageflow_telemetry::metrics::Registry::global().counter_vec(
-                    "imageflow_storage_operations_total",
-                    "object storage operations by operation, backend and outcome",
-                    &["operation", "backend", "status"],
-                )
-            });
-        static LATENCY: std::sync::LazyLock<imageflow_telemetry::metrics::HistogramVec> =
-            std::sync::LazyLock::new(|| {
-                imageflow_telemetry::metrics::Registry::global().histogram_vec(
-                    "imageflow_storage_operation_duration_seconds",
-                    "object storage operation latency, retries included",
-                    &["operation", "backend"],
-                )
-            });
         let labels = [operation, self.backend_name(), status];
-        OPERATIONS.inc(&labels);
-        LATENCY.observe(&labels[..2], started.elapsed());
+        imageflow_telemetry::global_metric!(
+            counter_vec,
+            "imageflow_storage_operations_total",
+            "object storage operations by operation, backend and outcome",
+            &["operation", "backend", "status"],
+        )
+        .inc(&labels);
+        imageflow_telemetry::global_metric!(
+            histogram_vec,
+            "imageflow_storage_operation_duration_seconds",
+            "object storage operation latency, retries included",
+            &["operation", "backend"],
+        )
+        .observe(&labels[..2], started.elapsed());
         result
     }
 

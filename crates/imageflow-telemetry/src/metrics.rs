@@ -328,6 +328,27 @@ impl<C: Cell> Core<C> {
     }
 }
 
+/// A handle on the process-wide registry, made on first use and kept in a
+/// static at the call site, so a hot path neither looks a family up nor takes
+/// a lock: `global_metric!(histogram_vec, "name", "help", &["label"])`.
+#[macro_export]
+macro_rules! global_metric {
+    (counter_vec, $($args:expr),+ $(,)?) => {
+        $crate::global_metric!(@ $crate::metrics::CounterVec, counter_vec, $($args),+)
+    };
+    (gauge_vec, $($args:expr),+ $(,)?) => {
+        $crate::global_metric!(@ $crate::metrics::GaugeVec, gauge_vec, $($args),+)
+    };
+    (histogram_vec, $($args:expr),+ $(,)?) => {
+        $crate::global_metric!(@ $crate::metrics::HistogramVec, histogram_vec, $($args),+)
+    };
+    (@ $ty:ty, $method:ident, $($args:expr),+) => {{
+        static METRIC: std::sync::LazyLock<$ty> =
+            std::sync::LazyLock::new(|| $crate::metrics::Registry::global().$method($($args),+));
+        &*METRIC
+    }};
+}
+
 /// A counter family with fixed label names; cheap to clone.
 #[derive(Clone, Debug)]
 pub struct CounterVec {

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast::error::RecvError;
 use utoipa::{IntoParams, ToSchema};
 
-use super::{Actor, AppState, pipelines::valid_id};
+use super::{Actor, AppState};
 pub use crate::executions::CreateExecution;
 use crate::{
     db::{ExecutionCursor, ExecutionFilter},
@@ -171,7 +171,7 @@ pub async fn list(
         None | Some("") => None,
         Some(c) => Some(
             ExecutionCursor::parse(c)
-                .filter(|c| valid_id(&c.execution_id))
+                .filter(|c| crate::valid_id(&c.execution_id))
                 .ok_or_else(|| ApiError::bad_request("cursor is not a next_cursor value"))?,
         ),
     };

@@ -43,8 +43,6 @@ impl From<PlanError> for ApiError {
     }
 }
 
-pub(crate) use crate::valid_id;
-
 /// Create a pipeline (`pipelineId` generated when absent).
 #[utoipa::path(post, path = "/v1/pipelines", tag = "pipelines",
     request_body = PipelineDefinition,
@@ -58,7 +56,7 @@ pub async fn create(
 ) -> ApiResult<Response> {
     let Json(mut definition) = body?;
     match &definition.pipeline_id {
-        Some(id) if !valid_id(id) => {
+        Some(id) if !crate::valid_id(id) => {
             return Err(ApiError::bad_request(
                 "pipelineId must be 1-128 characters of letters, digits, '-', '_' or '.'",
             ));

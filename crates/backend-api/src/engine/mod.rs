@@ -37,7 +37,6 @@ use tracing::Instrument;
 
 pub use caller::{CallFuture, CallRequest, StepCaller};
 pub use dag::initial_records;
-pub use run::retry_db;
 
 use crate::{
     dag::Plan,

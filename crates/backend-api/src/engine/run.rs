@@ -21,7 +21,7 @@ const DB_BACKOFF: Backoff = Backoff::new(Duration::from_millis(100), 2.0, Durati
 /// Runs `op` until it succeeds or `DB_RETRY_BUDGET` is spent: a transition
 /// written during a short outage is kept rather than lost. Only
 /// connection-level errors are retried.
-pub async fn retry_db<T, F, Fut>(what: &str, op: F) -> Result<T, sqlx::Error>
+pub(super) async fn retry_db<T, F, Fut>(what: &str, op: F) -> Result<T, sqlx::Error>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, sqlx::Error>>,
@@ -37,7 +37,7 @@ where
 }
 
 /// Errors a later attempt may not see: the connection or the pool, not the query.
-pub(crate) fn is_transient(err: &sqlx::Error) -> bool {
+fn is_transient(err: &sqlx::Error) -> bool {
     matches!(
         err,
         sqlx::Error::Io(_)
