@@ -302,13 +302,7 @@ mod tests {
         .await
         .unwrap();
         liveness(&h, None).beat().await;
-        tokio::time::timeout(Duration::from_secs(5), async {
-            while h.engine.live() > 0 {
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-        })
-        .await
-        .expect("the local run never stopped");
+        h.until_idle().await;
         assert!(h.fake.calls()[0].dropped);
         assert_eq!(
             h.execution("elsewhere").await.status,

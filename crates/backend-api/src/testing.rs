@@ -269,6 +269,17 @@ impl Harness {
         self.db.get_execution(id).await.unwrap().unwrap()
     }
 
+    /// Waits until no execution runs or waits in the engine.
+    pub async fn until_idle(&self) {
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while self.engine.live() > 0 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .expect("the engine's runs never ended");
+    }
+
     /// Waits until the fake has received `n` calls in all.
     pub async fn until_calls(&self, n: usize) {
         tokio::time::timeout(Duration::from_secs(10), async {

@@ -201,13 +201,7 @@ async fn cancel_stops_the_call_in_flight_and_records_the_cancel() {
     assert!(h.engine.cancel("cancel").await.unwrap());
     let events = wait_final(&mut events, "cancel").await;
     assert_eq!(events.last().unwrap().status, "cancelled");
-    tokio::time::timeout(Duration::from_secs(5), async {
-        while h.engine.live() > 0 {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    })
-    .await
-    .unwrap();
+    h.until_idle().await;
     assert!(h.fake.calls()[0].dropped);
     let record = h.execution("cancel").await;
     assert_eq!(record.status, ExecutionStatus::Cancelled);
