@@ -94,7 +94,9 @@ fi
 build_log="$log_dir/build.log"
 : >"$build_log"
 started=$SECONDS
-revision="$(git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)"
+# The binaries report it as service.version (GIT_REVISION: the build context
+# has no .git); empty outside a checkout, and they fall back to their version.
+revision="$(git rev-parse --short=12 HEAD 2>/dev/null || true)"
 for entry in "${IMAGES[@]}"; do
     IFS=: read -r name target binary <<<"$entry"
     image="$registry/$name:$tag"
@@ -103,8 +105,9 @@ for entry in "${IMAGES[@]}"; do
     # Steps and cargo's progress lines go to the terminal; everything to the log.
     if ! buildah bud --isolation chroot --layers --quiet=false \
         -f docker/Dockerfile --ignorefile docker/Dockerfile.dockerignore \
-        --target "$target" --build-arg "BINARY=$binary" "${base_args[@]}" "${mounts[@]}" \
-        --label "org.opencontainers.image.revision=$revision" \
+        --target "$target" --build-arg "BINARY=$binary" --build-arg "GIT_REVISION=$revision" \
+        "${base_args[@]}" "${mounts[@]}" \
+        --label "org.opencontainers.image.revision=${revision:-unknown}" \
         --label "org.opencontainers.image.version=$tag" \
         --label "org.opencontainers.image.description=ImageFlowCanvas $name" \
         -t "$image" . 2>&1 | tee -a "$build_log" \

@@ -2,7 +2,8 @@
 # Deploys ImageFlowCanvas to the cluster of the current kubeconfig:
 #   1. kubectl apply -k k8s/overlays/ENV   (namespaces, quotas, default deny)
 #   2. with --with-monitoring: scripts/monitoring-stack.sh install (kube-prometheus-stack,
-#      Loki, Tempo in `monitoring`, pinned charts, values in k8s/monitoring/)
+#      Loki, Tempo, PostgreSQL and Kafka exporters in `monitoring`, pinned charts,
+#      values in k8s/monitoring/)
 #   3. helm upgrade --install imageflow charts/imageflow -f k8s/overlays/ENV/values.yaml
 #      (+ k8s/monitoring/imageflow.values.yaml with --with-monitoring: alerts,
 #      ServiceMonitors, Alertmanager routing on, traces to Tempo)
@@ -22,7 +23,7 @@ cd "$REPO_ROOT"
 env_name="${1:-}"
 case "$env_name" in
     dev|prod) shift ;;
-    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
     *) die "usage: scripts/deploy.sh dev|prod [--with-monitoring] [--models DIR] [--dry-run] [-- EXTRA HELM ARGS]" ;;
 esac
 models_dir=""

@@ -5,12 +5,15 @@
 # default, dev, prod and all-features values, every rendered object and each
 # kustomize overlay against the Kubernetes 1.32 schemas (strict, unknown APIs
 # fail) and the monitoring.coreos.com CRD schemas, the OpenTelemetry Collector
-# configurations (scripts/validate-otel-config.py), `promtool check rules` and
+# configurations and the binaries' telemetry environment (one path per log
+# line, OTLP metrics pushed only where kept: scripts/validate-otel-config.py),
+# `promtool check rules` and
 # `promtool test rules`, the dashboard's queries through promtool, the
 # chart's Alertmanager configuration through amtool and one alert fired end to
 # end (scripts/validate-alerting.py: real Prometheus and Alertmanager on
 # loopback), the monitoring stack's values rendered with the upstream charts
-# when they are cached (scripts/monitoring-stack.sh), the built binaries
+# when they are cached (scripts/monitoring-stack.sh; the PostgreSQL and Kafka
+# exporters also held to the chart's workload rules), the built binaries
 # started with each rendering's pod environment, and a real Prometheus scraping
 # them as the ServiceMonitors say, each series once (scripts/validate-metrics-path.py).
 # Fails on the first problem.
@@ -97,7 +100,13 @@ rendered+=("$out/chart-dev-monitoring.yaml")
     >"$out/chart-no-kafka-export.yaml" || die "helm template (no Kafka export) failed"
 rendered+=("$out/chart-no-kafka-export.yaml")
 
-log "OpenTelemetry Collector configurations (pipelines, TLS files, one metrics path)"
+# The binaries' logs read from their stdout by filelog instead of exported over
+# OTLP (telemetry.logs.appPath), the other branch of one path per log line.
+"$HELM" template imageflow "$chart" --namespace image-processing --set telemetry.logs.appPath=filelog \
+    >"$out/chart-app-logs-filelog.yaml" || die "helm template (app logs by filelog) failed"
+rendered+=("$out/chart-app-logs-filelog.yaml")
+
+log "OpenTelemetry Collector configurations (pipelines, TLS files, one metrics path, one path per log line)"
 "$DEPLOY_PYTHON" scripts/validate-otel-config.py "$out"/chart-*.yaml
 
 log "the schema refuses bad values"
@@ -112,6 +121,10 @@ if "$HELM" template imageflow "$chart" --set grpc.tls.enabled=true >/dev/null 2>
 fi
 if "$HELM" template imageflow "$chart" --set otelCollector.tls.gateway.enabled=true >/dev/null 2>&1; then
     die "values.schema.json accepted otelCollector.tls.gateway.enabled without its existingSecret"
+fi
+if "$HELM" template imageflow "$chart" --set telemetry.logs.appPath=filelog \
+    --set otelCollector.agent.containerLogs.enabled=false >/dev/null 2>&1; then
+    die "the chart accepted telemetry.logs.appPath=filelog without the agent's filelog receiver (logs by no path)"
 fi
 
 log "kubectl kustomize (dev, prod overlays, GPU node pieces)"
@@ -149,12 +162,16 @@ PY
 log "Alertmanager: amtool check-config, routes per priority, one alert end to end"
 "$DEPLOY_PYTHON" scripts/validate-alerting.py "$chart" "$HELM" "$AMTOOL" "$PROMETHEUS" "$ALERTMANAGER"
 
-log "monitoring stack (kube-prometheus-stack, Loki, Tempo) rendered with k8s/monitoring/ values"
+log "monitoring stack (kube-prometheus-stack, Loki, Tempo, PostgreSQL and Kafka exporters) rendered with k8s/monitoring/ values"
 "$DEPLOY_PYTHON" -c 'import sys, yaml; [yaml.safe_load(open(f)) for f in sys.argv[1:]]' k8s/monitoring/*.yaml
 stack_rc=0
 HELM="$HELM" scripts/monitoring-stack.sh template "$out/monitoring" || stack_rc=$?
 case "$stack_rc" in
-    0) "$DEPLOY_PYTHON" scripts/validate-monitoring-stack.py "$out/monitoring" "$out/chart-dev-monitoring.yaml" ;;
+    0) "$DEPLOY_PYTHON" scripts/validate-monitoring-stack.py "$out/monitoring" "$out/chart-dev-monitoring.yaml"
+       # The exporters are small workloads of ours to run: the chart's rules
+       # (non-root, read-only, limits, probes, pinned images, CRD schemas).
+       "$DEPLOY_PYTHON" scripts/validate-manifests.py --kube-version 1.32 \
+           "$out/monitoring/postgres-exporter.yaml" "$out/monitoring/kafka-exporter.yaml" ;;
     3) log "note: the upstream chart archives are not cached, so the stack's values were not rendered" \
            "(scripts/monitoring-stack.sh pull, where the chart repositories are reachable)" ;;
     *) die "scripts/monitoring-stack.sh template failed" ;;

@@ -11,12 +11,22 @@ scripts/validate-deploy.sh runs it when the upstream chart archives are cached.
   chart renders, in the same namespace; Prometheus selects every rule and
   monitor (or the chart's selector labels); the imageflow gateway's trace
   exporter, its Loki exporter (Loki's /otlp endpoint) and Grafana's data
-  sources point at Services that exist, on ports they serve; node_exporter
-  runs in kube-system, not in `monitoring`.
+  sources point at Services that exist, on ports they serve; Grafana links
+  a log's trace_id field to Tempo; node_exporter
+  runs in kube-system, not in `monitoring`;
+* the PostgreSQL and Kafka exporters: each ServiceMonitor selects its
+  exporter's Service and port and is selected by Prometheus; the series are
+  labelled with the release's namespace (Alertmanager inhibits by it);
+  postgres_exporter reads DATA_SOURCE_NAME from a Secret the imageflow chart
+  renders in `monitoring`, whose server is the release's PostgreSQL Service;
+  kafka_exporter's brokers are the release's Kafka Service; the metrics the
+  dependency alerts read are among those the pinned exporter versions emit.
 
     validate-monitoring-stack.py STACK_DIR IMAGEFLOW_RENDERING
 """
+import base64
 import pathlib
+import re
 import sys
 
 import kubernetes_validate
@@ -30,7 +40,23 @@ def load(path):
     return [d for d in yaml.safe_load_all(open(path)) if d]
 
 
-stack = {name: load(stack_dir / f"{name}.yaml") for name in ("kube-prometheus-stack", "loki", "tempo")}
+STACK = ("kube-prometheus-stack", "loki", "tempo", "postgres-exporter", "kafka-exporter")
+# The namespace scripts/deploy.sh installs the imageflow release into.
+RELEASE_NAMESPACE = "image-processing"
+# What the dependency alerts may read, per exporter: the metric names of the
+# pinned versions (postgres_exporter v0.20.1: exporter/postgres_exporter.go,
+# collector/pg_stat_activity.go, collector/pg_setting.go; kafka_exporter
+# v1.9.0: kafka_exporter.go), for the prefixes each owns.
+EXPORTED = {
+    "postgres-exporter": ("pg_", {"pg_up", "pg_stat_activity_count", "pg_stat_activity_max_tx_duration",
+                                  "pg_settings_max_connections", "pg_settings_superuser_reserved_connections",
+                                  "pg_database_size_bytes", "pg_database_connection_limit"}),
+    "kafka-exporter": ("kafka_", {"kafka_brokers", "kafka_consumergroup_lag", "kafka_consumergroup_lag_sum",
+                                  "kafka_consumergroup_current_offset", "kafka_consumergroup_current_offset_sum",
+                                  "kafka_consumergroup_members", "kafka_topic_partitions",
+                                  "kafka_topic_partition_current_offset", "kafka_topic_partition_oldest_offset"}),
+}
+stack = {name: load(stack_dir / f"{name}.yaml") for name in STACK}
 imageflow = load(imageflow_file)
 everything = [d for docs in stack.values() for d in docs]
 
@@ -141,11 +167,102 @@ if find(imageflow, "Deployment", "imageflow-jaeger"):
     problems.append("the in-memory Jaeger is still deployed next to Tempo")
 grafana_ds = [yaml.safe_load(d["data"]["datasource.yaml"]) for d in find(kps, "ConfigMap", "kube-prometheus-stack-grafana-datasource")]
 urls = {ds["name"]: ds["url"] for cfg in grafana_ds for ds in cfg.get("datasources", [])}
+sources = {ds["name"]: ds for cfg in grafana_ds for ds in cfg.get("datasources", [])}
+# Records reach Loki over OTLP: trace_id is structured metadata, not text in the
+# line, so a regex over the line would never link a log to its trace.
+links = [f for f in sources.get("Loki", {}).get("jsonData", {}).get("derivedFields", [])
+         if f.get("matcherType") == "label" and f.get("matcherRegex") == "trace_id"
+         and f.get("datasourceUid") == sources.get("Tempo", {}).get("uid")]
+if not links:
+    problems.append("Grafana's Loki data source does not link the trace_id field to Tempo (derivedFields, matcherType label)")
 for name in ("Loki", "Tempo"):
     if name not in urls:
         problems.append(f"Grafana has no {name} data source")
     else:
         served(urls[name].split("://", 1)[1].rstrip("/"), f"Grafana's {name} data source")
+
+# --- the exporters the dependency alerts need --------------------------------------
+def ns_of(d, default="monitoring"):
+    return d["metadata"].get("namespace", default)
+
+
+def env_secret(container, var):
+    for e in container.get("env") or []:
+        if e["name"] == var:
+            ref = (e.get("valueFrom") or {}).get("secretKeyRef")
+            return (ref["name"], ref["key"]) if ref else None
+    return None
+
+
+def imageflow_service(host_port, what):
+    """host:port (name.namespace.svc[.cluster.local]) is a Service port of the imageflow rendering."""
+    host, port = host_port.rsplit(":", 1)
+    parts = host.split(".")
+    if len(parts) < 3 or parts[2] != "svc":
+        problems.append(f"{what}: {host_port} is not a <service>.<namespace>.svc address")
+        return
+    svc = [d for d in imageflow if d["kind"] == "Service" and d["metadata"]["name"] == parts[0]]
+    if parts[1] != RELEASE_NAMESPACE or not svc or int(port) not in {p["port"] for p in svc[0]["spec"]["ports"]}:
+        problems.append(f"{what}: {host_port} is no Service port of the imageflow release in {RELEASE_NAMESPACE}")
+
+
+rules_used = set()
+for rule_obj in find(imageflow, "PrometheusRule"):
+    for group in rule_obj["spec"]["groups"]:
+        for rule in group["rules"]:
+            rules_used |= set(re.findall(r"\b[a-zA-Z_:][a-zA-Z0-9_:]*\b", rule["expr"]))
+prom_spec = prom[0]["spec"] if len(prom) == 1 else {}
+exporter_jobs = []
+for name, (prefix, emitted) in EXPORTED.items():
+    docs = stack[name]
+    monitors, services = find(docs, "ServiceMonitor"), find(docs, "Service")
+    if len(monitors) != 1 or len(services) != 1:
+        problems.append(f"{name}: expected one ServiceMonitor and one Service, found {len(monitors)}, {len(services)}")
+        continue
+    sm, svc = monitors[0], services[0]
+    if any(svc["metadata"].get("labels", {}).get(k) != v for k, v in sm["spec"]["selector"]["matchLabels"].items()):
+        problems.append(f"{name}: the ServiceMonitor's selector does not match Service {svc['metadata']['name']}")
+    if ns_of(svc) not in sm["spec"].get("namespaceSelector", {}).get("matchNames", [ns_of(sm)]):
+        problems.append(f"{name}: the ServiceMonitor does not look in the Service's namespace {ns_of(svc)}")
+    ports = {p.get("name") for p in svc["spec"]["ports"]}
+    for ep in sm["spec"]["endpoints"]:
+        if ep.get("port") not in ports:
+            problems.append(f"{name}: ServiceMonitor endpoint port {ep.get('port')} is not a port of the Service")
+        relabeled = [r for r in ep.get("relabelings") or [] if r.get("targetLabel") == "namespace"]
+        if not relabeled or relabeled[-1].get("replacement") != RELEASE_NAMESPACE:
+            problems.append(f"{name}: its series are not labelled namespace={RELEASE_NAMESPACE} (Alertmanager's"
+                            " inhibition and the alerts' grouping match on the release's namespace)")
+    wanted = (prom_spec.get("serviceMonitorSelector") or {}).get("matchLabels", {})
+    if any(sm["metadata"].get("labels", {}).get(k) != v for k, v in wanted.items()):
+        problems.append(f"{name}: Prometheus's serviceMonitorSelector {wanted} does not select its ServiceMonitor")
+    deployments = find(docs, "Deployment")
+    container = deployments[0]["spec"]["template"]["spec"]["containers"][0] if len(deployments) == 1 else {}
+    if name == "postgres-exporter":
+        ref = env_secret(container, "DATA_SOURCE_NAME")
+        secret = [d for d in imageflow if d["kind"] == "Secret" and ref and d["metadata"]["name"] == ref[0]
+                  and ns_of(d, RELEASE_NAMESPACE) == ns_of(deployments[0])]
+        if not ref or not secret:
+            problems.append(f"{name}: DATA_SOURCE_NAME does not come from a Secret the imageflow chart renders in"
+                            f" {ns_of(deployments[0]) if deployments else '?'} ({ref})")
+        else:
+            data = secret[0].get("data", {})
+            if ref[1] not in data:
+                problems.append(f"{name}: Secret {ref[0]} has no key {ref[1]}")
+            else:
+                dsn = base64.b64decode(data[ref[1]]).decode()
+                imageflow_service(dsn.split("@", 1)[-1].split("/", 1)[0], f"{name}'s DATA_SOURCE_NAME")
+    else:
+        servers = [a.split("=", 1)[1] for a in container.get("args", []) if a.startswith("--kafka.server=")]
+        if not servers:
+            problems.append(f"{name}: no --kafka.server")
+        for server in servers:
+            imageflow_service(server, f"{name} --kafka.server")
+    used = {m for m in rules_used if m.startswith(prefix)}
+    if not used:
+        problems.append(f"{name}: no alert rule reads a {prefix}* metric")
+    for m in sorted(used - emitted):
+        problems.append(f"the alert rules read {m}, which {name} does not emit")
+    exporter_jobs.append(f"{svc['metadata']['name']} ({', '.join(sorted(used))})")
 
 for ds in find(kps, "DaemonSet"):
     if "node-exporter" in ds["metadata"]["name"] and ds["metadata"].get("namespace") == "monitoring":
@@ -155,4 +272,5 @@ for ds in find(kps, "DaemonSet"):
 if problems:
     sys.exit("monitoring stack:\n  " + "\n  ".join(problems))
 print(f"monitoring stack: {checked} built-in objects valid (Kubernetes 1.32, strict); Tempo and Loki keep 7 days on PVCs; "
-      f"Alertmanager reads {am_secret['metadata']['name']}; traces to {endpoints[0]}; logs to {loki_out[0]}; Grafana: {urls['Loki']}, {urls['Tempo']}")
+      f"Alertmanager reads {am_secret['metadata']['name']}; traces to {endpoints[0]}; logs to {loki_out[0]}; Grafana: {urls['Loki']}, {urls['Tempo']}; "
+      f"exporters scraped: {'; '.join(exporter_jobs)}")

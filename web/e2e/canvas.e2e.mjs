@@ -570,6 +570,98 @@ describe('ImageFlowCanvas web UI', () => {
     assert.deepEqual(definitionPart(after), expected);
   });
 
+  // Several dropped images are one execution: each runs the whole pipeline,
+  // and the canvas shows a tile per input with its final image.
+  step('runs five dropped images as one execution, a result tile each', async () => {
+    await page.goto(`${BASE}/#/`);
+    page.once('dialog', (d) => d.accept());
+    await page.getByRole('button', { name: 'New', exact: true }).click();
+    await page.getByText('The canvas is empty.').waitFor();
+    await page.getByRole('button', { name: 'Add a resize step' }).click();
+    await page.getByRole('button', { name: 'Add a filter step' }).click();
+    await connect('resize', 'filter');
+
+    // Five different images, drawn in the page.
+    const transfer = await page.evaluateHandle(async () => {
+      const dt = new DataTransfer();
+      for (let i = 0; i < 5; i++) {
+        const canvas = new OffscreenCanvas(120 + 20 * i, 90 + 10 * i);
+        const g = canvas.getContext('2d');
+        g.fillStyle = `hsl(${i * 70}, 70%, 50%)`;
+        g.fillRect(0, 0, canvas.width, canvas.height);
+        g.fillStyle = '#fff';
+        g.fillRect(10, 10, 30 + 5 * i, 30);
+        const blob = await canvas.convertToBlob({ type: 'image/png' });
+        dt.items.add(new File([blob], `batch-${i}.png`, { type: 'image/png' }));
+      }
+      return dt;
+    });
+    await page.dispatchEvent('[data-dropzone="images"]', 'drop', { dataTransfer: transfer });
+    for (let i = 0; i < 5; i++) {
+      await page.locator(`.file-card[data-file="batch-${i}.png"] input:checked`).waitFor();
+    }
+
+    const isStart = (r) => r.method() === 'POST' && new URL(r.url()).pathname === '/v1/executions';
+    const posts = [];
+    const onRequest = (r) => isStart(r) && posts.push(r.postDataJSON());
+    page.on('request', onRequest);
+    const [started] = await Promise.all([
+      page.waitForResponse((r) => isStart(r.request())),
+      page.getByRole('button', { name: 'Run on 5 images' }).click(),
+    ]);
+    const { execution_id: id } = await started.json();
+    // The earlier run's execution is watched until this one's arrives: wait for this one.
+    const watched = page.locator(`.watched[data-execution="${id}"][data-execution-status="completed"]`);
+    await watched.waitFor({ timeout: 60_000 });
+    page.off('request', onRequest);
+    assert.equal(posts.length, 1, 'one execution for the five images');
+    assert.equal(posts[0].inputs.length, 5);
+
+    const tiles = watched.locator('.input-tile');
+    assert.equal(await tiles.count(), 5);
+    await page.locator('[data-inputs-line]', { hasText: '5 of 5 inputs completed' }).waitFor();
+    for (let i = 0; i < 5; i++) {
+      const tile = watched.locator(`.input-tile[data-input-index="${i}"]`);
+      assert.equal(await tile.getAttribute('data-status'), 'completed');
+      await tile.locator('button', { hasText: `batch-${i}.png` }).waitFor();
+      assert.match(await tile.textContent(), /2\/2 steps/);
+    }
+    // Every tile shows its own final image, downloaded.
+    await page.waitForFunction(() => {
+      const imgs = [...document.querySelectorAll('.watched .input-tile img.input-thumb')];
+      return imgs.length === 5 && imgs.every((img) => img.complete && img.naturalWidth > 0);
+    });
+    const outputs = await tiles.locator('img').evaluateAll((els) => els.map((e) => e.dataset.output));
+    assert.equal(new Set(outputs).size, 5, 'five different outputs');
+    // The nodes sum up every input's run of the step.
+    for (const id of ['resize', 'filter']) {
+      assert.equal(await node(id).getAttribute('data-status'), 'completed');
+      assert.equal(await node(id).locator('[data-progress]').textContent(), '5/5 done');
+    }
+    await shot('13-canvas-five-inputs');
+
+    // Following one input: the nodes show its own run, and its outputs appear.
+    await watched.locator('.input-tile[data-input-index="2"] button').click();
+    await node('filter').locator('[data-time]').waitFor();
+    await watched.locator('[data-result="filter"] img').waitFor();
+
+    const record = await api(`/v1/executions/${id}`);
+    assert.equal(record.status, 'completed');
+    assert.deepEqual(
+      record.input_results.map((r) => [r.index, r.status, Boolean(r.output?.file_id)]),
+      [0, 1, 2, 3, 4].map((i) => [i, 'completed', true]),
+    );
+    assert.equal(record.steps.length, 10);
+
+    // The execution page: the same tiles, and the picked input's timeline.
+    await page.goto(`${BASE}/#/executions/${id}`);
+    await page.locator('[data-execution-status="completed"] .input-tile[data-status="completed"]').nth(4).waitFor();
+    assert.equal(await page.locator('.gantt-row').count(), 2);
+    await page.locator('.input-tile[data-input-index="3"] button').click();
+    await page.getByRole('heading', { name: 'Timeline of input 3' }).waitFor();
+    await shot('14-execution-five-inputs');
+  });
+
   step('no script errors, no blocked resources', async () => {
     assert.deepEqual(pageErrors, []);
     // 401s before the token was entered and the three 400s refusing the cycle,

@@ -1,6 +1,7 @@
 import { useEffect, useRef, useState } from 'preact/hooks';
 import { api, ApiError } from './api';
 import { readEventStream } from './sse';
+import { applyProgress, endsAnInput, isFinalEvent, withRecorded } from './progress';
 import type { ExecutionRecord, ProgressEvent } from './types';
 import { TERMINAL } from './types';
 
@@ -40,35 +41,6 @@ export function useFileUrl(fileId: string | null | undefined): { url: string | n
   return state;
 }
 
-/** Applies one progress event to an execution record (a new value). */
-export function applyProgress(record: ExecutionRecord, event: ProgressEvent): ExecutionRecord {
-  if (!event.step_id) {
-    const status = event.status as ExecutionRecord['status'];
-    if (!['pending', 'running', 'completed', 'failed', 'cancelled'].includes(status)) return record;
-    return {
-      ...record,
-      status,
-      error: status === 'failed' || status === 'cancelled' ? event.message || record.error : record.error,
-    };
-  }
-  return {
-    ...record,
-    status: record.status === 'pending' ? 'running' : record.status,
-    steps: record.steps.map((s) => {
-      if (s.stepId !== event.step_id) return s;
-      const status = event.status as typeof s.status;
-      return {
-        ...s,
-        status,
-        attempts: event.attempt ?? s.attempts,
-        started_at: s.started_at ?? (status === 'running' ? event.timestamp : null),
-        processing_time_ms: event.processing_time_ms ?? s.processing_time_ms,
-        error: status === 'failed' || status === 'retrying' ? event.message : s.error,
-      };
-    }),
-  };
-}
-
 export interface Watch {
   record: ExecutionRecord | null;
   error: string | null;
@@ -96,6 +68,27 @@ export function useExecution(id: string | null, onFinished?: (r: ExecutionRecord
       if (!abort.signal.aborted) setWatch({ record, error, live });
     };
     setWatch({ record: null, error: null, live: true });
+    // An input's output is not in its event: fetch the record when inputs end,
+    // one fetch at a time (a burst of ends makes one more, not one each).
+    let fetching = false;
+    let again = false;
+    const fetchOutputs = async () => {
+      if (fetching) {
+        again = true;
+        return;
+      }
+      fetching = true;
+      do {
+        again = false;
+        try {
+          const full = await api.getExecution(id);
+          if (current && !TERMINAL.has(current.status)) set(withRecorded(current, full), true);
+        } catch {
+          // The next end, or the final fetch, brings them.
+        }
+      } while (again && !abort.signal.aborted);
+      fetching = false;
+    };
     (async () => {
       for (let attempt = 0; attempt < 60 && !abort.signal.aborted; attempt += 1) {
         try {
@@ -104,7 +97,9 @@ export function useExecution(id: string | null, onFinished?: (r: ExecutionRecord
             (event) => {
               if (event.event === 'snapshot') set(JSON.parse(event.data) as ExecutionRecord, true);
               else if (event.event === 'progress' && current) {
-                set(applyProgress(current, JSON.parse(event.data) as ProgressEvent), true);
+                const progress = JSON.parse(event.data) as ProgressEvent;
+                set(applyProgress(current, progress), !isFinalEvent(progress));
+                if (endsAnInput(progress)) fetchOutputs();
               }
             },
             abort.signal,

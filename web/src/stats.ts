@@ -18,9 +18,11 @@ export interface WindowStats {
   total: number;
   completed: number;
   failed: number;
+  /** Some inputs completed, some failed: counted against the success rate. */
+  partiallyFailed: number;
   cancelled: number;
   running: number;
-  /** completed / (completed + failed), null when none finished. */
+  /** completed / (completed + failed + partially failed), null when none finished. */
   successRate: number | null;
   p50Ms: number | null;
   p95Ms: number | null;
@@ -41,6 +43,7 @@ export function windowStats(records: ExecutionRecord[], nowMs: number, minutes: 
   const count = (s: string) => inWindow.filter((r) => r.status === s).length;
   const completed = count('completed');
   const failed = count('failed');
+  const partiallyFailed = count('partially_failed');
   const latencies = inWindow
     .filter((r) => r.status === 'completed' && typeof r.execution_time_ms === 'number')
     .map((r) => r.execution_time_ms as number);
@@ -49,9 +52,10 @@ export function windowStats(records: ExecutionRecord[], nowMs: number, minutes: 
     total: inWindow.length,
     completed,
     failed,
+    partiallyFailed,
     cancelled: count('cancelled'),
     running: count('running') + count('pending'),
-    successRate: completed + failed > 0 ? completed / (completed + failed) : null,
+    successRate: completed + failed + partiallyFailed > 0 ? completed / (completed + failed + partiallyFailed) : null,
     p50Ms: percentile(latencies, 50),
     p95Ms: percentile(latencies, 95),
     ratePerMinute: inWindow.length / minutes,

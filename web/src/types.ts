@@ -89,7 +89,10 @@ export interface FileRecord {
   created_at: string;
 }
 
-export type ExecutionStatus = 'pending' | 'running' | 'completed' | 'failed' | 'cancelled';
+/** `partially_failed`: some of the execution's inputs completed, some failed. */
+export type ExecutionStatus = 'pending' | 'running' | 'completed' | 'failed' | 'cancelled' | 'partially_failed';
+/** One input's run through the pipeline never ends partly. */
+export type InputStatus = Exclude<ExecutionStatus, 'partially_failed'>;
 export type StepStatus =
   | 'pending'
   | 'running'
@@ -123,8 +126,11 @@ export interface StepOutput {
   height: number;
 }
 
+/** One step's run on one input: `steps` holds every step of every input. */
 export interface StepRecord {
   stepId: string;
+  /** 0-based position of the input in the execution's inputs. */
+  input_index: number;
   componentName: string;
   status: StepStatus;
   level: number;
@@ -152,16 +158,43 @@ export interface ExecutionRecord {
   execution_time_ms: number | null;
   error: string | null;
   steps: StepRecord[];
+  /** One per input, in the order the execution named them. */
+  input_results: InputResult[];
 }
 
+/** One input of an execution, run through the whole pipeline as its own unit of work. */
+export interface InputResult {
+  index: number;
+  /** As the request named it: a file_id or an s3://bucket/key reference. */
+  input: string;
+  bucket: string;
+  object_key: string;
+  status: InputStatus;
+  started_at: string | null;
+  finished_at: string | null;
+  execution_time_ms: number | null;
+  error: string | null;
+  /** The input's final image (`output.file_id` downloads it). */
+  output: StepOutput | null;
+  /** `bucket/key` copies, when the pipeline has an outputPath. */
+  copied_to?: string[];
+}
+
+/**
+ * A step's transition (`step_id` and `input_index`), one input's start or end
+ * (`input_index` only), or the execution's own (neither).
+ */
 export interface ProgressEvent {
   execution_id: string;
   step_id?: string;
+  input_index?: number;
   status: string;
   message: string;
   timestamp: string;
   attempt?: number;
   processing_time_ms?: number;
+  /** `bucket/key` of the final image, on the end of an input or execution. */
+  output_path?: string;
 }
 
 export interface ReadinessCheck {
@@ -180,4 +213,4 @@ export interface UiConfig {
   jaegerUiUrl: string | null;
 }
 
-export const TERMINAL: ReadonlySet<string> = new Set(['completed', 'failed', 'cancelled']);
+export const TERMINAL: ReadonlySet<string> = new Set(['completed', 'failed', 'cancelled', 'partially_failed']);

@@ -1,5 +1,4 @@
 import { describe, expect, it } from 'vitest';
-import { applyProgress } from '../src/hooks';
 import { ganttOf, percentile, windowStats } from '../src/stats';
 import type { ExecutionRecord, StepRecord } from '../src/types';
 
@@ -9,6 +8,7 @@ const at = (minAgo: number) => new Date(NOW - minAgo * 60_000).toISOString();
 function step(stepId: string, level: number, start: string | null, ms: number | null, status: StepRecord['status'] = 'completed'): StepRecord {
   return {
     stepId,
+    input_index: 0,
     componentName: 'resize',
     status,
     level,
@@ -36,6 +36,7 @@ function exec(id: string, minAgo: number, status: ExecutionRecord['status'], ms:
     execution_time_ms: ms,
     error: null,
     steps: [],
+    input_results: [],
   };
 }
 
@@ -64,6 +65,10 @@ describe('dashboard figures', () => {
     expect(s.running).toBe(1);
     expect(s.ratePerMinute).toBeCloseTo(0.8);
     expect(windowStats([], NOW, 5).successRate).toBeNull();
+    // Partly failed is no success.
+    const partly = windowStats([...records, exec('p', 2, 'partially_failed', 500)], NOW, 5);
+    expect(partly.partiallyFailed).toBe(1);
+    expect(partly.successRate).toBeCloseTo(2 / 4);
   });
 });
 
@@ -90,22 +95,5 @@ describe('execution timeline', () => {
       { level: 1, startMs: 28, endMs: 58 },
     ]);
     expect(ganttOf(exec('x', 0, 'pending', null))).toBeNull();
-  });
-});
-
-describe('live progress', () => {
-  it('applies step and execution events to the record', () => {
-    let r = exec('e', 0, 'pending', null);
-    r.steps = [step('resize', 0, null, null, 'pending')];
-    r = applyProgress(r, { execution_id: 'e', step_id: 'resize', status: 'running', message: '', timestamp: 't1', attempt: 1 });
-    expect(r.status).toBe('running');
-    expect(r.steps[0]).toMatchObject({ status: 'running', started_at: 't1', attempts: 1 });
-    r = applyProgress(r, { execution_id: 'e', step_id: 'resize', status: 'retrying', message: 'resize unavailable', timestamp: 't2', attempt: 2 });
-    expect(r.steps[0]).toMatchObject({ status: 'retrying', attempts: 2, error: 'resize unavailable' });
-    r = applyProgress(r, { execution_id: 'e', step_id: 'resize', status: 'completed', message: '', timestamp: 't3', processing_time_ms: 12.5 });
-    expect(r.steps[0]).toMatchObject({ status: 'completed', processing_time_ms: 12.5, attempts: 2 });
-    r = applyProgress(r, { execution_id: 'e', status: 'completed', message: 'done', timestamp: 't4' });
-    expect(r.status).toBe('completed');
-    expect(applyProgress(r, { execution_id: 'e', status: 'weird', message: '', timestamp: '' })).toBe(r);
   });
 });

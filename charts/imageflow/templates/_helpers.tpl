@@ -77,6 +77,58 @@ app.kubernetes.io/component: {{ .component }}
 {{- end -}}
 {{- end -}}
 
+{{/* "true" when the gateway archives telemetry to Kafka telemetry.*: the
+only place the metrics the binaries push over OTLP are kept. */}}
+{{- define "imageflow.otelKafkaArchive" -}}
+{{- if and .Values.otelCollector.enabled .Values.otelCollector.kafkaExport (include "imageflow.kafkaBrokers" .) -}}
+true
+{{- end -}}
+{{- end -}}
+
+{{/* OTEL_METRICS_EXPORTER of the binaries. A push nobody keeps would still
+cost every pod an export per interval, and a collector of someone else's
+could turn it into a second copy of the scraped series. */}}
+{{- define "imageflow.metricsExporter" -}}
+{{- $m := .Values.telemetry.metrics.exporter -}}
+{{- if ne $m "auto" -}}
+{{- $m -}}
+{{- else if and (not .Values.telemetry.otlpEndpoint) (include "imageflow.otelKafkaArchive" .) -}}
+otlp
+{{- else -}}
+none
+{{- end -}}
+{{- end -}}
+
+{{/* OTEL_LOGS_EXPORTER of the binaries: one way out per log line
+(telemetry.logs.appPath); with filelog the agent's receiver must be there,
+or their logs would reach no store. */}}
+{{- define "imageflow.logsExporter" -}}
+{{- $path := .Values.telemetry.logs.appPath -}}
+{{- if and (eq $path "filelog") (not (and .Values.otelCollector.enabled .Values.otelCollector.agent.containerLogs.enabled)) -}}
+{{- fail "telemetry.logs.appPath=filelog needs otelCollector.enabled and otelCollector.agent.containerLogs.enabled (the agent's filelog receiver reads the binaries' logs then)" -}}
+{{- end -}}
+{{- if and (eq $path "otlp") (include "imageflow.otlpEndpoint" .) -}}
+otlp
+{{- else -}}
+none
+{{- end -}}
+{{- end -}}
+
+{{/* The kubelet's log files of the binaries' containers, as filelog globs:
+what the agent leaves out while the binaries export their logs over OTLP.
+Pod names are <Deployment>-<hash>-<hash>, folders <ns>_<pod>_<uid>/<container>. */}}
+{{- define "imageflow.appLogGlobs" -}}
+{{- $prefix := printf "/var/log/pods/%s_%s" .Release.Namespace (include "imageflow.fullname" .) -}}
+{{- if .Values.backend.enabled }}
+- {{ $prefix }}-backend-api-*/backend-api/*.log
+{{- end }}
+{{- range $key, $svc := .Values.services }}
+{{- if $svc.enabled }}
+- {{ $prefix }}-{{ $key | kebabcase }}-*/{{ $key | kebabcase }}/*.log
+{{- end }}
+{{- end }}
+{{- end -}}
+
 {{- define "imageflow.tritonUrl" -}}
 {{- if .Values.triton.externalUrl -}}
 {{- .Values.triton.externalUrl -}}
@@ -163,6 +215,8 @@ Environment every service shares: telemetry, storage, Kafka. Call with
 RUST_LOG: {{ .Values.telemetry.logLevel | quote }}
 OTEL_TRACES_SAMPLER: {{ .Values.telemetry.sampler | quote }}
 OTEL_TRACES_SAMPLER_ARG: {{ .Values.telemetry.samplerArg | quote }}
+OTEL_METRICS_EXPORTER: {{ include "imageflow.metricsExporter" . | quote }}
+OTEL_LOGS_EXPORTER: {{ include "imageflow.logsExporter" . | quote }}
 METRICS_LISTEN_ADDR: {{ printf "0.0.0.0:%d" (int .Values.metrics.port) | quote }}
 STORAGE_URL: {{ printf "s3://%s" .Values.storage.bucket | quote }}
 {{- with include "imageflow.s3Endpoint" . }}

@@ -319,7 +319,7 @@ pub async fn detect_one(
             .annotated
             .map_or(Output::None, |encoded| Output::Bytes(encoded.data)),
         Origin::Object { bucket, key } => {
-            let image_key = io::output_key(&execution_id, &key, "detect", format)?;
+            let image_key = io::output_key(&execution_id, req.input_index, &key, "detect", format)?;
             let json_key = ObjectKey::parse(&format!(
                 "{}.json",
                 image_key

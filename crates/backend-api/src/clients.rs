@@ -293,6 +293,7 @@ pub async fn call(
     call: &StepCall,
     input: &ImageData,
     execution_id: &str,
+    input_index: Option<u32>,
     timeout: Duration,
 ) -> Result<CallResult, CallError> {
     let (service, method) = match call {
@@ -301,7 +302,7 @@ pub async fn call(
         StepCall::Detect { .. } => ("imageflow.v1.AIDetectionService", "DetectObjects"),
     };
     let span = imageflow_telemetry::spans::grpc_client(service, method, None);
-    let result = call_traced(services, call, input, execution_id, timeout)
+    let result = call_traced(services, call, input, execution_id, input_index, timeout)
         .instrument(span.clone())
         .await;
     match &result {
@@ -334,6 +335,7 @@ async fn call_traced(
     call: &StepCall,
     input: &ImageData,
     execution_id: &str,
+    input_index: Option<u32>,
     timeout: Duration,
 ) -> Result<CallResult, CallError> {
     let image = Some(ImageData {
@@ -358,6 +360,7 @@ async fn call_traced(
                 maintain_aspect_ratio: *maintain_aspect_ratio,
                 quality: v1::ResizeQuality::from(*quality) as i32,
                 execution_id: execution_id.to_string(),
+                input_index,
             };
             let response = unary(message, timeout, |r| client.resize_image(r)).await?;
             (response.result, Vec::new())
@@ -379,6 +382,7 @@ async fn call_traced(
                 intensity: *intensity,
                 parameters,
                 execution_id: execution_id.to_string(),
+                input_index,
             };
             let response = unary(message, timeout, |r| client.apply_filter(r)).await?;
             (response.result, Vec::new())
@@ -399,6 +403,7 @@ async fn call_traced(
                 draw_boxes: *draw_boxes,
                 execution_id: execution_id.to_string(),
                 resize_metadata_ref: None,
+                input_index,
             };
             let response = unary(message, timeout, |r| client.detect_objects(r)).await?;
             let detections = response

@@ -37,6 +37,16 @@ const MAX_PARALLEL_EXECUTIONS: Setting = Setting::new(
     "10",
     "executions running at once in this replica; more wait in the queue (status pending)",
 );
+const MAX_PARALLEL_INPUTS: Setting = Setting::new(
+    "MAX_PARALLEL_INPUTS",
+    "4",
+    "inputs of one execution (each a run of the whole pipeline) running at once; the rest of its inputs wait their turn",
+);
+const ALLOWED_BUCKETS: Setting = Setting::described(
+    "ALLOWED_BUCKETS",
+    "unset (the default bucket only)",
+    "comma-separated buckets, besides the default one, that executions may read inputs from (s3://bucket/key) and copy outputs to (outputPath); any other is refused with 400",
+);
 const MAX_QUEUED_EXECUTIONS: Setting = Setting::new(
     "MAX_QUEUED_EXECUTIONS",
     "1000",
@@ -109,6 +119,8 @@ pub const SETTINGS: &[Setting] = &[
         "name the services' certificates must be valid for, when it differs from the endpoint hosts (e.g. IP endpoints)",
     ),
     MAX_PARALLEL_EXECUTIONS,
+    MAX_PARALLEL_INPUTS,
+    ALLOWED_BUCKETS,
     MAX_QUEUED_EXECUTIONS,
     EXECUTION_TIMEOUT_SECONDS,
     STEP_TIMEOUT_SECONDS,
@@ -155,6 +167,9 @@ pub struct BackendConfig {
     /// TLS to the services; `None` is plaintext.
     pub grpc_tls: Option<imageflow_service::tls::ClientTls>,
     pub max_parallel_executions: usize,
+    pub max_parallel_inputs: usize,
+    /// Buckets besides the default one executions may use.
+    pub allowed_buckets: Vec<String>,
     pub max_queued_executions: usize,
     pub execution_timeout: Duration,
     pub step_timeout: Option<Duration>,
@@ -272,6 +287,8 @@ impl BackendConfig {
             detection_endpoints,
             grpc_tls,
             max_parallel_executions: env.number(&MAX_PARALLEL_EXECUTIONS, 1..)?,
+            max_parallel_inputs: env.number(&MAX_PARALLEL_INPUTS, 1..)?,
+            allowed_buckets: allowed_buckets(env)?,
             max_queued_executions: env.number(&MAX_QUEUED_EXECUTIONS, 1..)?,
             execution_timeout: secs(env, &EXECUTION_TIMEOUT_SECONDS)?,
             step_timeout: env
@@ -296,6 +313,18 @@ impl BackendConfig {
             queue_adopt_after: secs(env, &QUEUE_ADOPT_SECONDS)?,
         })
     }
+}
+
+fn allowed_buckets(env: Env<'_>) -> Result<Vec<String>, ConfigError> {
+    env.list(&ALLOWED_BUCKETS)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|name| {
+            imageflow_storage::BucketName::parse(name)
+                .map(|b| b.as_str().to_string())
+                .map_err(|e| ConfigError::invalid(ALLOWED_BUCKETS.name, e.to_string()))
+        })
+        .collect()
 }
 
 fn database_url(env: Env<'_>) -> Result<String, ConfigError> {

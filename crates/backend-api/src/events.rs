@@ -13,10 +13,15 @@ use utoipa::ToSchema;
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 pub struct ProgressEvent {
     pub execution_id: String,
-    /// Absent for execution-level events.
+    /// Absent for execution-level and input-level events.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub step_id: Option<String>,
-    /// pending, running, retrying, completed, failed, skipped, cancelled.
+    /// The input (0-based) a step event or an input-level event is about;
+    /// absent for execution-level events.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_index: Option<u32>,
+    /// pending, running, retrying, completed, failed, skipped, cancelled,
+    /// partially_failed (executions only).
     pub status: String,
     pub message: String,
     pub timestamp: String,
@@ -25,7 +30,8 @@ pub struct ProgressEvent {
     /// Execution time for execution-level endings; step time for steps.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub processing_time_ms: Option<f64>,
-    /// `bucket/key` of the final image, on an execution's completion.
+    /// `bucket/key` of the final image, on the end of an execution or an
+    /// input (an execution with several inputs: the folder of their outputs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output_path: Option<String>,
 }
@@ -35,6 +41,7 @@ impl ProgressEvent {
         Self {
             execution_id: execution_id.to_string(),
             step_id: None,
+            input_index: None,
             status: status.to_string(),
             message: message.into(),
             timestamp: crate::db::Timestamp::now().to_rfc3339(),
@@ -56,10 +63,24 @@ impl ProgressEvent {
         }
     }
 
+    /// The end (or start) of one input's run in a several-input execution.
+    pub fn input(
+        execution_id: &str,
+        input_index: u32,
+        status: &str,
+        message: impl Into<String>,
+    ) -> Self {
+        Self {
+            input_index: Some(input_index),
+            ..Self::execution(execution_id, status, message)
+        }
+    }
+
     /// Whether this event ends its execution's stream.
     pub fn is_final(&self) -> bool {
         self.step_id.is_none()
-            && matches!(self.status.as_str(), "completed" | "failed" | "cancelled")
+            && self.input_index.is_none()
+            && crate::model::ExecutionStatus::parse(&self.status).is_some_and(|s| s.is_terminal())
     }
 }
 

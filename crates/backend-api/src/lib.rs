@@ -102,12 +102,18 @@ impl Backend {
                 db: db.clone(),
                 caller: Arc::new(services.clone()),
                 default_bucket: store.default_bucket().as_str().to_string(),
+                store: store.clone(),
+                buckets: executions::Buckets::new(
+                    store.default_bucket().as_str(),
+                    &config.allowed_buckets,
+                ),
                 events: hub,
                 metrics: metrics.clone(),
                 owner,
             },
             engine::EngineSettings {
                 max_parallel: config.max_parallel_executions,
+                max_parallel_inputs: config.max_parallel_inputs,
                 max_queued: config.max_queued_executions,
                 execution_timeout: config.execution_timeout,
                 step_timeout: config.step_timeout,

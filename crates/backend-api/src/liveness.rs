@@ -172,6 +172,7 @@ impl Liveness {
         for id in ids {
             let (submission, claimed) = match executions::stored_submission(
                 &self.db,
+                self.engine.buckets(),
                 &id,
                 Default::default(),
             )

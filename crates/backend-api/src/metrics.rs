@@ -1,10 +1,12 @@
-//! The backend's metrics in Prometheus text format, named so the design's
-//! queries and alert rules work unchanged (`http_requests_total{code}`,
-//! `pipeline_executions_total{status}`, ...).
+//! The backend's metrics in Prometheus text or OpenMetrics format, named so
+//! the design's queries and alert rules work unchanged
+//! (`http_requests_total{code}`, `pipeline_executions_total{status}`, ...).
+//! The latency histograms observed inside a sampled span (HTTP requests,
+//! steps, executions) carry its trace id as an exemplar in OpenMetrics.
 
 use std::time::Duration;
 
-use imageflow_telemetry::metrics::{CounterVec, GaugeVec, HistogramVec, Registry};
+use imageflow_telemetry::metrics::{CounterVec, Format, GaugeVec, HistogramVec, Registry};
 
 /// The backend's metrics. Cheap to clone; each backend has its own registry
 /// (tests run several in one process), exported over OTLP next to the
@@ -17,6 +19,7 @@ pub struct Metrics {
     http_duration: HistogramVec,
     executions: CounterVec,
     execution_duration: HistogramVec,
+    inputs: CounterVec,
     steps: CounterVec,
     step_duration: HistogramVec,
     client_errors: CounterVec,
@@ -35,6 +38,9 @@ const HTTP_REQUESTS: &str = "HTTP requests by method, route and status code";
 const HTTP_DURATION: &str = "HTTP request latency by method and route";
 const EXECUTIONS: &str = "finished pipeline executions by status";
 const EXECUTION_DURATION: &str = "pipeline execution time (queueing excluded) by status";
+const INPUTS: &str = "finished runs of one input of an execution by status (an execution with \
+     several inputs counts each; the input index is on the trace and the events, a label \
+     would be unbounded)";
 const STEPS: &str = "finished pipeline steps by type and status";
 const STEP_DURATION: &str = "step time, retries included, by type";
 const CLIENT_ERRORS: &str = "failed calls to the services by service and gRPC code";
@@ -63,6 +69,7 @@ impl Metrics {
                 EXECUTION_DURATION,
                 &["status"],
             ),
+            inputs: registry.counter_vec("imageflow_execution_inputs_total", INPUTS, &["status"]),
             steps: registry.counter_vec(
                 "imageflow_step_executions_total",
                 STEPS,
@@ -125,6 +132,10 @@ impl Metrics {
         }
     }
 
+    pub fn input_finished(&self, status: &str) {
+        self.inputs.inc(&[status]);
+    }
+
     pub fn step_finished(&self, step_type: &str, status: &str, elapsed: Duration) {
         self.steps.inc(&[step_type, status]);
         self.step_duration.observe(&[step_type], elapsed);
@@ -145,9 +156,14 @@ impl Metrics {
     /// Prometheus text: this backend's series, then the process-wide ones
     /// (storage operations, process RSS and CPU).
     pub fn render(&self) -> String {
-        let mut text = self.registry.render();
-        text.push_str(&imageflow_telemetry::metrics::render_global());
-        text
+        self.exposition(Format::Prometheus)
+    }
+
+    /// [`Metrics::render`] in `format`, which `/metrics` takes from the
+    /// request's `Accept` ([`Format::negotiate`]): Prometheus asks for
+    /// OpenMetrics, the only one with exemplars.
+    pub fn exposition(&self, format: Format) -> String {
+        self.registry.exposition(format)
     }
 }
 
@@ -156,13 +172,35 @@ mod tests {
     use super::*;
 
     #[test]
+    fn openmetrics_holds_the_backends_and_the_process_series_once() {
+        let m = Metrics::new();
+        m.step_finished("resize", "completed", Duration::from_millis(10));
+        let text = m.exposition(Format::OpenMetrics);
+        assert!(
+            text.contains("# TYPE pipeline_executions counter\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "imageflow_step_duration_seconds_bucket{le=\"0.01\",step_type=\"resize\"} 1"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("process_start_time_seconds "), "{text}");
+        assert_eq!(text.matches("# EOF\n").count(), 1);
+        assert!(text.ends_with("# EOF\n"));
+    }
+
+    #[test]
     fn renders_the_names_the_alert_rules_use() {
         let m = Metrics::new();
         m.http_request("GET", "/v1/executions/{id}", 200, Duration::from_millis(3));
         m.execution_started();
         m.execution_finished("completed", Some(Duration::from_millis(40)));
         m.step_finished("resize", "completed", Duration::from_millis(10));
+        m.input_finished("failed");
         let text = m.render();
+        assert!(text.contains("imageflow_execution_inputs_total{status=\"failed\"} 1\n"));
         assert!(text.contains(
             "http_requests_total{code=\"200\",method=\"GET\",route=\"/v1/executions/{id}\"} 1"
         ));

@@ -89,6 +89,7 @@ impl KafkaLink {
         let message = ProgressMessage {
             execution_id: event.execution_id.clone(),
             step_id: event.step_id.clone(),
+            input_index: event.input_index,
             status: event.status.clone(),
             message: event.message.clone(),
             timestamp: event.timestamp.clone(),
@@ -205,6 +206,7 @@ impl KafkaLink {
         Some(ProgressEvent {
             execution_id: progress.execution_id,
             step_id: progress.step_id,
+            input_index: progress.input_index,
             status: progress.status,
             message: progress.message,
             timestamp: progress.timestamp,
@@ -302,7 +304,9 @@ async fn take(engine: &Engine, db: &Db, message: &Received) -> bool {
             true
         }
         Some((ExecutionStatus::Pending, _, _)) => {
-            match executions::stored_submission(db, &id, message.trace_context()).await {
+            match executions::stored_submission(db, engine.buckets(), &id, message.trace_context())
+                .await
+            {
                 Ok((submission, claimed)) => match engine.submit(submission) {
                     // Claimed here, or found taken: either way the message is done.
                     Ok(()) => matches!(

@@ -1,6 +1,7 @@
 //! What the unit tests of the engine, the executions and liveness share: a
-//! SQLite database in a temporary folder, a scripted fake of the services and
-//! an engine wired to both. No process, no network.
+//! SQLite database and a file-system object store in a temporary folder, a
+//! scripted fake of the services and an engine wired to them. No process,
+//! no network.
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -8,7 +9,9 @@ use std::{
     time::{Duration, Instant},
 };
 
+use bytes::Bytes;
 use imageflow_proto::v1::ImageData;
+use imageflow_storage::{BucketName, ObjectKey, StorageConfig, Store, StoreOptions};
 use tokio::sync::broadcast;
 
 use crate::{
@@ -16,9 +19,11 @@ use crate::{
     dag,
     db::{Db, FileRecord, Timestamp},
     engine::{
-        CallFuture, CallRequest, Engine, EngineParts, EngineSettings, StepCaller, Submission,
+        CallFuture, CallRequest, Engine, EngineParts, EngineSettings, OutputTarget, StepCaller,
+        Submission, UnitInput,
     },
     events::{EventHub, ProgressEvent},
+    executions::{Buckets, Resolved},
     metrics::Metrics,
     model::{ExecutionRecord, PipelineDefinition},
     registry::StepCall,
@@ -37,12 +42,18 @@ pub enum Reply {
     Hang,
 }
 
+/// The test store's default bucket, and the other bucket executions may use.
+pub const BUCKET: &str = "imageflow";
+pub const OTHER_BUCKET: &str = "camera-drop";
+
 /// One call the fake received.
 #[derive(Debug, Clone)]
 pub struct Call {
     pub key: String,
     /// object_key of the input image.
     pub input: String,
+    /// What the engine said the input of a several-input execution was.
+    pub input_index: Option<u32>,
     pub started: Instant,
     /// When it answered; `None` while running or when it was dropped.
     pub ended: Option<Instant>,
@@ -51,11 +62,14 @@ pub struct Call {
 }
 
 /// The services, scripted per call key (see [`key`]); a key without a script
-/// answers `Ok` at once.
+/// answers `Ok` at once. Outputs are named `{key}/out` (`input-{n}/{key}/out`
+/// for input n of a several-input execution) and, as the real services do,
+/// written to the store.
 #[derive(Debug, Default)]
 pub struct FakeServices {
     script: Mutex<HashMap<String, VecDeque<Reply>>>,
     calls: Mutex<Vec<Call>>,
+    store: Mutex<Option<Store>>,
 }
 
 /// `resize:<width>` for a resize (tests tell steps apart by width),
@@ -86,12 +100,14 @@ impl FakeServices {
         self.calls().into_iter().filter(|c| c.key == key).collect()
     }
 
-    fn next(&self, key: &str) -> Reply {
-        self.script
-            .lock()
-            .unwrap()
-            .get_mut(key)
+    /// The next reply for `key` on the image `input`: a script for
+    /// `key@input` (one input of several) comes first, then one for `key`.
+    fn next(&self, key: &str, input: &str) -> Reply {
+        let mut script = self.script.lock().unwrap();
+        script
+            .get_mut(&format!("{key}@{input}"))
             .and_then(VecDeque::pop_front)
+            .or_else(|| script.get_mut(key).and_then(VecDeque::pop_front))
             .unwrap_or(Reply::Ok(Duration::ZERO))
     }
 }
@@ -120,6 +136,7 @@ impl StepCaller for FakeServices {
                 calls.push(Call {
                     key: key.clone(),
                     input: input.object_key.clone(),
+                    input_index: request.input_index,
                     started: Instant::now(),
                     ended: None,
                     dropped: false,
@@ -131,13 +148,29 @@ impl StepCaller for FakeServices {
                 index,
                 answered: false,
             };
-            let result = match self.next(&key) {
+            let result = match self.next(&key, &input.object_key) {
                 Reply::Ok(delay) => {
                     tokio::time::sleep(delay).await;
+                    let object_key = match request.input_index {
+                        Some(n) => format!("input-{n}/{key}/out"),
+                        None => format!("{key}/out"),
+                    };
+                    let store = self.store.lock().unwrap().clone();
+                    if let Some(store) = store {
+                        store
+                            .put(
+                                &BucketName::parse(BUCKET).unwrap(),
+                                &ObjectKey::parse(&object_key).unwrap(),
+                                Bytes::from(format!("output of {key} on {}", input.object_key)),
+                                "image/png",
+                            )
+                            .await
+                            .unwrap();
+                    }
                     Ok(CallResult {
                         output: Some(ImageData {
                             bucket: String::new(),
-                            object_key: format!("{key}/out"),
+                            object_key,
                             content_type: "image/png".into(),
                             size_bytes: 10,
                             width: 4,
@@ -175,6 +208,7 @@ pub struct Harness {
     pub db: Db,
     pub engine: Engine,
     pub fake: Arc<FakeServices>,
+    pub store: Store,
     pub input: FileRecord,
     _dir: tempfile::TempDir,
 }
@@ -182,6 +216,7 @@ pub struct Harness {
 pub fn settings() -> EngineSettings {
     EngineSettings {
         max_parallel: 4,
+        max_parallel_inputs: 4,
         max_queued: 16,
         execution_timeout: Duration::from_secs(30),
         step_timeout: None,
@@ -197,12 +232,30 @@ impl Harness {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}/backend.db", dir.path().display());
         let db = Db::connect(&url, Duration::from_secs(5)).await.unwrap();
+        let store = Store::connect(
+            &StorageConfig::Fs {
+                root: dir.path().join("objects"),
+                default_bucket: BucketName::parse(BUCKET).unwrap(),
+            },
+            StoreOptions::default(),
+        )
+        .await
+        .unwrap();
+        for bucket in [BUCKET, OTHER_BUCKET] {
+            store
+                .ensure_bucket(&BucketName::parse(bucket).unwrap())
+                .await
+                .unwrap();
+        }
         let fake = Arc::new(FakeServices::default());
+        *fake.store.lock().unwrap() = Some(store.clone());
         let engine = Engine::new(
             EngineParts {
                 db: db.clone(),
                 caller: fake.clone(),
-                default_bucket: "imageflow".into(),
+                default_bucket: BUCKET.into(),
+                store: store.clone(),
+                buckets: Buckets::new(BUCKET, &[OTHER_BUCKET.to_string()]),
                 events: EventHub::new(),
                 metrics: Metrics::new(),
                 owner: owner.into(),
@@ -222,20 +275,57 @@ impl Harness {
             created_at: Timestamp::now().to_rfc3339(),
         };
         db.insert_file(&input).await.unwrap();
-        Self {
+        let harness = Self {
             db,
             engine,
             fake,
+            store,
             input,
             _dir: dir,
+        };
+        harness.put(BUCKET, "uploads/input-1.png").await;
+        harness
+    }
+
+    /// Writes a small object.
+    pub async fn put(&self, bucket: &str, key: &str) {
+        self.store
+            .put(
+                &BucketName::parse(bucket).unwrap(),
+                &ObjectKey::parse(key).unwrap(),
+                Bytes::from_static(b"not really an image"),
+                "image/png",
+            )
+            .await
+            .unwrap();
+    }
+
+    /// The uploaded input file, as an execution input.
+    pub fn uploaded(&self) -> Resolved {
+        Resolved {
+            source: self.input.file_id.clone(),
+            bucket: self.input.bucket.clone(),
+            object_key: self.input.object_key.clone(),
         }
     }
 
-    /// Records a pending execution of `pipeline` owned by `owner` and returns
-    /// what the engine runs.
+    /// Records a pending execution of `pipeline` on the uploaded input, owned
+    /// by `owner`, and returns what the engine runs.
     pub async fn record(&self, id: &str, pipeline: &PipelineDefinition, owner: &str) -> Submission {
+        self.record_inputs(id, pipeline, owner, &[self.uploaded()], None)
+            .await
+    }
+
+    /// Records a pending execution of `pipeline` on `inputs`.
+    pub async fn record_inputs(
+        &self,
+        id: &str,
+        pipeline: &PipelineDefinition,
+        owner: &str,
+        inputs: &[Resolved],
+        output_target: Option<OutputTarget>,
+    ) -> Submission {
         let plan = dag::plan(pipeline, &Default::default()).unwrap();
-        let inputs = vec![self.input.file_id.clone()];
         let record = crate::executions::pending_record(id, None, None, inputs, &plan);
         self.db
             .create_execution(&record, pipeline, &serde_json::json!({}), owner)
@@ -244,11 +334,18 @@ impl Harness {
         Submission {
             execution_id: id.into(),
             plan,
-            input: ImageData {
-                bucket: self.input.bucket.clone(),
-                object_key: self.input.object_key.clone(),
-                ..Default::default()
-            },
+            inputs: inputs
+                .iter()
+                .map(|i| UnitInput {
+                    source: i.source.clone(),
+                    image: ImageData {
+                        bucket: i.bucket.clone(),
+                        object_key: i.object_key.clone(),
+                        ..Default::default()
+                    },
+                })
+                .collect(),
+            output_target,
             timeout: pipeline.timeout_seconds.map(Duration::from_secs_f64),
             pipeline_id: None,
             parent: Default::default(),

@@ -269,7 +269,13 @@ async fn filter_one(
         Origin::Bytes => Output::Bytes(encoded.data),
         Origin::Object { bucket, key } => {
             let operation = format!("{}_{}", plan.spec.kind.name(), plan.spec.intensity);
-            let out_key = io::output_key(&execution_id, &key, &operation, encoded.format)?;
+            let out_key = io::output_key(
+                &execution_id,
+                req.input_index,
+                &key,
+                &operation,
+                encoded.format,
+            )?;
             extra.insert("source_object".into(), key.as_str().to_string());
             Output::Object(io::store_output(&runtime.store, &bucket, &out_key, encoded).await?)
         }

@@ -106,7 +106,10 @@ fn two_steps(file_id: &Value, retries: u32) -> Value {
 }
 
 fn is_terminal(status: &Value) -> bool {
-    matches!(status.as_str(), Some("completed" | "failed" | "cancelled"))
+    matches!(
+        status.as_str(),
+        Some("completed" | "failed" | "cancelled" | "partially_failed")
+    )
 }
 
 /// Polls the record until it is terminal; fails with the last one seen.

@@ -1,8 +1,10 @@
 //! One trace from HTTP to every service: the four binaries run as separate
 //! processes exporting OTLP to a receiver in this test, and a pipeline
 //! resize → ai_detection → filter must arrive as ONE connected trace with the
-//! design's span names, attributes and resource; its logs and execution
-//! record carry the same trace id; `/metrics` of each binary counts the run.
+//! design's span names, attributes and resource; its logs (on stdout and as
+//! OTLP log records) and execution record carry the same trace id, and no log
+//! anywhere holds the API token; `/metrics` of each binary counts the run,
+//! and a service's OpenMetrics exposition links its latency to the trace.
 
 #![allow(clippy::unwrap_used)]
 
@@ -45,6 +47,7 @@ fn telemetry_env(receiver: &OtlpReceiver, sampler_arg: &str) -> HashMap<String, 
             "deployment.environment=e2e,cloud.region=test-region-1".into(),
         ),
         ("OTEL_BSP_SCHEDULE_DELAY".into(), "200".into()),
+        ("OTEL_BLRP_SCHEDULE_DELAY".into(), "200".into()),
         ("OTEL_METRIC_EXPORT_INTERVAL".into(), "500".into()),
         ("RUST_LOG".into(), "info".into()),
     ])
@@ -293,8 +296,10 @@ async fn one_trace_from_http_through_every_service() {
         HashSet::from(["resize", "ai_detection", "filter"])
     );
     let pipeline_span = trace.iter().find(|s| s.name == "pipeline.execute").unwrap();
-    let execution_id = ok["execution_id"].as_str().unwrap();
-    assert_eq!(pipeline_span.attr("execution.id"), Some(execution_id));
+    assert_eq!(
+        pipeline_span.attr("execution.id"),
+        ok["execution_id"].as_str()
+    );
     assert_eq!(pipeline_span.attr("pipeline.id"), Some("inline"));
 
     // Required resource attributes, on every service's spans.
@@ -375,6 +380,59 @@ async fn one_trace_from_http_through_every_service() {
         assert!(SERVICES.contains(&service_line["service"].as_str().unwrap()));
     }
 
+    // The same logs over OTLP: every process sent records of the run with its
+    // trace id, ids of a span, the span's execution id and the resource.
+    let execution_id = ok["execution_id"].as_str().unwrap();
+    let logs = receiver
+        .wait_for_logs(Duration::from_secs(30), |logs| {
+            SERVICES.iter().all(|service| {
+                logs.iter()
+                    .any(|l| l.service == *service && l.trace_id == ok_trace)
+            })
+        })
+        .await;
+    for service in SERVICES {
+        let records: Vec<_> = logs
+            .iter()
+            .filter(|l| l.service == service && l.trace_id == ok_trace)
+            .collect();
+        assert!(
+            records.iter().all(|l| l.span_id.len() == 16),
+            "{service}: {records:#?}"
+        );
+        assert!(
+            records
+                .iter()
+                .any(|l| l.attr("execution_id") == Some(execution_id)),
+            "{service}: no record of the run names execution {execution_id}: {records:#?}"
+        );
+        let resource = &records[0].resource;
+        assert_eq!(
+            resource.get("deployment.environment").map(String::as_str),
+            Some("e2e"),
+            "{service}"
+        );
+        assert!(resource.contains_key("service.version"), "{service}");
+        assert!(resource.contains_key("imageflow.version"), "{service}");
+    }
+    assert!(
+        logs.iter().all(|l| !l.severity_text.is_empty()),
+        "every record has a level"
+    );
+    // The span ids of the records are spans of the trace.
+    let span_ids: HashSet<&str> = trace.iter().map(|s| s.span_id.as_str()).collect();
+    assert!(
+        logs.iter()
+            .filter(|l| l.trace_id == ok_trace)
+            .any(|l| span_ids.contains(l.span_id.as_str())),
+        "no record of trace {ok_trace} names one of its spans"
+    );
+    let leaked: Vec<_> = logs.iter().filter(|l| l.contains(TEST_TOKEN)).collect();
+    assert!(
+        leaked.is_empty(),
+        "the API token went out over OTLP: {leaked:#?}"
+    );
+
     // Prometheus text of each binary counts the two runs under the names the
     // design's queries use.
     let scrape = |name: &'static str| {
@@ -426,6 +484,36 @@ async fn one_trace_from_http_through_every_service() {
         detect.contains("grpc_method=\"DetectObjects\",grpc_code=\""),
         "{detect}"
     );
+    // What Prometheus asks for: OpenMetrics, whose latency buckets name a
+    // trace of the runs as their exemplar.
+    let response = http
+        .get(stack.metrics["resize-svc"].clone())
+        .header(
+            "accept",
+            "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5,*/*;q=0.1",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/openmetrics-text; version=1.0.0; charset=utf-8"
+    );
+    let openmetrics = response.text().await.unwrap();
+    assert!(openmetrics.ends_with("# EOF\n"), "{openmetrics}");
+    let exemplars: Vec<&str> = openmetrics
+        .lines()
+        .filter(|l| l.starts_with("imageflow_processing_duration_seconds_bucket{"))
+        .filter_map(|l| l.split_once(" # {trace_id=\"").map(|(_, rest)| &rest[..32]))
+        .collect();
+    assert!(
+        !exemplars.is_empty()
+            && exemplars
+                .iter()
+                .all(|t| *t == ok_trace || *t == failed_trace),
+        "resize's exemplars {exemplars:?} are not the runs' traces:\n{openmetrics}"
+    );
+
     let filter = scrape("filter-svc").await;
     assert!(
         filter.contains("grpc_server_handled_total{grpc_service=\"imageflow.v1.FilterService\",grpc_method=\"ApplyFilter\",grpc_code=\"OK\"} 1"),
@@ -455,7 +543,8 @@ async fn one_trace_from_http_through_every_service() {
                 .any(|p| p.get("status").map(String::as_str) == Some("failed"))
     }));
 
-    // A clean stop flushes and exits 0.
+    // A clean stop flushes and exits 0: the last log line of each process
+    // still reaches the collector.
     for p in &mut stack.processes {
         assert!(
             p.terminate(Duration::from_secs(20)),
@@ -463,4 +552,16 @@ async fn one_trace_from_http_through_every_service() {
             p.name
         );
     }
+    let all_logs = receiver
+        .wait_for_logs(Duration::from_secs(10), |logs| {
+            SERVICES.iter().all(|service| {
+                logs.iter()
+                    .any(|l| l.service == *service && l.body == "stopped")
+            })
+        })
+        .await;
+    assert!(
+        !all_logs.iter().any(|l| l.contains(TEST_TOKEN)),
+        "the API token went out over OTLP"
+    );
 }

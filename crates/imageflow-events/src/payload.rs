@@ -31,9 +31,13 @@ pub struct ExecutionRequest {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ProgressMessage {
     pub execution_id: String,
-    /// `None` for events about the execution as a whole.
+    /// `None` for events about the execution as a whole or one of its inputs.
     #[serde(default)]
     pub step_id: Option<String>,
+    /// Which input (0-based) of the execution a step or input event is about;
+    /// absent on execution-level events and from older producers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_index: Option<u32>,
     pub status: String,
     #[serde(default)]
     pub message: String,
@@ -60,6 +64,7 @@ impl ProgressMessage {
         Self {
             execution_id: execution_id.into(),
             step_id,
+            input_index: None,
             status: status.into(),
             message: message.into(),
             timestamp: now_rfc3339(),

@@ -39,10 +39,10 @@ impl PlanError {
     }
 }
 
-/// The original system's path keys. Definitions that carry them load
-/// unchanged, but nothing reads them (inputs come from an execution's `inputs`,
-/// outputs go under `executions/{execution_id}/`), so a value of the wrong
-/// type is refused instead of being silently carried along.
+/// The original system's path keys: `inputPath` and `outputPath` are read
+/// by the backend (which also checks their buckets), `executionId` is kept
+/// as given. A value of the wrong type is refused instead of being silently
+/// carried along.
 const GLOBAL_STRING_KEYS: [&str; 3] = ["inputPath", "outputPath", "executionId"];
 
 fn check_global_parameters(globals: &BTreeMap<String, Value>) -> Result<(), PlanError> {
@@ -55,9 +55,8 @@ fn check_global_parameters(globals: &BTreeMap<String, Value>) -> Result<(), Plan
             Some(Value::Object(_)) => "an object",
         };
         return Err(PlanError::pipeline(format!(
-            "globalParameters.{key} must be a string (got {kind}); it is kept with the \
-             pipeline for compatibility and not used: inputs come from the execution's \
-             \"inputs\", outputs are written under executions/<execution_id>/"
+            "globalParameters.{key} must be a string (got {kind}): s3://bucket/key, \
+             s3://bucket/prefix/, or a key or prefix/ in the default bucket"
         )));
     }
     Ok(())

@@ -33,10 +33,13 @@ pub struct PipelineDefinition {
     #[serde(default)]
     pub metadata: PipelineMetadata,
     pub steps: Vec<StepDefinition>,
-    /// Kept with the pipeline as given. `inputPath`, `outputPath` and
-    /// `executionId` (the original system's keys) must be strings when present
-    /// and are not interpreted: an execution's input is its `inputs`, and its
-    /// outputs are written under `executions/{execution_id}/`.
+    /// Kept with the pipeline as given. Two keys are read: `inputPath` (what
+    /// an execution that names no `inputs` runs on: `s3://bucket/key`, or
+    /// `s3://bucket/prefix/` for every image under the prefix, or a key or
+    /// `prefix/` in the default bucket) and `outputPath` (a prefix, in the same
+    /// forms, that each input's final images are copied to, besides
+    /// `executions/{execution_id}/`). `executionId` must be a string and is
+    /// not interpreted.
     #[serde(default)]
     pub global_parameters: BTreeMap<String, Value>,
     /// Deadline of an execution of this pipeline (queueing excluded); at most the
@@ -134,13 +137,15 @@ pub struct StoredPipeline {
 }
 
 wire_enum! {
-    /// Where an execution is: pending, running, then one of the last three.
+    /// Where an execution is: pending, running, then one of the last four.
+    /// `partially_failed`: some of its inputs completed and some failed.
     pub enum ExecutionStatus ("execution status") {
         Pending = "pending",
         Running = "running",
         Completed = "completed",
         Failed = "failed",
         Cancelled = "cancelled",
+        PartiallyFailed = "partially_failed",
     }
 }
 
@@ -151,7 +156,10 @@ impl ExecutionStatus {
     }
 
     pub fn is_terminal(self) -> bool {
-        matches!(self, Self::Completed | Self::Failed | Self::Cancelled)
+        matches!(
+            self,
+            Self::Completed | Self::Failed | Self::Cancelled | Self::PartiallyFailed
+        )
     }
 }
 
@@ -208,11 +216,14 @@ pub struct Detection {
     pub bbox: BoundingBox,
 }
 
-/// One step of one execution.
+/// One step of one execution, for one of its inputs.
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 pub struct StepRecord {
     #[serde(rename = "stepId")]
     pub step_id: String,
+    /// The input (0-based, in `inputs` order) this run of the step worked on.
+    #[serde(default)]
+    pub input_index: u32,
     #[serde(rename = "componentName")]
     pub component_name: String,
     pub status: StepStatus,
@@ -249,7 +260,36 @@ pub struct ExecutionRecord {
     pub finished_at: Option<String>,
     pub execution_time_ms: Option<f64>,
     pub error: Option<String>,
+    /// Every step of every input, by input then plan order.
     pub steps: Vec<StepRecord>,
+    /// Each input's own run through the pipeline: where it is, how it ended
+    /// and its final image.
+    #[serde(default)]
+    pub input_results: Vec<InputResult>,
+}
+
+/// One input of an execution, run through the whole pipeline as its own unit
+/// of work.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct InputResult {
+    /// 0-based position in the execution's `inputs`.
+    pub index: u32,
+    /// As the request named it: a file_id or `s3://bucket/key`.
+    pub input: String,
+    pub bucket: String,
+    pub object_key: String,
+    /// pending, running, completed, failed or cancelled.
+    pub status: ExecutionStatus,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+    pub execution_time_ms: Option<f64>,
+    pub error: Option<String>,
+    /// The input's final image (the last one the pipeline wrote).
+    pub output: Option<StepOutput>,
+    /// Where the final images were copied (`bucket/key`), when the pipeline
+    /// has an `outputPath`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub copied_to: Vec<String>,
 }
 
 #[cfg(test)]
@@ -263,7 +303,14 @@ mod tests {
     fn status_names_round_trip() {
         assert_eq!(
             ExecutionStatus::NAMES,
-            ["pending", "running", "completed", "failed", "cancelled"]
+            [
+                "pending",
+                "running",
+                "completed",
+                "failed",
+                "cancelled",
+                "partially_failed"
+            ]
         );
         assert_eq!(
             StepStatus::NAMES,

@@ -180,11 +180,22 @@ pub enum Action {
     Usage(String),
 }
 
+/// `resize-svc 0.1.0 (0123456789ab)`: the release and the source revision,
+/// the `service.version` its telemetry reports.
+fn version_line(binary: &Binary) -> String {
+    let revision = imageflow_telemetry::REVISION;
+    if revision == binary.version {
+        format!("{} {}", binary.name, binary.version)
+    } else {
+        format!("{} {} ({revision})", binary.name, binary.version)
+    }
+}
+
 pub fn parse_args(args: impl IntoIterator<Item = String>, binary: &Binary) -> Action {
     let args: Vec<String> = args.into_iter().skip(1).collect();
     match args.first().map(String::as_str) {
         None => Action::Run,
-        Some("--version" | "-V") => Action::Print(format!("{} {}", binary.name, binary.version)),
+        Some("--version" | "-V") => Action::Print(version_line(binary)),
         Some("--help" | "-h") => Action::Print(binary.help.clone()),
         Some(other) => Action::Usage(format!(
             "{}: unexpected argument {other:?}; settings come from environment variables, see --help",
@@ -221,7 +232,10 @@ mod tests {
         assert_eq!(parse_args(args(&["bin"]), &binary), Action::Run);
         assert_eq!(
             parse_args(args(&["bin", "--version"]), &binary),
-            Action::Print("filter-svc 1.2.3".into())
+            Action::Print(format!(
+                "filter-svc 1.2.3 ({})",
+                imageflow_telemetry::REVISION
+            ))
         );
         match parse_args(args(&["bin", "--help"]), &binary) {
             Action::Print(text) => {

@@ -120,11 +120,14 @@ pub fn execution_id_or_new(execution_id: &str) -> Result<String, ServiceError> {
     }
 }
 
-/// `executions/{execution_id}/{source stem}_{operation}.{ext}`. The operation
-/// tag carries the parameters, so two steps of one execution never overwrite
-/// each other and a retried request writes the same object again.
+/// `executions/{execution_id}/{source stem}_{operation}.{ext}`, or
+/// `executions/{execution_id}/input-{n}/...` for input `n` of a several-input
+/// execution (two inputs may share a file name). The operation tag carries
+/// the parameters, so two steps of one execution never overwrite each other
+/// and a retried request writes the same object again.
 pub fn output_key(
     execution_id: &str,
+    input_index: Option<u32>,
     source: &ObjectKey,
     operation: &str,
     format: ImageFormat,
@@ -134,10 +137,11 @@ pub fn output_key(
         Some((stem, _)) if !stem.is_empty() => stem,
         _ => file,
     };
-    let key = format!(
-        "executions/{execution_id}/{stem}_{operation}.{}",
-        format.extension()
-    );
+    let folder = match input_index {
+        Some(n) => format!("executions/{execution_id}/input-{n}"),
+        None => format!("executions/{execution_id}"),
+    };
+    let key = format!("{folder}/{stem}_{operation}.{}", format.extension());
     Ok(ObjectKey::parse(&key)?)
 }
 
@@ -238,14 +242,16 @@ mod tests {
     #[test]
     fn output_keys_live_under_the_execution() {
         let source = ObjectKey::parse("uploads/2026/cat.photo.jpg").unwrap();
-        let key = output_key("exec-1", &source, "resize_800x450", ImageFormat::Png).unwrap();
+        let key = output_key("exec-1", None, &source, "resize_800x450", ImageFormat::Png).unwrap();
         assert_eq!(
             key.as_str(),
             "executions/exec-1/cat.photo_resize_800x450.png"
         );
         let source = ObjectKey::parse("noext").unwrap();
-        let key = output_key("e", &source, "gaussian_1", ImageFormat::Jpeg).unwrap();
+        let key = output_key("e", None, &source, "gaussian_1", ImageFormat::Jpeg).unwrap();
         assert_eq!(key.as_str(), "executions/e/noext_gaussian_1.jpg");
+        let key = output_key("e", Some(3), &source, "detect", ImageFormat::Png).unwrap();
+        assert_eq!(key.as_str(), "executions/e/input-3/noext_detect.png");
     }
 
     #[test]

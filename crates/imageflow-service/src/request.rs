@@ -132,7 +132,9 @@ impl ServiceRuntime {
                     if let Err(err) = &outcome {
                         imageflow_telemetry::spans::record_error(&item_span, err);
                     }
-                    log_outcome(rpc, started, outcome.as_ref().err());
+                    // In the item's span: its line and its latency exemplar
+                    // carry the item's trace.
+                    item_span.in_scope(|| log_outcome(rpc, started, outcome.as_ref().err()));
                     Ok(outcome.unwrap_or_else(|err| failed(&err, started)))
                 }
             })

@@ -246,10 +246,13 @@ impl FsBackend {
         Ok(())
     }
 
+    /// Sorted keys under `prefix`; stops walking once it has more than
+    /// `max` (the caller truncates).
     pub(crate) async fn list(
         &self,
         bucket: &BucketName,
         prefix: &str,
+        max: usize,
     ) -> Result<Vec<String>, StorageError> {
         self.require_bucket(bucket).await?;
         let bucket_dir = self.bucket_dir(bucket);
@@ -257,6 +260,9 @@ impl FsBackend {
         // (directory, its key prefix ending in '/' or empty for the bucket itself)
         let mut pending = vec![(bucket_dir, String::new())];
         while let Some((dir, dir_key)) = pending.pop() {
+            if keys.len() > max {
+                break;
+            }
             let mut entries = match tokio::fs::read_dir(&dir).await {
                 Ok(entries) => entries,
                 // Removed by a concurrent delete since we saw it.
@@ -510,7 +516,10 @@ mod tests {
         fs.ensure_bucket(&bucket).await.unwrap();
         std::fs::write(dir.path().join("bkt/.imageflow-tmp-dead"), b"partial").unwrap();
         std::fs::write(dir.path().join("bkt/copied.png"), b"png").unwrap();
-        assert_eq!(fs.list(&bucket, "").await.unwrap(), vec!["copied.png"]);
+        assert_eq!(
+            fs.list(&bucket, "", usize::MAX).await.unwrap(),
+            vec!["copied.png"]
+        );
         let meta = fs.head(&bucket, &key("copied.png")).await.unwrap();
         assert_eq!(meta.size, 3);
         assert_eq!(meta.content_type.as_deref(), Some("image/png"));
@@ -543,6 +552,6 @@ mod tests {
         assert!(err.to_string().contains("conflicts"), "{err}");
         // ...and deleting "a" (a directory) deletes nothing.
         fs.delete(&bucket, &key("a")).await.unwrap();
-        assert_eq!(fs.list(&bucket, "").await.unwrap(), vec!["a/b"]);
+        assert_eq!(fs.list(&bucket, "", usize::MAX).await.unwrap(), vec!["a/b"]);
     }
 }

@@ -297,11 +297,27 @@ impl Store {
         bucket: &BucketName,
         prefix: &str,
     ) -> Result<Vec<String>, StorageError> {
+        Ok(self.list_first(bucket, prefix, usize::MAX).await?.0)
+    }
+
+    /// Like [`Store::list`], but stops reading once more than `max` keys were
+    /// seen, so a prefix over a huge bucket costs one or two pages, not all
+    /// of them. The flag says whether there were more than `max`; when it is
+    /// set the keys are an arbitrary `max` of them.
+    pub async fn list_first(
+        &self,
+        bucket: &BucketName,
+        prefix: &str,
+        max: usize,
+    ) -> Result<(Vec<String>, bool), StorageError> {
         self.traced("list", bucket, None, async {
-            match &self.inner.backend {
-                Backend::Fs(fs) => fs.list(bucket, prefix).await,
-                Backend::S3(s3) => s3.list(bucket, prefix).await,
-            }
+            let mut keys = match &self.inner.backend {
+                Backend::Fs(fs) => fs.list(bucket, prefix, max).await,
+                Backend::S3(s3) => s3.list(bucket, prefix, max).await,
+            }?;
+            let more = keys.len() > max;
+            keys.truncate(max);
+            Ok((keys, more))
         })
         .await
     }

@@ -306,10 +306,13 @@ impl S3Backend {
         }
     }
 
+    /// Sorted keys under `prefix`; stops after the page that takes it past
+    /// `max` (the caller truncates).
     pub(crate) async fn list(
         &self,
         bucket: &BucketName,
         prefix: &str,
+        max: usize,
     ) -> Result<Vec<String>, StorageError> {
         let mut keys = Vec::new();
         let mut token: Option<String> = None;
@@ -337,7 +340,9 @@ impl S3Backend {
                     .map(str::to_owned),
             );
             match page.next_continuation_token() {
-                Some(next) if page.is_truncated() == Some(true) => token = Some(next.to_owned()),
+                Some(next) if page.is_truncated() == Some(true) && keys.len() <= max => {
+                    token = Some(next.to_owned());
+                }
                 _ => break,
             }
         }

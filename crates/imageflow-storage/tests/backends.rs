@@ -424,6 +424,17 @@ async fn list_by_prefix(kind: Kind) -> Result<()> {
         vec!["exec/2/a.png"]
     );
     assert!(h.store.list(&h.bucket, "nothing/").await?.is_empty());
+    // A bounded listing says when there was more than it returns.
+    assert_eq!(
+        h.store.list_first(&h.bucket, "exec/1/", 2).await?,
+        (
+            vec!["exec/1/a.png".to_string(), "exec/1/b.png".to_string()],
+            false
+        )
+    );
+    let (some, more) = h.store.list_first(&h.bucket, "exec", 3).await?;
+    assert!(more, "5 keys under exec, 3 asked");
+    assert_eq!(some.len(), 3);
     // A freshly created bucket lists empty.
     let fresh = unique_bucket("fresh");
     h.store.ensure_bucket(&fresh).await?;

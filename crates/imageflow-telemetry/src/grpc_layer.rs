@@ -111,9 +111,14 @@ where
             metrics
                 .handled
                 .inc(&[service, method, spans::code_name(code)]);
-            metrics
-                .handling
-                .observe(&[service, method], started.elapsed());
+            let elapsed = started.elapsed();
+            let observe = || metrics.handling.observe(&[service, method], elapsed);
+            if traced {
+                // In the call's span, so its trace is the bucket's exemplar.
+                span.in_scope(observe);
+            } else {
+                observe();
+            }
             result
         })
     }

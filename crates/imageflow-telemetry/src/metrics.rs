@@ -1,8 +1,13 @@
-//! Metric registries whose cells are `prometheus-client` counters and gauges
-//! (plus a lock-free histogram, below), rendered by `prometheus-client`'s
-//! Prometheus text encoder (0.0.4) for `/metrics` and snapshotted for the OTLP
-//! push, so both paths show the same numbers under the names the design's
-//! PromQL and alert rules use.
+//! Metric registries whose cells are `prometheus-client` counters, gauges and
+//! histograms with exemplars (below), rendered by `prometheus-client`'s
+//! encoders for `/metrics` (Prometheus text 0.0.4, or OpenMetrics 1.0 with the
+//! exemplars when the scraper asks for it: [`Format`]) and snapshotted for
+//! the OTLP push, so both paths show the same numbers under the names the
+//! design's PromQL and alert rules use.
+//!
+//! A histogram observed inside a sampled span keeps that trace's id as the
+//! exemplar of the bucket the value fell in, so a latency panel leads to a
+//! trace of a slow request.
 //!
 //! [`Registry::global`] holds what a process measures about itself (gRPC
 //! server calls, storage operations, inference, process RSS/CPU); a component
@@ -33,12 +38,14 @@ use std::{
 };
 
 use foldhash::fast::RandomState;
+use opentelemetry::trace::TraceContextExt;
 use prometheus_client::{
     collector::Collector,
-    encoding::{DescriptorEncoder, EncodeMetric, MetricEncoder, NoLabelSet, prometheus_text},
+    encoding::{DescriptorEncoder, EncodeMetric, MetricEncoder, prometheus_text, text},
     metrics::{
         MetricType,
         counter::{ConstCounter, Counter as CounterCell},
+        exemplar::HistogramWithExemplars,
         gauge::{ConstGauge, Gauge as GaugeCell},
     },
     registry::Registry as Encoder,
@@ -52,6 +59,57 @@ pub const LATENCY_BUCKETS: &[f64] = &[
 
 /// The `Content-Type` of what [`Registry::render`] and [`render_global`] return.
 pub const CONTENT_TYPE: &str = prometheus_text::CONTENT_TYPE;
+
+/// The `Content-Type` of OpenMetrics 1.0 text; Prometheus reads exemplars
+/// only from a response that says it.
+pub const OPENMETRICS_CONTENT_TYPE: &str =
+    "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// The two text expositions `/metrics` serves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// Prometheus text 0.0.4, for `curl` and scrapers that ask for nothing
+    /// else; it has no syntax for exemplars.
+    Prometheus,
+    /// OpenMetrics 1.0 text with the histograms' exemplars; Prometheus asks
+    /// for it first.
+    OpenMetrics,
+}
+
+impl Format {
+    /// The format an `Accept` header prefers: OpenMetrics when it names
+    /// `application/openmetrics-text` with a higher quality than the text
+    /// format (or the same, earlier), as client_golang negotiates. Media
+    /// types not served here (Prometheus' protobuf) do not count; without a
+    /// header, or with nothing served here in it, the text format.
+    pub fn negotiate(accept: Option<&str>) -> Self {
+        let mut best: Option<(f32, Self)> = None;
+        for range in accept.unwrap_or_default().split(',') {
+            let mut parts = range.split(';').map(str::trim);
+            let media = parts.next().unwrap_or_default().to_ascii_lowercase();
+            let format = match media.as_str() {
+                "application/openmetrics-text" => Self::OpenMetrics,
+                "text/plain" | "text/*" | "*/*" => Self::Prometheus,
+                _ => continue,
+            };
+            let quality = parts
+                .filter_map(|p| p.strip_prefix("q="))
+                .find_map(|q| q.parse::<f32>().ok())
+                .unwrap_or(1.0);
+            if quality > 0.0 && best.is_none_or(|(q, _)| quality > q) {
+                best = Some((quality, format));
+            }
+        }
+        best.map_or(Self::Prometheus, |(_, format)| format)
+    }
+
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Self::Prometheus => CONTENT_TYPE,
+            Self::OpenMetrics => OPENMETRICS_CONTENT_TYPE,
+        }
+    }
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
@@ -92,15 +150,21 @@ type Gauge = GaugeCell<i64, AtomicI64>;
 
 const BUCKETS: usize = LATENCY_BUCKETS.len();
 
-/// The series of a histogram: one atomic per bucket (the last one past 60 s)
-/// and the sum, so observing takes no lock. `prometheus-client`'s histogram
-/// takes a mutex per observation and offers no read access for the OTLP
-/// snapshot. The count is the sum of the buckets, so a scrape during an
-/// observation never shows a `+Inf` bucket that disagrees with `_count`.
+/// An exemplar's labels: the trace id, as Grafana's exemplar links expect it.
+type TraceLabel = [(&'static str, String); 1];
+
+/// The series of a histogram, counted twice over: `prometheus-client`'s
+/// histogram with exemplars is what `/metrics` renders (its exemplars can be
+/// made by no one else: the type has no public constructor), and one atomic
+/// per bucket (the last one past 60 s) plus the sum feed the OTLP snapshot,
+/// as `prometheus-client` offers no read access to its buckets. Both are
+/// cumulative from the same observations, so they differ at most by the
+/// observations in flight between the two updates.
 #[derive(Debug)]
 pub struct Histogram {
     counts: [AtomicU64; BUCKETS + 1],
     sum_bits: AtomicU64,
+    exposition: HistogramWithExemplars<TraceLabel>,
 }
 
 impl Default for Histogram {
@@ -108,11 +172,24 @@ impl Default for Histogram {
         Self {
             counts: std::array::from_fn(|_| AtomicU64::new(0)),
             sum_bits: AtomicU64::new(0.0f64.to_bits()),
+            exposition: HistogramWithExemplars::new(LATENCY_BUCKETS.iter().copied()),
         }
     }
 }
 
+/// The current span's trace id when the trace is sampled: an exemplar must
+/// lead to a trace the trace store has.
+fn sampled_trace_id() -> Option<String> {
+    opentelemetry::Context::map_current(|cx| {
+        let span = cx.span();
+        let context = span.span_context();
+        (context.is_valid() && context.is_sampled()).then(|| context.trace_id().to_string())
+    })
+}
+
 impl Histogram {
+    /// Counts `seconds`; inside a sampled span, the trace becomes the
+    /// exemplar of its bucket.
     pub fn observe(&self, seconds: f64) {
         let slot = LATENCY_BUCKETS.partition_point(|bound| *bound < seconds);
         self.counts[slot].fetch_add(1, Ordering::Relaxed);
@@ -122,6 +199,11 @@ impl Histogram {
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |bits| {
                 Some((f64::from_bits(bits) + seconds).to_bits())
             });
+        let exemplar = sampled_trace_id().map(|id| [("trace_id", id)]);
+        // The time of the observation: Prometheus keeps an exemplar once per
+        // timestamp, so one seen again by the next scrape is not a new one.
+        let at = exemplar.is_some().then(SystemTime::now);
+        self.exposition.observe(seconds, exemplar, at);
     }
 
     /// Per-bucket counts (not cumulative), the last one past every bound.
@@ -152,14 +234,9 @@ impl Histogram {
 }
 
 impl EncodeMetric for Histogram {
-    fn encode(&self, mut encoder: MetricEncoder) -> fmt::Result {
-        let counts = self.counts();
-        let buckets: Vec<(f64, u64)> = LATENCY_BUCKETS
-            .iter()
-            .copied()
-            .zip(counts[..BUCKETS].iter().copied())
-            .collect();
-        encoder.encode_histogram::<NoLabelSet>(self.sum(), counts.iter().sum(), &buckets, None)
+    fn encode(&self, encoder: MetricEncoder) -> fmt::Result {
+        // The Prometheus text encoder leaves the exemplars out.
+        self.exposition.encode(encoder)
     }
 
     fn metric_type(&self) -> MetricType {
@@ -675,7 +752,19 @@ impl Registry {
     pub fn render(&self) -> String {
         let mut encoder = Encoder::default();
         encoder.register_collector(Box::new(self.families.clone()));
-        encode(&encoder)
+        encode(&encoder, Format::Prometheus)
+    }
+
+    /// What a `/metrics` serving this registry answers: its series, then the
+    /// process-wide ones (storage operations, process RSS and CPU), in one
+    /// exposition (OpenMetrics allows one `# EOF`, at the end).
+    pub fn exposition(&self, format: Format) -> String {
+        let mut encoder = Encoder::default();
+        if !Arc::ptr_eq(&self.families, &Registry::global().families) {
+            encoder.register_collector(Box::new(self.families.clone()));
+        }
+        register_global(&mut encoder);
+        encode(&encoder, format)
     }
 }
 
@@ -688,10 +777,13 @@ fn detached<C: Cell>(name: &'static str, help: &'static str, kind: Kind) -> Arc<
     Arc::new(Core::new(name, help))
 }
 
-fn encode(encoder: &Encoder) -> String {
+fn encode(encoder: &Encoder, format: Format) -> String {
     let mut out = String::new();
     // Writing to a String cannot fail, nor can the encoders above.
-    let _ = prometheus_text::encode(&mut out, encoder);
+    let _ = match format {
+        Format::Prometheus => prometheus_text::encode(&mut out, encoder),
+        Format::OpenMetrics => text::encode(&mut out, encoder),
+    };
     out
 }
 
@@ -712,12 +804,22 @@ pub(crate) fn exported_snapshot() -> Vec<Family> {
     families
 }
 
-/// The global registry plus process metrics, as a service's `/metrics` serves them.
+/// The global registry plus process metrics, as a service's `/metrics` serves
+/// them, in Prometheus text.
 pub fn render_global() -> String {
+    global_exposition(Format::Prometheus)
+}
+
+/// The global registry plus process metrics in `format`.
+pub fn global_exposition(format: Format) -> String {
     let mut encoder = Encoder::default();
+    register_global(&mut encoder);
+    encode(&encoder, format)
+}
+
+fn register_global(encoder: &mut Encoder) {
     encoder.register_collector(Box::new(Registry::global().families.clone()));
     encoder.register_collector(Box::new(ProcessCollector));
-    encode(&encoder)
 }
 
 /// When the process started (the OTLP start time of every cumulative series).
@@ -867,6 +969,140 @@ mod tests {
         assert!(text.contains("latency_seconds_bucket{op=\"get\",le=\"1\"} 1\n"));
         assert!(text.contains("latency_seconds_bucket{op=\"get\",le=\"+Inf\"} 1\n"));
         assert!(text.contains("latency_seconds_count{op=\"get\"} 1\n"));
+    }
+
+    /// Observes `seconds` into a fresh registry inside a span of a trace
+    /// that `sampler` decides on; the span's trace id and the registry.
+    fn observed_in_a_span(
+        sampler: opentelemetry_sdk::trace::Sampler,
+        seconds: u64,
+    ) -> (String, Registry) {
+        use opentelemetry::trace::TracerProvider as _;
+        use tracing_subscriber::layer::SubscriberExt;
+        let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
+            .with_sampler(sampler)
+            .build();
+        let subscriber = tracing_subscriber::registry()
+            .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")));
+        let r = Registry::new();
+        let h = r.histogram_vec("latency_seconds", "latency", &["route"]);
+        let mut trace_id = None;
+        tracing::subscriber::with_default(subscriber, || {
+            let span = tracing::info_span!("request");
+            trace_id = crate::propagation::trace_id(&span);
+            span.in_scope(|| h.observe(&["/x"], Duration::from_millis(seconds)));
+            // Outside any span: counted, no exemplar.
+            h.observe(&["/x"], Duration::from_secs(120));
+        });
+        (trace_id.expect("the span has a trace id"), r)
+    }
+
+    #[test]
+    fn a_sampled_span_becomes_the_exemplar_of_its_bucket_in_openmetrics() {
+        let (trace_id, r) = observed_in_a_span(opentelemetry_sdk::trace::Sampler::AlwaysOn, 20);
+        let text = r.exposition(Format::OpenMetrics);
+        let line = text
+            .lines()
+            // The OpenMetrics encoder writes `le` first.
+            .find(|l| l.starts_with("latency_seconds_bucket{le=\"0.025\",route=\"/x\"}"))
+            .unwrap_or_else(|| panic!("{text}"));
+        let exemplar = format!(" 1 # {{trace_id=\"{trace_id}\"}} 0.02 ");
+        assert!(line.contains(&exemplar), "{line}");
+        let at: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
+        assert!((now.as_secs_f64() - at).abs() < 60.0, "timestamp {at}");
+        assert_eq!(
+            text.matches(" # {").count(),
+            1,
+            "the +Inf observation was outside any span: {text}"
+        );
+        assert!(text.ends_with("# EOF\n"), "{text}");
+
+        // The same numbers in Prometheus text, which has no exemplars.
+        let plain = r.render();
+        assert!(
+            plain.contains("latency_seconds_bucket{route=\"/x\",le=\"0.025\"} 1\n"),
+            "{plain}"
+        );
+        assert!(plain.contains("latency_seconds_count{route=\"/x\"} 2\n"));
+        assert!(!plain.contains(&trace_id) && !plain.contains("# EOF"));
+        // ... and in the OTLP snapshot.
+        let no_labels_but_route: Labels = vec![("route", "/x".into())];
+        let Value::Histogram(v) = &r.snapshot()[0].series[&no_labels_but_route] else {
+            panic!("not a histogram")
+        };
+        assert_eq!(v.count, 2);
+    }
+
+    #[test]
+    fn an_unsampled_trace_leaves_no_exemplar() {
+        let (_, r) = observed_in_a_span(opentelemetry_sdk::trace::Sampler::AlwaysOff, 20);
+        let text = r.exposition(Format::OpenMetrics);
+        assert!(!text.contains(" # {"), "{text}");
+        assert!(
+            text.contains("latency_seconds_count{route=\"/x\"} 2\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn openmetrics_names_counters_once_and_ends_once() {
+        let r = Registry::new();
+        r.inc("jobs_total", "jobs", &[("status", "ok")]);
+        r.set_gauge("busy", "busy", &[], 3);
+        let text = r.exposition(Format::OpenMetrics);
+        assert!(
+            text.contains("# TYPE jobs counter\njobs_total{status=\"ok\"} 1\n"),
+            "{text}"
+        );
+        assert!(text.contains("# TYPE busy gauge\nbusy 3\n"), "{text}");
+        assert!(text.contains("process_start_time_seconds "), "{text}");
+        assert_eq!(text.matches("# EOF").count(), 1, "{text}");
+        assert!(text.ends_with("# EOF\n"));
+        let global = Registry::global().exposition(Format::OpenMetrics);
+        assert_eq!(
+            global.matches("# TYPE process_start_time_seconds ").count(),
+            1,
+            "the global registry is not rendered twice"
+        );
+    }
+
+    #[test]
+    fn the_accept_header_chooses_the_format() {
+        use Format::{OpenMetrics, Prometheus};
+        for (accept, format) in [
+            (None, Prometheus),
+            (Some(""), Prometheus),
+            (Some("*/*"), Prometheus),
+            (Some("text/plain;version=0.0.4"), Prometheus),
+            (Some("application/json"), Prometheus),
+            // Prometheus 2
+            (
+                Some(
+                    "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1",
+                ),
+                OpenMetrics,
+            ),
+            // Prometheus 3 with the protobuf format first, which is not served here
+            (
+                Some(
+                    "application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited;q=0.6,application/openmetrics-text;version=1.0.0;escaping=allow-utf-8;q=0.5,text/plain;version=0.0.4;q=0.2,*/*;q=0.1",
+                ),
+                OpenMetrics,
+            ),
+            (
+                Some("text/plain;q=0.9, application/openmetrics-text;q=0.5"),
+                Prometheus,
+            ),
+            (Some("application/openmetrics-text;q=0"), Prometheus),
+            (Some("Application/OpenMetrics-Text"), OpenMetrics),
+        ] {
+            assert_eq!(Format::negotiate(accept), format, "{accept:?}");
+        }
+        assert_eq!(
+            OpenMetrics.content_type(),
+            "application/openmetrics-text; version=1.0.0; charset=utf-8"
+        );
     }
 
     #[test]

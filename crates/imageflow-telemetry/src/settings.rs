@@ -31,6 +31,10 @@ pub struct Settings {
     /// `/metrics` is served either way; `none` leaves Prometheus' scrape as
     /// the only path, so a collector does not receive the same series twice.
     pub push_metrics: bool,
+    /// Export log records over OTLP too (`OTEL_LOGS_EXPORTER`, `otlp` or
+    /// `none`). The JSON lines on stdout are written either way; `none`
+    /// leaves them (through a collector's `filelog` receiver) the only path.
+    pub push_logs: bool,
     pub sampler: SamplerSetting,
     /// Resource attributes in the order they apply (later wins).
     pub resource: Vec<(String, String)>,
@@ -79,17 +83,17 @@ impl Settings {
         Setting::new(
             "RUST_LOG",
             Self::DEFAULT_LOG_FILTER,
-            "log filter; logs are JSON lines on stdout",
+            "log filter; logs are JSON lines on stdout and, with an OTLP endpoint, OTLP log records",
         ),
         Setting::described(
             "OTEL_EXPORTER_OTLP_ENDPOINT",
             "unset (nothing exported)",
-            "http://host:port of the OTLP/gRPC collector for traces and metrics",
+            "http://host:port of the OTLP/gRPC collector for traces, metrics and logs",
         ),
         Setting::described(
             "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
             "OTEL_EXPORTER_OTLP_ENDPOINT",
-            "overrides OTEL_EXPORTER_OTLP_ENDPOINT (metrics go to the same collector)",
+            "overrides OTEL_EXPORTER_OTLP_ENDPOINT (metrics and logs go to the same collector)",
         ),
         Setting::new(
             "OTEL_EXPORTER_OTLP_PROTOCOL",
@@ -100,6 +104,11 @@ impl Settings {
             "OTEL_METRICS_EXPORTER",
             "otlp",
             "otlp or none (none: Prometheus' scrape of /metrics is the only path)",
+        ),
+        Setting::new(
+            "OTEL_LOGS_EXPORTER",
+            "otlp",
+            "otlp or none (none: the JSON lines on stdout are the only path)",
         ),
         Setting::new("OTEL_SDK_DISABLED", "false", "true exports nothing"),
         SAMPLER,
@@ -112,16 +121,21 @@ impl Settings {
         Setting::described(
             "OTEL_RESOURCE_ATTRIBUTES",
             DEFAULT_RESOURCE,
-            "key=value pairs, comma-separated, added to the defaults (a key given again wins); HOSTNAME becomes service.instance.id",
+            "key=value pairs, comma-separated, added to the defaults (a key given again wins), e.g. deployment.id=<release> as a deploy marker; HOSTNAME becomes service.instance.id; service.name, service.version and imageflow.version are the binary's own",
         ),
         METRIC_EXPORT_INTERVAL,
         EXPORT_TIMEOUT,
     ];
 
+    /// `version` is the crate's, `revision` the source revision the binary
+    /// was built from ([`crate::REVISION`]): `service.version` is the
+    /// revision, so two deployments of one release number are told apart;
+    /// `imageflow.version` keeps the release.
     pub fn from_env(
         vars: &HashMap<String, String>,
         default_service: &str,
         version: &str,
+        revision: &str,
     ) -> Result<Self, InitError> {
         let env = Env::new(vars);
         let service_name = env
@@ -145,16 +159,16 @@ impl Settings {
                 "OTEL_EXPORTER_OTLP_PROTOCOL: only \"grpc\" is supported, got {protocol:?}"
             )));
         }
-        let push_metrics = match env.get("OTEL_METRICS_EXPORTER") {
-            None => true,
-            Some(v) if v.eq_ignore_ascii_case("otlp") => true,
-            Some(v) if v.eq_ignore_ascii_case("none") => false,
-            Some(other) => {
-                return Err(InitError(format!(
-                    "OTEL_METRICS_EXPORTER: expected \"otlp\" or \"none\" (/metrics is served either way), got {other:?}"
-                )));
-            }
-        };
+        let push_metrics = exporter(
+            env,
+            "OTEL_METRICS_EXPORTER",
+            "/metrics is served either way",
+        )?;
+        let push_logs = exporter(
+            env,
+            "OTEL_LOGS_EXPORTER",
+            "JSON lines go to stdout either way",
+        )?;
         let sampler = sampler(env)?;
         let mut resource = pairs("OTEL_RESOURCE_ATTRIBUTES", DEFAULT_RESOURCE)?;
         if let Some(host) = env.get("HOSTNAME") {
@@ -165,13 +179,15 @@ impl Settings {
         }
         // The name and version are what this binary is; OTEL_SERVICE_NAME is
         // the documented override, not a stray resource attribute.
-        resource.retain(|(k, _)| k != "service.name" && k != "service.version");
+        resource.retain(|(k, _)| !OWN_ATTRIBUTES.contains(&k.as_str()));
         resource.push(("service.name".into(), service_name.clone()));
-        resource.push(("service.version".into(), version.to_string()));
+        resource.push(("service.version".into(), revision.to_string()));
+        resource.push(("imageflow.version".into(), version.to_string()));
         Ok(Self {
             service_name,
             endpoint,
             push_metrics,
+            push_logs,
             sampler,
             resource,
             metric_interval: env.duration::<u64>(&METRIC_EXPORT_INTERVAL, Unit::Millis, 1..)?,
@@ -189,6 +205,22 @@ impl Settings {
             }
         }
         out
+    }
+}
+
+/// Resource attributes only the binary sets.
+const OWN_ATTRIBUTES: &[&str] = &["service.name", "service.version", "imageflow.version"];
+
+/// `OTEL_METRICS_EXPORTER` / `OTEL_LOGS_EXPORTER`: `otlp` (the default) or
+/// `none`; the other exporters of the specification are not built in.
+fn exporter(env: Env<'_>, variable: &str, anyway: &str) -> Result<bool, InitError> {
+    match env.get(variable) {
+        None => Ok(true),
+        Some(v) if v.eq_ignore_ascii_case("otlp") => Ok(true),
+        Some(v) if v.eq_ignore_ascii_case("none") => Ok(false),
+        Some(other) => Err(InitError(format!(
+            "{variable}: expected \"otlp\" or \"none\" ({anyway}), got {other:?}"
+        ))),
     }
 }
 
@@ -232,13 +264,14 @@ mod tests {
 
     #[test]
     fn defaults_export_nothing_and_sample_ten_percent() {
-        let s = Settings::from_env(&env(&[]), "imageflow-resize", "1.2.3").unwrap();
+        let s = Settings::from_env(&env(&[]), "imageflow-resize", "1.2.3", "0123456789ab").unwrap();
         assert_eq!(s.endpoint, None);
         assert_eq!(s.sampler, DEFAULT_SAMPLER);
         let attrs = s.resource_attributes();
         for (k, v) in [
             ("service.name", "imageflow-resize"),
-            ("service.version", "1.2.3"),
+            ("service.version", "0123456789ab"),
+            ("imageflow.version", "1.2.3"),
             ("service.namespace", "imageflow"),
             ("deployment.environment", "local"),
             ("cloud.region", "local"),
@@ -256,11 +289,12 @@ mod tests {
                 ("OTEL_TRACES_SAMPLER", "always_on"),
                 (
                     "OTEL_RESOURCE_ATTRIBUTES",
-                    "deployment.environment=prod, cloud.region=ap-northeast-1,service.name=ignored",
+                    "deployment.environment=prod, cloud.region=ap-northeast-1,service.name=ignored,service.version=ignored,imageflow.version=ignored,deployment.id=rel-42",
                 ),
             ]),
             "imageflow-resize",
             "1.2.3",
+            "0123456789ab",
         )
         .unwrap();
         assert_eq!(s.endpoint.as_deref(), Some("http://collector:4317"));
@@ -269,23 +303,36 @@ mod tests {
         assert!(attrs.contains(&("deployment.environment".into(), "prod".into())));
         assert!(attrs.contains(&("cloud.region".into(), "ap-northeast-1".into())));
         assert!(attrs.contains(&("service.name".into(), "resize-canary".into())));
-        assert_eq!(attrs.iter().filter(|(k, _)| k == "service.name").count(), 1);
+        assert!(attrs.contains(&("deployment.id".into(), "rel-42".into())));
+        assert!(attrs.contains(&("service.version".into(), "0123456789ab".into())));
+        assert!(attrs.contains(&("imageflow.version".into(), "1.2.3".into())));
+        for own in OWN_ATTRIBUTES {
+            assert_eq!(attrs.iter().filter(|(k, _)| k == own).count(), 1, "{own}");
+        }
     }
 
     #[test]
-    fn metrics_push_follows_otel_metrics_exporter() {
+    fn metrics_and_logs_push_follow_their_exporter_variables() {
         let endpoint = ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4317");
-        let push = |value: Option<&str>| {
+        let settings = |variable: &'static str, value: Option<&'static str>| {
             let mut pairs = vec![endpoint];
-            pairs.extend(value.map(|v| ("OTEL_METRICS_EXPORTER", v)));
-            Settings::from_env(&env(&pairs), "svc", "1")
-                .unwrap()
-                .push_metrics
+            pairs.extend(value.map(|v| (variable, v)));
+            Settings::from_env(&env(&pairs), "svc", "1", "r").unwrap()
         };
-        assert!(push(None));
-        assert!(push(Some("otlp")));
-        assert!(!push(Some("none")));
-        assert!(!push(Some("NONE")));
+        for (variable, pushes) in [
+            (
+                "OTEL_METRICS_EXPORTER",
+                (|s: Settings| s.push_metrics) as fn(Settings) -> bool,
+            ),
+            ("OTEL_LOGS_EXPORTER", |s: Settings| s.push_logs),
+        ] {
+            assert!(pushes(settings(variable, None)), "{variable} unset");
+            assert!(pushes(settings(variable, Some("otlp"))), "{variable}");
+            assert!(!pushes(settings(variable, Some("none"))), "{variable}");
+            assert!(!pushes(settings(variable, Some("NONE"))), "{variable}");
+        }
+        let logs_off = settings("OTEL_LOGS_EXPORTER", Some("none"));
+        assert!(logs_off.push_metrics, "one variable per signal");
     }
 
     #[test]
@@ -322,8 +369,12 @@ mod tests {
                 vec![("OTEL_METRICS_EXPORTER", "prometheus")],
                 "OTEL_METRICS_EXPORTER",
             ),
+            (
+                vec![("OTEL_LOGS_EXPORTER", "console")],
+                "OTEL_LOGS_EXPORTER",
+            ),
         ] {
-            let err = Settings::from_env(&env(&pairs), "svc", "0").unwrap_err();
+            let err = Settings::from_env(&env(&pairs), "svc", "0", "r").unwrap_err();
             assert!(err.to_string().starts_with(variable), "{err}");
         }
     }
@@ -337,6 +388,7 @@ mod tests {
             ]),
             "svc",
             "0",
+            "r",
         )
         .unwrap();
         assert_eq!(s.endpoint, None);
@@ -353,6 +405,7 @@ mod tests {
             "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
             "OTEL_EXPORTER_OTLP_PROTOCOL",
             "OTEL_METRICS_EXPORTER",
+            "OTEL_LOGS_EXPORTER",
             "OTEL_TRACES_SAMPLER",
             "OTEL_TRACES_SAMPLER_ARG",
             "OTEL_RESOURCE_ATTRIBUTES",

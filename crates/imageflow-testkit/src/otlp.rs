@@ -1,6 +1,7 @@
 //! An OTLP/gRPC receiver inside the test process, built from the
-//! `opentelemetry-proto` service definitions: binaries export to it exactly as
-//! they would to a collector, and tests assert on what arrived.
+//! `opentelemetry-proto` service definitions: binaries export traces, metrics
+//! and logs to it exactly as they would to a collector, and tests assert on
+//! what arrived.
 
 use std::{
     collections::HashMap,
@@ -11,6 +12,10 @@ use std::{
 
 use opentelemetry_proto::tonic::{
     collector::{
+        logs::v1::{
+            ExportLogsServiceRequest, ExportLogsServiceResponse,
+            logs_service_server::{LogsService, LogsServiceServer},
+        },
         metrics::v1::{
             ExportMetricsServiceRequest, ExportMetricsServiceResponse,
             metrics_service_server::{MetricsService, MetricsServiceServer},
@@ -56,10 +61,40 @@ pub struct ReceivedMetric {
     pub points: Vec<HashMap<String, String>>,
 }
 
+/// One log record as received (ids in lowercase hex, empty when the record
+/// has none).
+#[derive(Clone, Debug)]
+pub struct ReceivedLog {
+    pub service: String,
+    pub resource: HashMap<String, String>,
+    pub severity_text: String,
+    pub body: String,
+    pub trace_id: String,
+    pub span_id: String,
+    pub attributes: HashMap<String, String>,
+}
+
+impl ReceivedLog {
+    pub fn attr(&self, key: &str) -> Option<&str> {
+        self.attributes.get(key).map(String::as_str)
+    }
+
+    /// Whether `needle` is anywhere in the record: body, attribute keys and
+    /// values, resource.
+    pub fn contains(&self, needle: &str) -> bool {
+        self.body.contains(needle)
+            || [&self.attributes, &self.resource]
+                .iter()
+                .flat_map(|map| map.iter())
+                .any(|(k, v)| k.contains(needle) || v.contains(needle))
+    }
+}
+
 #[derive(Default)]
 struct Store {
     spans: Mutex<Vec<ReceivedSpan>>,
     metrics: Mutex<Vec<ReceivedMetric>>,
+    logs: Mutex<Vec<ReceivedLog>>,
 }
 
 fn value_text(v: Option<&AnyValue>) -> String {
@@ -174,6 +209,42 @@ impl MetricsService for Metrics {
     }
 }
 
+struct Logs(Arc<Store>);
+
+#[tonic::async_trait]
+impl LogsService for Logs {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportLogsServiceRequest>,
+    ) -> Result<tonic::Response<ExportLogsServiceResponse>, tonic::Status> {
+        let mut received = Vec::new();
+        for rl in request.into_inner().resource_logs {
+            let resource = attributes(
+                rl.resource
+                    .as_ref()
+                    .map(|r| r.attributes.as_slice())
+                    .unwrap_or_default(),
+            );
+            let service = resource.get("service.name").cloned().unwrap_or_default();
+            for sl in rl.scope_logs {
+                for record in sl.log_records {
+                    received.push(ReceivedLog {
+                        service: service.clone(),
+                        resource: resource.clone(),
+                        severity_text: record.severity_text,
+                        body: value_text(record.body.as_ref()),
+                        trace_id: hex(&record.trace_id),
+                        span_id: hex(&record.span_id),
+                        attributes: attributes(&record.attributes),
+                    });
+                }
+            }
+        }
+        self.0.logs.lock().unwrap().extend(received);
+        Ok(tonic::Response::new(ExportLogsServiceResponse::default()))
+    }
+}
+
 /// The receiver; stops when dropped.
 pub struct OtlpReceiver {
     pub addr: SocketAddr,
@@ -198,6 +269,7 @@ impl OtlpReceiver {
         let server = tonic::transport::Server::builder()
             .add_service(TraceServiceServer::new(Traces(store.clone())))
             .add_service(MetricsServiceServer::new(Metrics(store.clone())))
+            .add_service(LogsServiceServer::new(Logs(store.clone())))
             .serve_with_incoming_shutdown(
                 tonic::transport::server::TcpIncoming::from(listener),
                 async {
@@ -223,6 +295,33 @@ impl OtlpReceiver {
 
     pub fn metrics(&self) -> Vec<ReceivedMetric> {
         self.store.metrics.lock().unwrap().clone()
+    }
+
+    pub fn logs(&self) -> Vec<ReceivedLog> {
+        self.store.logs.lock().unwrap().clone()
+    }
+
+    /// Waits until `done` holds for the log records received so far.
+    pub async fn wait_for_logs(
+        &self,
+        timeout: Duration,
+        done: impl Fn(&[ReceivedLog]) -> bool,
+    ) -> Vec<ReceivedLog> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let logs = self.logs();
+            if done(&logs) {
+                return logs;
+            }
+            if Instant::now() > deadline {
+                let lines: Vec<String> = logs
+                    .iter()
+                    .map(|l| format!("{} {} {:?}", l.service, l.trace_id, l.body))
+                    .collect();
+                panic!("log records did not arrive within {timeout:?}; got {lines:#?}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// Waits until `done` holds for the spans received so far (exporters

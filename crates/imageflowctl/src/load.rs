@@ -246,7 +246,10 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<()> {
             }
             let record: Value = response.error_for_status()?.json().await?;
             let status = record["status"].as_str().unwrap_or("").to_string();
-            let terminal = matches!(status.as_str(), "completed" | "failed" | "cancelled");
+            let terminal = matches!(
+                status.as_str(),
+                "completed" | "failed" | "cancelled" | "partially_failed"
+            );
             audited.insert(&s.id, status);
             if !terminal {
                 still.push(s);
@@ -275,7 +278,7 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<()> {
         .filter(|st| {
             !matches!(
                 st.as_str(),
-                "completed" | "failed" | "cancelled" | "missing"
+                "completed" | "failed" | "cancelled" | "partially_failed" | "missing"
             )
         })
         .count();

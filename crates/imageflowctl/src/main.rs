@@ -15,6 +15,7 @@
 #![allow(clippy::print_stdout)] // a command line prints its results
 
 mod bench;
+mod bench_inputs;
 mod bench_pipeline;
 mod load;
 mod otlp_sink;
@@ -47,6 +48,8 @@ enum Command {
     /// Measure pipelines through backend-api's synchronous path, with the
     /// orchestration overhead separated from the services' own time.
     BenchPipeline(bench_pipeline::BenchPipelineArgs),
+    /// One execution of N images against N single executions, same concurrency.
+    BenchInputs(bench_inputs::BenchInputsArgs),
     /// N clients for M seconds on backend-api's synchronous path, then check
     /// that every accepted execution exists and ended; RSS sampled each second.
     Load(load::LoadArgs),
@@ -85,6 +88,7 @@ async fn main() -> ExitCode {
         Command::Process(args) => process::run(args).await,
         Command::Bench(args) => bench::run(args).await,
         Command::BenchPipeline(args) => bench_pipeline::run(args).await,
+        Command::BenchInputs(args) => bench_inputs::run(args).await,
         Command::Load(args) => load::run(args).await,
         Command::Tensor { input, output } => tensor(&input, &output),
         Command::Health { endpoint, service } => health(&endpoint, &service).await,

@@ -1,6 +1,7 @@
-//! `imageflowctl run`: upload an image to the backend, run a pipeline on it
-//! through the synchronous path, print each step with its timings (and the
-//! detections), and download the last step's image.
+//! `imageflowctl run`: upload one or more images to the backend, run a
+//! pipeline on them as one execution through the synchronous path, print
+//! each step with its timings (and the detections), and download each
+//! input's final image.
 
 use std::{path::PathBuf, time::Instant};
 
@@ -10,9 +11,12 @@ use serde_json::{Value, json};
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// The image to process (JPEG, PNG or WebP).
-    input: PathBuf,
-    /// Where to write the last step's image.
+    /// The images to process (JPEG, PNG or WebP); several run as one
+    /// execution, each through the whole pipeline.
+    #[arg(required = true)]
+    inputs: Vec<PathBuf>,
+    /// Where to write the final image; with several inputs, input n's goes
+    /// to `<stem>-<n>.<extension>`.
     #[arg(short, long, default_value = "data/pipeline-output.jpg")]
     output: PathBuf,
     /// A pipeline definition (JSON, the shape of `imageflow_pipeline::model`); default: resize 800x600
@@ -71,28 +75,31 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         .default_headers(headers)
         .build()?;
     let api = args.api.trim_end_matches('/');
-    let data = std::fs::read(&args.input)
-        .with_context(|| format!("cannot read {}", args.input.display()))?;
+    let mut file_ids = Vec::new();
+    for input in &args.inputs {
+        let data =
+            std::fs::read(input).with_context(|| format!("cannot read {}", input.display()))?;
+        let file = checked(
+            http.post(format!("{api}/v1/files"))
+                .header("content-type", "application/octet-stream")
+                .body(data)
+                .send()
+                .await
+                .with_context(|| format!("cannot reach the backend at {api}"))?,
+            "upload",
+        )
+        .await?;
+        println!(
+            "uploaded {} as {} ({}x{})",
+            input.display(),
+            file["file_id"].as_str().unwrap_or("?"),
+            file["width"],
+            file["height"]
+        );
+        file_ids.push(file["file_id"].clone());
+    }
 
-    let file = checked(
-        http.post(format!("{api}/v1/files"))
-            .header("content-type", "application/octet-stream")
-            .body(data)
-            .send()
-            .await
-            .with_context(|| format!("cannot reach the backend at {api}"))?,
-        "upload",
-    )
-    .await?;
-    println!(
-        "uploaded {} as {} ({}x{})",
-        args.input.display(),
-        file["file_id"].as_str().unwrap_or("?"),
-        file["width"],
-        file["height"]
-    );
-
-    let mut body = json!({"inputs": [file["file_id"]]});
+    let mut body = json!({ "inputs": file_ids });
     match (&args.pipeline_id, &args.pipeline) {
         (Some(id), _) => body["pipelineId"] = json!(id),
         (None, Some(path)) => {
@@ -112,12 +119,24 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     )
     .await?;
 
-    let mut last_output = None;
+    let several = args.inputs.len() > 1;
+    let mut shown_input = None;
     for step in record["steps"].as_array().into_iter().flatten() {
+        let index = step["input_index"].as_u64().unwrap_or(0);
+        if several && shown_input != Some(index) {
+            shown_input = Some(index);
+            let result = &record["input_results"][index as usize];
+            println!(
+                "input {index} ({}): {}",
+                args.inputs
+                    .get(index as usize)
+                    .map_or("?".into(), |p| p.display().to_string()),
+                result["status"].as_str().unwrap_or("?")
+            );
+        }
         let ms = |v: &Value| v.as_f64().map_or("-".to_string(), |v| format!("{v:.1} ms"));
         let output = &step["output"];
         let target = if output.is_object() {
-            last_output = output["file_id"].as_str().map(str::to_string);
             format!(
                 "{}x{} {}",
                 output["width"],
@@ -162,7 +181,15 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             record["error"].as_str().unwrap_or("no reason given")
         );
     }
-    if let Some(file_id) = last_output {
+    for result in record["input_results"].as_array().into_iter().flatten() {
+        let Some(file_id) = result["output"]["file_id"].as_str() else {
+            continue;
+        };
+        let path = if several {
+            numbered(&args.output, result["index"].as_u64().unwrap_or(0))
+        } else {
+            args.output.clone()
+        };
         let bytes = http
             .get(format!("{api}/v1/files/{file_id}/download"))
             .send()
@@ -170,17 +197,41 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             .error_for_status()?
             .bytes()
             .await?;
-        if let Some(dir) = args.output.parent() {
+        if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).ok();
         }
-        std::fs::write(&args.output, &bytes)
-            .with_context(|| format!("cannot write {}", args.output.display()))?;
+        std::fs::write(&path, &bytes)
+            .with_context(|| format!("cannot write {}", path.display()))?;
         println!(
             "wrote {} ({} bytes) in {:.1} ms end to end",
-            args.output.display(),
+            path.display(),
             bytes.len(),
             started.elapsed().as_secs_f64() * 1000.0
         );
     }
     Ok(())
+}
+
+/// `dir/stem-n.ext` for input n's image.
+fn numbered(output: &std::path::Path, n: u64) -> PathBuf {
+    let stem = output
+        .file_stem()
+        .map_or("output".into(), |s| s.to_string_lossy().into_owned());
+    let name = match output.extension() {
+        Some(ext) => format!("{stem}-{n}.{}", ext.to_string_lossy()),
+        None => format!("{stem}-{n}"),
+    };
+    output.with_file_name(name)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn several_outputs_are_numbered_beside_the_named_one() {
+        let path = std::path::Path::new("data/pipeline-output.jpg");
+        assert_eq!(
+            super::numbered(path, 3),
+            std::path::Path::new("data/pipeline-output-3.jpg")
+        );
+    }
 }

@@ -3,7 +3,8 @@ import type { Graph, GraphNode } from '../graph';
 import { edges, NODE_HEIGHT, NODE_WIDTH } from '../graph';
 import { fmtMs } from '../format';
 import { defaultParams } from '../params';
-import type { Component, StepRecord } from '../types';
+import type { NodeRun } from '../progress';
+import type { Component } from '../types';
 import { StatusBadge } from './StatusBadge';
 
 export type Selection = { type: 'node'; uid: string } | { type: 'edge'; from: string; to: string } | null;
@@ -16,8 +17,8 @@ interface Props {
   /** API or client errors by node uid. */
   errors: Record<string, string>;
   invalid: Set<string>;
-  /** The watched execution's steps, by step id. */
-  steps: Map<string, StepRecord>;
+  /** The watched execution's steps, by step id (see nodeRuns). */
+  steps: Map<string, NodeRun>;
   onSelect: (s: Selection) => void;
   onMove: (uid: string, x: number, y: number, done: boolean) => void;
   onConnect: (from: string, to: string) => void;
@@ -206,7 +207,9 @@ export function Board(props: Props) {
               style={{ left: `${node.x}px`, top: `${node.y}px`, width: `${NODE_WIDTH}px`, height: `${NODE_HEIGHT}px` }}
               tabIndex={0}
               role="group"
-              aria-label={`step ${node.stepId}, ${node.component}${status ? `, ${status}` : ''}${error ? `, error: ${error}` : ''}`}
+              aria-label={`step ${node.stepId}, ${node.component}${status ? `, ${status}` : ''}${
+                step?.progress ? `, ${step.progress}` : ''
+              }${error ? `, error: ${error}` : ''}`}
               aria-describedby={error ? `err-${node.uid}` : undefined}
               onPointerDown={(e) => startMove(e, node)}
               onKeyDown={(e) => nodeKey(e, node)}
@@ -223,6 +226,11 @@ export function Board(props: Props) {
                     {step.processing_time_ms !== null && step.processing_time_ms !== undefined && (
                       <span class="node-time" data-time>
                         {fmtMs(step.processing_time_ms)}
+                      </span>
+                    )}
+                    {step.progress && (
+                      <span class="node-progress" data-progress>
+                        {step.progress}
                       </span>
                     )}
                   </>

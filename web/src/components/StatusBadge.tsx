@@ -6,6 +6,8 @@ const LABELS: Record<string, string> = {
   failed: 'failed',
   skipped: 'skipped',
   cancelled: 'cancelled',
+  // Some inputs completed, some failed: neither a success nor a total failure.
+  partially_failed: 'partly failed',
 };
 
 export function StatusBadge({ status, attempts }: { status: string; attempts?: number }) {

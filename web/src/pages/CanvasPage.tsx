@@ -2,6 +2,7 @@ import { useEffect, useMemo, useRef, useState } from 'preact/hooks';
 import { api, ApiError } from '../api';
 import { announce } from '../announce';
 import { Board, type Selection } from '../components/Board';
+import { InputGrid } from '../components/InputGrid';
 import { Inspector } from '../components/Inspector';
 import { PipelinePanel } from '../components/PipelinePanel';
 import { Results } from '../components/Results';
@@ -22,8 +23,9 @@ import {
 } from '../graph';
 import { nodeProblems, pipelineTimeoutError, placeApiError } from '../editors';
 import { useExecution, useFileUrl } from '../hooks';
+import { forInput, hasSeveralInputs, nodeRuns } from '../progress';
 import { href, type Route } from '../router';
-import type { Component, FileRecord, PipelineDefinition, StepRecord, StoredPipeline } from '../types';
+import type { Component, FileRecord, PipelineDefinition, StoredPipeline } from '../types';
 import { TERMINAL } from '../types';
 import { type CanvasDraft, loadDraft, loadPositions, saveDraft, savePositions } from './canvasStore';
 
@@ -278,41 +280,36 @@ export function CanvasPage({ components, route }: Props) {
       return;
     }
     setBusy('run');
-    const started: CanvasDraft['runs'] = [];
     try {
       // A saved, unchanged pipeline runs by id (its executions list under it).
       const body =
         meta.pipelineId && !dirty && meta.revision === meta.latestRevision
           ? { pipelineId: meta.pipelineId }
           : { pipeline: toDefinition(graph, { ...meta, pipelineId: undefined }) };
-      for (const f of chosen) {
-        const accepted = await api.startExecution({ ...body, inputs: [f.file_id] });
-        started.push({
-          executionId: accepted.execution_id,
-          fileId: f.file_id,
-          fileName: f.filename ?? shortId(f.file_id),
-          definition: toDefinition(graph, meta),
-        });
-      }
-      announce(`Started ${started.length} execution${started.length === 1 ? '' : 's'}`);
+      // All the chosen images are one execution: the server runs them side by side.
+      const fileIds = chosen.map((f) => f.file_id);
+      const accepted = await api.startExecution({ ...body, inputs: fileIds });
+      const label = chosen.length === 1 ? (chosen[0].filename ?? shortId(chosen[0].file_id)) : `${chosen.length} images`;
+      const started = { executionId: accepted.execution_id, fileIds, label, definition: toDefinition(graph, meta) };
+      setDraft((d) => ({ ...d, runs: [started, ...d.runs].slice(0, 20), watching: started.executionId }));
+      announce(`Started an execution on ${label}`);
     } catch (e) {
       showError(e, 'Run');
     } finally {
       setBusy(null);
-      if (started.length) {
-        setDraft((d) => ({ ...d, runs: [...started, ...d.runs].slice(0, 20), watching: started[0].executionId }));
-      }
     }
   };
 
   const watch = useExecution(draft.watching, (r) => announce(`Execution ${shortId(r.execution_id)} ${r.status}`));
-  const steps = useMemo(
-    () => new Map<string, StepRecord>((watch.record?.steps ?? []).map((s) => [s.stepId, s])),
-    [watch.record],
-  );
+  // The input of a several-input execution whose steps the nodes show; null: a summary of all.
+  const [followed, setFollowed] = useState<number | null>(null);
+  useEffect(() => setFollowed(null), [draft.watching]);
+  const steps = useMemo(() => nodeRuns(watch.record, followed), [watch.record, followed]);
+  const several = watch.record ? hasSeveralInputs(watch.record) : false;
   const selectedNode = selection?.type === 'node' ? graph.nodes.find((n) => n.uid === selection.uid) : undefined;
   const watchedRun = draft.runs.find((r) => r.executionId === draft.watching);
-  const watchedInput = files?.find((f) => f.file_id === watchedRun?.fileId) ?? null;
+  const watchedFileId = watch.record?.input_results[followed ?? 0]?.input ?? watchedRun?.fileIds[0];
+  const watchedInput = files?.find((f) => f.file_id === watchedFileId) ?? null;
 
   // Drag a palette entry onto the canvas (pointer events, so touch works too).
   const paletteDown = (e: PointerEvent, name: string) => {
@@ -658,7 +655,7 @@ export function CanvasPage({ components, route }: Props) {
                       aria-pressed={r.executionId === draft.watching}
                       onClick={() => setDraft((d) => ({ ...d, watching: r.executionId }))}
                     >
-                      {r.fileName}
+                      {r.label}
                     </button>{' '}
                     <a href={href(`/executions/${r.executionId}`)}>{shortId(r.executionId)}</a>
                     {r.executionId === draft.watching && watch.record && (
@@ -697,11 +694,22 @@ export function CanvasPage({ components, route }: Props) {
               </p>
             )}
             {watch.error && <p class="banner error">{watch.error}</p>}
-            <Results
-              record={watch.record}
-              definition={watchedRun?.definition ?? null}
-              input={watchedInput}
-            />
+            {several && (
+              <InputGrid
+                record={watch.record}
+                selected={followed}
+                onSelect={(i) => setFollowed((f) => (f === i ? null : i))}
+              />
+            )}
+            {several && followed === null ? (
+              <p class="muted">The steps show every input's progress. Pick an input to follow it on the canvas and see its outputs.</p>
+            ) : (
+              <Results
+                record={forInput(watch.record, followed ?? 0)}
+                definition={watchedRun?.definition ?? null}
+                input={watchedInput}
+              />
+            )}
           </div>
         )}
       </section>

@@ -155,7 +155,9 @@ export function DashboardPage() {
               value={fmtPercent(stats.successRate)}
               detail={
                 <span class="muted">
-                  {stats.completed} completed · {stats.failed} failed · {stats.cancelled} cancelled · {stats.running} running
+                  {stats.completed} completed · {stats.failed} failed ·{' '}
+                  {stats.partiallyFailed ? `${stats.partiallyFailed} partly failed · ` : ''}
+                  {stats.cancelled} cancelled · {stats.running} running
                 </span>
               }
             />

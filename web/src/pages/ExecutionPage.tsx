@@ -1,17 +1,23 @@
 import { useEffect, useState } from 'preact/hooks';
 import { api } from '../api';
 import { Gantt } from '../components/Gantt';
+import { InputGrid } from '../components/InputGrid';
 import { Results } from '../components/Results';
 import { StatusBadge } from '../components/StatusBadge';
 import { fmtMs, fmtTime } from '../format';
 import { useExecution } from '../hooks';
+import { forInput, hasSeveralInputs } from '../progress';
 import { href } from '../router';
 import type { FileRecord, PipelineDefinition, UiConfig } from '../types';
 import { TERMINAL } from '../types';
 
-/** One execution: status, per-step timings as a Gantt, errors, trace, outputs. */
+/**
+ * One execution: status, per-step timings as a Gantt, errors, trace, outputs;
+ * with several inputs, a tile per input and the details of the one picked.
+ */
 export function ExecutionPage({ id, config }: { id: string; config: UiConfig | null }) {
   const { record, error, live } = useExecution(id);
+  const [shown, setShown] = useState(0);
   const [definition, setDefinition] = useState<PipelineDefinition | null>(null);
   const [input, setInput] = useState<FileRecord | null>(null);
   const [actionError, setActionError] = useState<string | null>(null);
@@ -22,11 +28,13 @@ export function ExecutionPage({ id, config }: { id: string; config: UiConfig | n
       .getPipeline(record.pipelineId, record.pipeline_revision ?? undefined)
       .then(setDefinition, () => setDefinition(null));
   }, [record?.pipelineId, record?.pipeline_revision]);
+  const source = record?.input_results[shown]?.input ?? record?.inputs[0];
   useEffect(() => {
-    const fileId = record?.inputs[0];
-    if (!fileId) return;
-    api.file(fileId).then(setInput, () => setInput(null));
-  }, [record?.inputs[0]]);
+    setInput(null);
+    // An object reference is no uploaded file: there is no file record to show.
+    if (!source || source.startsWith('s3://')) return;
+    api.file(source).then(setInput, () => setInput(null));
+  }, [source]);
 
   if (!record) {
     return (
@@ -46,6 +54,9 @@ export function ExecutionPage({ id, config }: { id: string; config: UiConfig | n
     );
   }
   const jaeger = config?.jaegerUiUrl;
+  const several = hasSeveralInputs(record);
+  const view = forInput(record, shown);
+  const ofInput = several ? ` of input ${shown}` : '';
   return (
     <div class="page" data-execution={record.execution_id} data-execution-status={record.status}>
       <p>
@@ -126,8 +137,14 @@ export function ExecutionPage({ id, config }: { id: string; config: UiConfig | n
       )}
       {error && <p class="banner error">{error}</p>}
 
-      <h2>Timeline</h2>
-      <Gantt record={record} />
+      {several && (
+        <>
+          <h2>Inputs</h2>
+          <InputGrid record={record} selected={shown} onSelect={setShown} />
+        </>
+      )}
+      <h2>Timeline{ofInput}</h2>
+      <Gantt record={view} />
       <div class="table-wrap">
         <table class="steps">
           <caption class="sr-only">Steps</caption>
@@ -144,7 +161,7 @@ export function ExecutionPage({ id, config }: { id: string; config: UiConfig | n
             </tr>
           </thead>
           <tbody>
-            {record.steps.map((s) => (
+            {view.steps.map((s) => (
               <tr key={s.stepId} data-step-id={s.stepId} data-status={s.status}>
                 <th scope="row">
                   <code>{s.stepId}</code>
@@ -166,8 +183,8 @@ export function ExecutionPage({ id, config }: { id: string; config: UiConfig | n
           </tbody>
         </table>
       </div>
-      <h2>Outputs</h2>
-      <Results record={record} definition={definition} input={input} />
+      <h2>Outputs{ofInput}</h2>
+      <Results record={view} definition={definition} input={input} />
     </div>
   );
 }

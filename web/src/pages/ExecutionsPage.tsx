@@ -6,7 +6,7 @@ import { usePolling } from '../hooks';
 import { href, replaceQuery, type Route } from '../router';
 import type { ExecutionRecord, StoredPipeline } from '../types';
 
-const STATUSES = ['pending', 'running', 'completed', 'failed', 'cancelled'];
+const STATUSES = ['pending', 'running', 'completed', 'partially_failed', 'failed', 'cancelled'];
 
 /** Executions, newest first, filtered by status and pipeline, paged. */
 export function ExecutionsPage({ route }: { route: Route }) {
@@ -73,7 +73,7 @@ export function ExecutionsPage({ route }: { route: Route }) {
             <option value="">any</option>
             {STATUSES.map((s) => (
               <option key={s} value={s}>
-                {s}
+                {s.replace('_', ' ')}
               </option>
             ))}
           </select>
@@ -168,6 +168,7 @@ export function ExecutionsPage({ route }: { route: Route }) {
                     <td>{fmtMs(r.execution_time_ms)}</td>
                     <td>
                       {done}/{r.steps.length}
+                      {r.input_results.length > 1 && <span class="muted"> over {r.input_results.length} inputs</span>}
                     </td>
                     <td class="error-cell" title={r.error ?? ''}>
                       {r.error ?? ''}

@@ -16,7 +16,8 @@ export interface CanvasDraft {
   meta: CanvasMeta;
   dirty: boolean;
   selectedFiles: string[];
-  runs: { executionId: string; fileId: string; fileName: string; definition: PipelineDefinition }[];
+  /** Executions started here: one per run, however many images it took. */
+  runs: { executionId: string; fileIds: string[]; label: string; definition: PipelineDefinition }[];
   watching: string | null;
 }
 
@@ -29,7 +30,12 @@ function initial(): CanvasDraft {
     if (saved) {
       const d = JSON.parse(saved) as CanvasDraft;
       // Drafts from before fallbacks and kept fields: nodes without them.
-      return { ...d, graph: { nodes: d.graph.nodes.map((n) => ({ ...n, fallback: n.fallback ?? null, extra: n.extra ?? {} })) } };
+      // Runs from before several inputs (one file each): dropped, the executions page lists them.
+      return {
+        ...d,
+        graph: { nodes: d.graph.nodes.map((n) => ({ ...n, fallback: n.fallback ?? null, extra: n.extra ?? {} })) },
+        runs: d.runs.filter((r) => Array.isArray(r.fileIds)),
+      };
     }
   } catch {
     // A draft from another version: start fresh.

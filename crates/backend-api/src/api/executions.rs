@@ -115,6 +115,10 @@ impl From<AcceptError> for ApiError {
             AcceptError::Invalid(message) => ApiError::bad_request(message),
             AcceptError::Plan(err) => err.into(),
             AcceptError::NotFound(message) => ApiError::NotFound(message),
+            err @ AcceptError::Storage(_) => ApiError::Unavailable {
+                message: err.to_string(),
+                retry_after_secs: 5,
+            },
             AcceptError::Busy(err) => ApiError::Unavailable {
                 message: err.to_string(),
                 retry_after_secs: 1,

@@ -65,6 +65,10 @@ pub async fn create(
         None => definition.pipeline_id = Some(uuid::Uuid::new_v4().to_string()),
     }
     dag::plan(&definition, &Overrides::new())?;
+    state
+        .executions
+        .check_paths(&definition)
+        .map_err(ApiError::bad_request)?;
     let id = definition.pipeline_id.clone().unwrap_or_default();
     let Some(stored) = state.db.insert_pipeline(&definition).await? else {
         return Err(ApiError::Conflict(format!(
@@ -137,6 +141,10 @@ pub async fn update(
         _ => definition.pipeline_id = Some(id.clone()),
     }
     dag::plan(&definition, &Overrides::new())?;
+    state
+        .executions
+        .check_paths(&definition)
+        .map_err(ApiError::bad_request)?;
     let stored = state
         .db
         .update_pipeline(&id, &definition)

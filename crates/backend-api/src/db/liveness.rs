@@ -101,6 +101,17 @@ impl Db {
                 query = query.bind(id);
             }
             query.execute(&mut *tx).await?;
+            let sql = format!(
+                "UPDATE execution_inputs SET status = $1, started_at = NULL, finished_at = NULL,
+                 execution_time_ms = NULL, error = NULL, output = NULL, copied_to = NULL
+                 WHERE execution_id IN ({})",
+                placeholders(2, ids.len())
+            );
+            let mut query = sqlx::query(&sql).bind(ExecutionStatus::Pending.as_str());
+            for id in &ids {
+                query = query.bind(id);
+            }
+            query.execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(ids)

@@ -17,6 +17,9 @@ pub struct CallRequest<'a> {
     pub call: &'a StepCall,
     pub input: &'a ImageData,
     pub execution_id: &'a str,
+    /// The input of a several-input execution the call works on (`None` for
+    /// a single-input one): the service keeps its outputs apart.
+    pub input_index: Option<u32>,
     /// What is left of the attempt's deadline.
     pub timeout: Duration,
 }
@@ -38,6 +41,7 @@ impl StepCaller for Services {
             r.call,
             r.input,
             r.execution_id,
+            r.input_index,
             r.timeout,
         ))
     }

@@ -1,5 +1,6 @@
-//! Scheduling of one execution's DAG: a step starts as soon as all its
-//! dependencies are done, and the first step that fails for good ends the run.
+//! Scheduling of one input's run through the execution's DAG: a step starts
+//! as soon as all its dependencies are done, and the first step that fails
+//! for good ends the run.
 
 use std::sync::Arc;
 
@@ -15,27 +16,33 @@ use super::{
 };
 use crate::{
     dag::{Plan, PlannedStep},
-    model::{StepRecord, StepStatus},
+    model::{StepOutput, StepRecord, StepStatus},
 };
 
-/// The state of one execution's DAG while it runs.
+/// The state of one input's run through the DAG.
 pub(super) struct DagRun<'a> {
     engine: &'a Engine,
     id: String,
     plan: &'a Plan,
     input: &'a ImageData,
+    input_index: u32,
+    /// Whether the execution has several inputs (the services then keep
+    /// each input's outputs in a folder of its own).
+    several: bool,
     records: Vec<StepRecord>,
     images: Vec<Option<ImageData>>,
 }
 
 impl<'a> DagRun<'a> {
-    pub(super) fn new(engine: &'a Engine, submission: &'a Submission) -> Self {
+    pub(super) fn new(engine: &'a Engine, submission: &'a Submission, input_index: u32) -> Self {
         Self {
             engine,
             id: submission.execution_id.clone(),
             plan: &submission.plan,
-            input: &submission.input,
-            records: initial_records(&submission.plan),
+            input: &submission.inputs[input_index as usize].image,
+            input_index,
+            several: submission.inputs.len() > 1,
+            records: initial_records(&submission.plan, input_index),
             images: vec![None; submission.plan.steps.len()],
         }
     }
@@ -55,20 +62,41 @@ impl<'a> DagRun<'a> {
         }
     }
 
-    /// `bucket/key` of the last image the run wrote (the sink's, in plan order).
-    pub(super) fn final_output(&self) -> Option<String> {
-        self.records
-            .iter()
-            .rev()
-            .find_map(|r| r.output.as_ref())
-            .map(|o| format!("{}/{}", o.bucket, o.object_key))
+    /// The last image the run wrote (the sink's, in plan order).
+    pub(super) fn final_output(&self) -> Option<StepOutput> {
+        self.records.iter().rev().find_map(|r| r.output.clone())
+    }
+
+    /// The images the run ends with: what each sink step (one no other step
+    /// depends on) handed on, when it is not the input itself.
+    pub(super) fn final_images(&self) -> Vec<ImageData> {
+        let mut depended_on = vec![false; self.plan.steps.len()];
+        for step in &self.plan.steps {
+            for &d in &step.dependencies {
+                depended_on[d] = true;
+            }
+        }
+        let mut images: Vec<ImageData> = Vec::new();
+        for (i, image) in self.images.iter().enumerate() {
+            if let Some(image) = image
+                && !depended_on[i]
+                && image.object_key != self.input.object_key
+                && !images
+                    .iter()
+                    .any(|seen| seen.object_key == image.object_key)
+            {
+                images.push(image.clone());
+            }
+        }
+        images
     }
 
     /// Steps left pending or running by a failure, deadline or cancel are
     /// closed as cancelled, so no record claims work that is not happening.
     pub(super) async fn close_open_steps(&self) {
-        if let Err(err) = self.engine.inner.db.close_open_steps(&self.id).await {
-            tracing::warn!(error = %err, "cannot close the execution's open steps");
+        let db = &self.engine.inner.db;
+        if let Err(err) = db.close_open_input_steps(&self.id, self.input_index).await {
+            tracing::warn!(error = %err, "cannot close the input's open steps");
         }
     }
 
@@ -88,7 +116,12 @@ impl<'a> DagRun<'a> {
                 dependents[d].push(i);
             }
         }
-        let runner = Arc::new(StepRunner::new(self.engine.clone(), self.id.clone()));
+        let runner = Arc::new(StepRunner::new(
+            self.engine.clone(),
+            self.id.clone(),
+            self.input_index,
+            self.several,
+        ));
         let mut in_flight = FuturesUnordered::new();
         for i in (0..n).filter(|&i| waiting[i] == 0) {
             in_flight.push(self.start(i, &runner));
@@ -146,7 +179,8 @@ impl<'a> DagRun<'a> {
         let span = tracing::info_span!(
             "step.execute",
             step.id = %step.definition.step_id,
-            step.r#type = %step.definition.component_name
+            step.r#type = %step.definition.component_name,
+            input.index = self.input_index,
         );
         async move {
             let end = runner.run_step(&step, &input, &mut record).await;
@@ -156,9 +190,10 @@ impl<'a> DagRun<'a> {
     }
 }
 
-fn pending_record(step: &PlannedStep) -> StepRecord {
+fn pending_record(step: &PlannedStep, input_index: u32) -> StepRecord {
     StepRecord {
         step_id: step.definition.step_id.clone(),
+        input_index,
         component_name: step.definition.component_name.clone(),
         status: StepStatus::Pending,
         level: step.level as i32,
@@ -174,7 +209,10 @@ fn pending_record(step: &PlannedStep) -> StepRecord {
     }
 }
 
-/// Initial step records of a plan (all pending), for the execution's row.
-pub fn initial_records(plan: &Plan) -> Vec<StepRecord> {
-    plan.steps.iter().map(pending_record).collect()
+/// Initial step records of a plan for one input (all pending).
+pub fn initial_records(plan: &Plan, input_index: u32) -> Vec<StepRecord> {
+    plan.steps
+        .iter()
+        .map(|step| pending_record(step, input_index))
+        .collect()
 }

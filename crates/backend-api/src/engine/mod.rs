@@ -4,10 +4,14 @@
 //! for a slow sibling), images move between steps as object references, and
 //! every transition is persisted and published.
 //!
+//! An execution runs on one or more inputs; each input goes through the whole
+//! DAG as its own unit of work ([`run`]), up to `max_parallel_inputs` of one
+//! execution at once, and one input failing does not stop the others.
+//!
 //! Limits: at most `max_parallel` executions run at once per replica; the rest
-//! wait (status `pending`) up to `max_queued`. Each execution has a deadline,
-//! each attempt of each step has its own, and a cancel stops work in flight
-//! (dropping a call cancels the RPC at the service).
+//! wait (status `pending`) up to `max_queued`. Each input's run has the
+//! execution deadline, each attempt of each step has its own, and a cancel
+//! stops work in flight (dropping a call cancels the RPC at the service).
 //!
 //! The parts: [`run`] is an execution's lifecycle (slot, claim, deadline,
 //! ending), [`dag`] its scheduling, [`step`] the policy of one step (retry,
@@ -16,6 +20,7 @@
 
 mod caller;
 mod dag;
+mod outputs;
 mod run;
 mod step;
 #[cfg(test)]
@@ -31,17 +36,20 @@ use std::{
 };
 
 use imageflow_proto::v1::ImageData;
+use imageflow_storage::Store;
 use tokio::sync::Semaphore;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::Instrument;
 
 pub use caller::{CallFuture, CallRequest, StepCaller};
 pub use dag::initial_records;
+pub use outputs::OutputTarget;
 
 use crate::{
     dag::Plan,
     db::{Db, Timestamp},
     events::{EventHub, ProgressEvent},
+    executions::Buckets,
     metrics::Metrics,
     model::ExecutionStatus,
 };
@@ -49,6 +57,8 @@ use crate::{
 #[derive(Clone, Debug)]
 pub struct EngineSettings {
     pub max_parallel: usize,
+    /// Inputs of one execution that run at once.
+    pub max_parallel_inputs: usize,
     pub max_queued: usize,
     pub execution_timeout: Duration,
     /// Overrides the per-component default attempt deadline.
@@ -67,6 +77,10 @@ struct Inner {
     caller: Arc<dyn StepCaller>,
     /// Where a service's output lives when its reply names no bucket.
     default_bucket: String,
+    /// For copies of final images to a pipeline's `outputPath`.
+    store: Store,
+    /// The buckets executions may read from and copy to.
+    buckets: Buckets,
     events: EventHub,
     metrics: Metrics,
     settings: EngineSettings,
@@ -87,12 +101,23 @@ pub enum SubmitError {
     ShuttingDown,
 }
 
+/// One image an execution runs on.
+#[derive(Clone, Debug)]
+pub struct UnitInput {
+    /// As the request named it (a file_id or `s3://bucket/key`), for messages.
+    pub source: String,
+    pub image: ImageData,
+}
+
 /// An accepted execution, ready to run.
 #[derive(Debug)]
 pub struct Submission {
     pub execution_id: String,
     pub plan: Plan,
-    pub input: ImageData,
+    /// At least one; each runs through the whole plan on its own.
+    pub inputs: Vec<UnitInput>,
+    /// Where each input's final images are also copied (`outputPath`).
+    pub output_target: Option<OutputTarget>,
     /// The pipeline's own deadline, if it asked for one.
     pub timeout: Option<Duration>,
     /// The stored pipeline, when the execution names one (for the trace).
@@ -121,6 +146,8 @@ pub struct EngineParts {
     pub db: Db,
     pub caller: Arc<dyn StepCaller>,
     pub default_bucket: String,
+    pub store: Store,
+    pub buckets: Buckets,
     pub events: EventHub,
     pub metrics: Metrics,
     pub owner: String,
@@ -132,6 +159,8 @@ impl Engine {
             db,
             caller,
             default_bucket,
+            store,
+            buckets,
             events,
             metrics,
             owner,
@@ -142,6 +171,8 @@ impl Engine {
                 db,
                 caller,
                 default_bucket,
+                store,
+                buckets,
                 events,
                 metrics,
                 settings,
@@ -173,6 +204,21 @@ impl Engine {
     /// Executions this replica runs at once.
     pub fn max_parallel(&self) -> usize {
         self.inner.settings.max_parallel
+    }
+
+    /// The buckets executions may read from and copy to.
+    pub fn buckets(&self) -> &Buckets {
+        &self.inner.buckets
+    }
+
+    /// The object store (inputs named by reference, `outputPath` copies).
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    /// Inputs of one execution that run at once.
+    pub fn max_parallel_inputs(&self) -> usize {
+        self.inner.settings.max_parallel_inputs
     }
 
     /// Room for more executions to run now (the queue consumers take only that much).
@@ -227,6 +273,7 @@ impl Engine {
             pipeline.id = submission.pipeline_id.as_deref().unwrap_or("inline"),
             execution.id = %submission.execution_id,
             execution_id = %submission.execution_id,
+            execution.inputs = submission.inputs.len(),
         );
         imageflow_telemetry::propagation::set_remote_parent(&span, submission.parent.clone());
         self.inner

@@ -7,11 +7,17 @@ use std::{
     time::{Duration, Instant},
 };
 
+use futures::StreamExt;
 use imageflow_retry::{Backoff, Limit};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use super::{Engine, Submission, dag::DagRun};
-use crate::{db::Timestamp, events::ProgressEvent, model::ExecutionStatus};
+use crate::{
+    db::Timestamp,
+    events::ProgressEvent,
+    model::{ExecutionStatus, InputResult},
+};
 
 /// How long a write of execution state waits out a database outage (a
 /// restart or failover takes seconds) before giving up on it.
@@ -57,6 +63,75 @@ fn is_transient(err: &sqlx::Error) -> bool {
 pub(super) enum Ending {
     Failed(String),
     Cancelled,
+}
+
+/// How one input's run ended, as recorded.
+struct InputEnd {
+    result: InputResult,
+}
+
+/// At most this many failed inputs are named in an execution's error (the
+/// record has every one).
+const NAMED_FAILURES: usize = 5;
+
+/// The execution's ending from its inputs': completed when all completed,
+/// failed when none did, partially_failed otherwise, with which failed and
+/// why. A single input's ending is the execution's, as it always was.
+fn summarize(
+    submission: &Submission,
+    default_bucket: &str,
+    ends: &[InputEnd],
+) -> (ExecutionStatus, Option<String>, Option<String>) {
+    if let [only] = ends {
+        let r = &only.result;
+        let output = r
+            .output
+            .as_ref()
+            .map(|o| format!("{}/{}", o.bucket, o.object_key));
+        return match r.status {
+            ExecutionStatus::Completed => (ExecutionStatus::Completed, None, output),
+            status => (status, r.error.clone(), None),
+        };
+    }
+    let failed: Vec<&InputResult> = ends
+        .iter()
+        .map(|e| &e.result)
+        .filter(|r| r.status != ExecutionStatus::Completed)
+        .collect();
+    let folder = Some(format!(
+        "{default_bucket}/executions/{}/",
+        submission.execution_id
+    ));
+    if failed.is_empty() {
+        return (ExecutionStatus::Completed, None, folder);
+    }
+    let mut named: Vec<String> = failed
+        .iter()
+        .take(NAMED_FAILURES)
+        .map(|r| {
+            format!(
+                "input {} ({}): {}",
+                r.index,
+                r.input,
+                r.error.as_deref().unwrap_or(r.status.as_str())
+            )
+        })
+        .collect();
+    if failed.len() > NAMED_FAILURES {
+        named.push(format!("and {} more", failed.len() - NAMED_FAILURES));
+    }
+    let reasons = named.join("; ");
+    if failed.len() == ends.len() {
+        let error = format!("all {} inputs failed: {reasons}", ends.len());
+        (ExecutionStatus::Failed, Some(error), None)
+    } else {
+        let error = format!(
+            "{} of {} inputs failed: {reasons}",
+            failed.len(),
+            ends.len()
+        );
+        (ExecutionStatus::PartiallyFailed, Some(error), folder)
+    }
 }
 
 impl Engine {
@@ -110,47 +185,159 @@ impl Engine {
         let inner = &self.inner;
         let id = submission.execution_id.clone();
         let started = Instant::now();
-        tracing::info!(execution_id = %id, replica = %inner.owner, "execution started");
+        tracing::info!(execution_id = %id, replica = %inner.owner, inputs = submission.inputs.len(), "execution started");
         inner.metrics.execution_started();
         inner.events.publish(ProgressEvent::execution(
             &id,
             ExecutionStatus::Running.as_str(),
             "execution started",
         ));
-        let deadline = submission
-            .timeout
-            .map_or(inner.settings.execution_timeout, |t| {
-                t.min(inner.settings.execution_timeout)
-            });
-        let mut run = DagRun::new(self, &submission);
-        let outcome = tokio::select! {
-            outcome = tokio::time::timeout(deadline, run.drive(&token)) => match outcome {
+        let ends = tokio::select! {
+            ends = self.run_inputs(&submission, &token) => ends,
+            () = token.cancelled() => {
+                // Whoever cancelled it recorded and announced it.
+                tracing::info!(execution_id = %id, "execution cancelled");
+                return;
+            }
+        };
+        let (status, error, output_path) = summarize(&submission, &inner.default_bucket, &ends);
+        if let Some(reason) = &error {
+            imageflow_telemetry::spans::record_error(&tracing::Span::current(), reason);
+        }
+        self.finish(&id, status, error, started, output_path).await;
+    }
+
+    /// Every input through the DAG, up to `max_parallel_inputs` at once; one
+    /// failing does not stop the others. In input order.
+    async fn run_inputs(
+        &self,
+        submission: &Submission,
+        token: &CancellationToken,
+    ) -> Vec<InputEnd> {
+        let parallel = self.inner.settings.max_parallel_inputs.max(1);
+        let mut ends: Vec<InputEnd> = futures::stream::iter(0..submission.inputs.len())
+            .map(|index| self.run_input(submission, index, token))
+            .buffer_unordered(parallel)
+            .collect()
+            .await;
+        ends.sort_by_key(|end| end.result.index);
+        ends
+    }
+
+    /// One input's run: its own deadline, its steps closed when it ends, its
+    /// final images copied to the `outputPath`, its ending recorded.
+    async fn run_input(
+        &self,
+        submission: &Submission,
+        index: usize,
+        token: &CancellationToken,
+    ) -> InputEnd {
+        let inner = &self.inner;
+        let id = submission.execution_id.as_str();
+        let input = &submission.inputs[index];
+        let several = submission.inputs.len() > 1;
+        let position = u32::try_from(index).unwrap_or(u32::MAX);
+        // A span of its own only when there are several: a single-input
+        // trace keeps the shape it always had.
+        let span = if several {
+            tracing::info_span!("pipeline.input", input.index = index, input.source = %input.source)
+        } else {
+            tracing::Span::none()
+        };
+        async move {
+            let started = Instant::now();
+            let started_at = Timestamp::now();
+            if let Err(err) = retry_db("record the start of an input in the database", || {
+                inner.db.start_input(id, position, started_at)
+            })
+            .await
+            {
+                tracing::warn!(error = %err, input_index = index, "cannot record the start of an input");
+            }
+            if several {
+                inner.events.publish(ProgressEvent::input(
+                    id,
+                    position,
+                    ExecutionStatus::Running.as_str(),
+                    format!("input {index} ({}) started", input.source),
+                ));
+            }
+            let deadline = submission
+                .timeout
+                .map_or(inner.settings.execution_timeout, |t| {
+                    t.min(inner.settings.execution_timeout)
+                });
+            let mut run = DagRun::new(self, submission, position);
+            let mut outcome = match tokio::time::timeout(deadline, run.drive(token)).await {
                 Ok(outcome) => outcome,
                 Err(_) => Err(Ending::Failed(format!(
                     "execution deadline of {:.0} s exceeded while running {}",
                     deadline.as_secs_f64(),
                     run.running_names()
                 ))),
-            },
-            () = token.cancelled() => Err(Ending::Cancelled),
-        };
-        run.close_open_steps().await;
-        match outcome {
-            Ok(()) => {
-                let output_path = run.final_output();
-                self.finish(&id, ExecutionStatus::Completed, None, started, output_path)
+            };
+            run.close_open_steps().await;
+            let mut copied_to = Vec::new();
+            if outcome.is_ok()
+                && let Some(target) = &submission.output_target
+            {
+                match target
+                    .copy(&inner.store, &inner.default_bucket, id, &run.final_images())
                     .await
+                {
+                    Ok(copied) => copied_to = copied,
+                    Err(reason) => outcome = Err(Ending::Failed(reason)),
+                }
             }
-            Err(Ending::Failed(reason)) => {
-                imageflow_telemetry::spans::record_error(&tracing::Span::current(), &reason);
-                self.finish(&id, ExecutionStatus::Failed, Some(reason), started, None)
-                    .await
+            let (status, error) = match outcome {
+                Ok(()) => (ExecutionStatus::Completed, None),
+                Err(Ending::Failed(reason)) => (ExecutionStatus::Failed, Some(reason)),
+                Err(Ending::Cancelled) => (ExecutionStatus::Cancelled, None),
+            };
+            let elapsed = started.elapsed();
+            let result = InputResult {
+                index: position,
+                input: input.source.clone(),
+                bucket: input.image.bucket.clone(),
+                object_key: input.image.object_key.clone(),
+                status,
+                started_at: Some(started_at.to_rfc3339()),
+                finished_at: Some(Timestamp::now().to_rfc3339()),
+                execution_time_ms: Some(elapsed.as_secs_f64() * 1000.0),
+                error,
+                output: run.final_output(),
+                copied_to,
+            };
+            if status != ExecutionStatus::Cancelled {
+                if let Err(err) = retry_db("record the end of an input in the database", || {
+                    inner.db.finish_input(id, &result)
+                })
+                .await
+                {
+                    tracing::warn!(error = %err, input_index = index, "cannot record the end of an input");
+                }
+                inner.metrics.input_finished(status.as_str());
             }
-            Err(Ending::Cancelled) => {
-                // Whoever cancelled it recorded and announced it.
-                tracing::info!(execution_id = %id, "execution cancelled");
+            if several {
+                let message = match &result.error {
+                    Some(reason) => format!("input {index} ({}) failed: {reason}", input.source),
+                    None => format!(
+                        "input {index} ({}) {} in {:.1} ms",
+                        input.source,
+                        status.as_str(),
+                        elapsed.as_secs_f64() * 1000.0
+                    ),
+                };
+                inner.events.publish(ProgressEvent {
+                    processing_time_ms: result.execution_time_ms,
+                    output_path: result.output.as_ref().map(|o| format!("{}/{}", o.bucket, o.object_key)),
+                    ..ProgressEvent::input(id, position, status.as_str(), message)
+                });
             }
+            InputEnd { result }
         }
+        .instrument(span)
+        .await
     }
 
     async fn finish(

@@ -32,17 +32,28 @@ pub(super) enum StepEnd {
     Failed(String),
 }
 
-/// Runs the steps of one execution.
+/// Runs the steps of one input of one execution.
 pub(super) struct StepRunner {
     engine: Engine,
     execution_id: String,
+    input_index: u32,
+    /// Whether the execution has several inputs: then the services are told
+    /// the input, and keep its outputs in a folder of their own.
+    several: bool,
 }
 
 impl StepRunner {
-    pub(super) fn new(engine: Engine, execution_id: String) -> Self {
+    pub(super) fn new(
+        engine: Engine,
+        execution_id: String,
+        input_index: u32,
+        several: bool,
+    ) -> Self {
         Self {
             engine,
             execution_id,
+            input_index,
+            several,
         }
     }
 
@@ -65,6 +76,7 @@ impl StepRunner {
             message,
         );
         event.attempt = Some(record.attempts);
+        event.input_index = Some(self.input_index);
         event.processing_time_ms = record.processing_time_ms;
         self.engine.inner.events.publish(event);
     }
@@ -273,6 +285,7 @@ impl StepRunner {
             call,
             input,
             execution_id: &self.execution_id,
+            input_index: self.several.then_some(self.input_index),
             timeout: left,
         });
         match tokio::time::timeout(left, attempt).await {

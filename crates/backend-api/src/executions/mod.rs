@@ -3,6 +3,7 @@
 //! and the queue message of a recorded execution. The HTTP handlers and the
 //! Kafka consumer only map their inputs and outputs onto it.
 
+pub mod inputs;
 #[cfg(test)]
 mod tests;
 
@@ -15,16 +16,18 @@ use serde_json::Value;
 use tokio::sync::{broadcast, oneshot};
 use utoipa::ToSchema;
 
+pub use inputs::{Buckets, MAX_INPUTS, Resolved};
+
 use crate::{
     dag::{self, Plan, PlanError},
-    db::{Db, FileRecord, QUEUE_OWNER, Timestamp},
-    engine::{Engine, Submission, SubmitError, initial_records},
+    db::{Db, QUEUE_OWNER, Timestamp},
+    engine::{Engine, OutputTarget, Submission, SubmitError, UnitInput, initial_records},
     events::ProgressEvent,
-    model::{ExecutionRecord, ExecutionStatus, PipelineDefinition},
+    model::{ExecutionRecord, ExecutionStatus, InputResult, PipelineDefinition},
 };
 
 /// Start an execution of a stored pipeline (`pipelineId`) or of an inline one
-/// (`pipeline`) on one uploaded image.
+/// (`pipeline`) on one or more images.
 #[derive(Debug, Default, Deserialize, ToSchema)]
 pub struct CreateExecution {
     #[serde(rename = "pipelineId", default)]
@@ -34,8 +37,12 @@ pub struct CreateExecution {
     pub pipeline_revision: Option<i64>,
     #[serde(default)]
     pub pipeline: Option<PipelineDefinition>,
-    /// file_ids from `POST /v1/files`. One image per execution: start one
-    /// execution per image to process several (they run in parallel).
+    /// What to run on, at most 100: file_ids from `POST /v1/files`, object
+    /// references `s3://bucket/key`, or `s3://bucket/prefix/` for every image
+    /// under a prefix. Each input runs through the whole pipeline as its own
+    /// unit of work. Empty (or absent) when the pipeline's
+    /// `globalParameters.inputPath` names the input.
+    #[serde(default)]
     pub inputs: Vec<String>,
     /// Per-step parameter overrides: `{"<stepId>": {"width": 320}}`.
     #[serde(default)]
@@ -58,6 +65,9 @@ pub enum AcceptError {
     /// A pipeline or input file it names does not exist.
     #[error("{0}")]
     NotFound(String),
+    /// The object store could not be asked about the inputs.
+    #[error("the object store is unavailable: {0}")]
+    Storage(String),
     /// No room in this replica, or it is shutting down.
     #[error(transparent)]
     Busy(#[from] SubmitError),
@@ -93,6 +103,8 @@ pub struct Started {
     pub execution_id: String,
     /// The pipeline's own deadline, if it has one.
     pub timeout: Option<Duration>,
+    /// How many deadlines the whole may take: its inputs run a few at a time.
+    rounds: u32,
     /// Subscribed before the run started (when the caller wants to wait), so
     /// its end cannot be missed.
     events: Option<broadcast::Receiver<Arc<ProgressEvent>>>,
@@ -110,6 +122,11 @@ pub struct Executions {
 impl Executions {
     pub fn new(db: Db, engine: Engine, queue: Option<Arc<dyn ExecutionQueue>>) -> Self {
         Self { db, engine, queue }
+    }
+
+    /// Checks a pipeline's `inputPath`/`outputPath` (for pipelines being saved).
+    pub fn check_paths(&self, definition: &PipelineDefinition) -> Result<(), String> {
+        inputs::check_paths(definition, self.engine.buckets())
     }
 
     /// Checks, records and starts (or queues) an execution. With `wait`, the
@@ -133,28 +150,25 @@ impl Executions {
         }
         let (definition, pipeline_id, revision) = self.definition_of(&request).await?;
         let plan = dag::plan(&definition, &request.parameters)?;
-        let [input_id] = request.inputs.as_slice() else {
-            return Err(AcceptError::Invalid(format!(
-                "inputs must hold exactly one file_id (got {}); start one execution per image",
-                request.inputs.len()
-            )));
-        };
-        let file = self.db.get_file(input_id).await?.ok_or_else(|| {
-            AcceptError::NotFound(format!("no file with id {input_id:?} (inputs)"))
-        })?;
+        let buckets = self.engine.buckets();
+        inputs::check_paths(&definition, buckets).map_err(AcceptError::Invalid)?;
+        let output_target =
+            inputs::output_target(&definition, buckets).map_err(AcceptError::Invalid)?;
         self.engine.check_capacity()?;
+        let resolved = inputs::resolve(
+            &self.db,
+            self.engine.store(),
+            buckets,
+            &request.inputs,
+            &definition,
+        )
+        .await?;
 
         let execution_id = request
             .execution_id
             .clone()
             .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-        let record = pending_record(
-            &execution_id,
-            pipeline_id,
-            revision,
-            request.inputs.clone(),
-            &plan,
-        );
+        let record = pending_record(&execution_id, pipeline_id, revision, &resolved, &plan);
         let parameters = serde_json::to_value(&request.parameters).unwrap_or(Value::Null);
         let owner = match self.queue {
             Some(_) => QUEUE_OWNER,
@@ -166,13 +180,7 @@ impl Executions {
         let events = wait.then(|| self.engine.events().subscribe());
         let timeout = definition.timeout_seconds.map(Duration::from_secs_f64);
         if let Some(queue) = &self.queue {
-            let message = request_message(
-                &execution_id,
-                &definition,
-                parameters,
-                &request.inputs,
-                &file,
-            );
+            let message = request_message(&execution_id, &definition, parameters, &resolved);
             if let Err(err) = queue.enqueue(&message).await {
                 fail(
                     &self.db,
@@ -188,16 +196,20 @@ impl Executions {
             let run = submission(
                 &execution_id,
                 plan,
-                &file,
+                &resolved,
+                output_target,
                 timeout,
                 record.pipeline_id.clone(),
             );
             self.engine.submit(Submission { parent, ..run })?;
-            tracing::info!(actor, execution_id = %execution_id, pipeline_id = record.pipeline_id.as_deref().unwrap_or("inline"), "execution accepted");
+            tracing::info!(actor, execution_id = %execution_id, inputs = resolved.len(), pipeline_id = record.pipeline_id.as_deref().unwrap_or("inline"), "execution accepted");
         }
+        let parallel = self.engine.max_parallel_inputs().max(1);
+        let rounds = u32::try_from(resolved.len().div_ceil(parallel)).unwrap_or(u32::MAX);
         Ok(Admission::Started(Started {
             execution_id,
             timeout,
+            rounds,
             events,
         }))
     }
@@ -228,8 +240,9 @@ impl Executions {
     }
 
     /// Waits for the end of an execution accepted with `wait` (at most its
-    /// deadline plus a minute of queueing) and returns it as recorded; it may
-    /// still be running when the wait ran out.
+    /// deadline, per round of inputs run at once, plus a minute of queueing)
+    /// and returns it as recorded; it may still be running when the wait ran
+    /// out.
     pub async fn wait_for_end(
         &self,
         started: Started,
@@ -237,10 +250,12 @@ impl Executions {
         let Started {
             execution_id,
             timeout,
+            rounds,
             events,
         } = started;
         if let Some(mut events) = events {
-            let limit = timeout.unwrap_or(Duration::from_secs(300)) + Duration::from_secs(60);
+            let limit = timeout.unwrap_or(Duration::from_secs(300)) * rounds.max(1)
+                + Duration::from_secs(60);
             let _ = tokio::time::timeout(limit, async {
                 loop {
                     match events.recv().await {
@@ -265,29 +280,49 @@ impl Executions {
     }
 }
 
-/// The record of an execution just accepted: pending, every step pending,
-/// in the trace of the request that is accepting it (the run joins that
-/// trace, so the record leads to it).
+/// The record of an execution just accepted: pending, every input and
+/// every step of each pending, in the trace of the request that is accepting
+/// it (the run joins that trace, so the record leads to it).
 pub(crate) fn pending_record(
     execution_id: &str,
     pipeline_id: Option<String>,
     pipeline_revision: Option<i64>,
-    inputs: Vec<String>,
+    inputs: &[Resolved],
     plan: &Plan,
 ) -> ExecutionRecord {
+    let positions = (0..inputs.len()).map(|i| u32::try_from(i).unwrap_or(u32::MAX));
     ExecutionRecord {
         execution_id: execution_id.to_string(),
         pipeline_id,
         pipeline_revision,
         status: ExecutionStatus::Pending,
         trace_id: imageflow_telemetry::propagation::current_trace_id(),
-        inputs,
+        inputs: inputs.iter().map(|i| i.source.clone()).collect(),
         created_at: Timestamp::now().to_rfc3339(),
         started_at: None,
         finished_at: None,
         execution_time_ms: None,
         error: None,
-        steps: initial_records(plan),
+        steps: positions
+            .clone()
+            .flat_map(|index| initial_records(plan, index))
+            .collect(),
+        input_results: positions
+            .zip(inputs)
+            .map(|(index, input)| InputResult {
+                index,
+                input: input.source.clone(),
+                bucket: input.bucket.clone(),
+                object_key: input.object_key.clone(),
+                status: ExecutionStatus::Pending,
+                started_at: None,
+                finished_at: None,
+                execution_time_ms: None,
+                error: None,
+                output: None,
+                copied_to: Vec::new(),
+            })
+            .collect(),
     }
 }
 
@@ -305,21 +340,28 @@ pub async fn fail(db: &Db, id: &str, reason: &str) -> Result<bool, sqlx::Error> 
     .await
 }
 
-/// The `pipeline-executions` message of an execution.
+/// The `pipeline-executions` message of an execution. `input_data` keeps
+/// the first input's `bucket`/`object_key` as single-input consumers read
+/// them, and lists every input under `inputs`.
 pub fn request_message(
     execution_id: &str,
     definition: &PipelineDefinition,
     parameters: Value,
-    inputs: &[String],
-    input: &FileRecord,
+    inputs: &[Resolved],
 ) -> ExecutionRequest {
+    let first = inputs.first();
     ExecutionRequest {
         execution_id: execution_id.to_string(),
         pipeline_config: serde_json::to_value(definition).unwrap_or(Value::Null),
         input_data: serde_json::json!({
-            "file_ids": inputs,
-            "bucket": input.bucket,
-            "object_key": input.object_key,
+            "file_ids": inputs.iter().map(|i| i.source.as_str()).collect::<Vec<_>>(),
+            "bucket": first.map(|i| i.bucket.as_str()),
+            "object_key": first.map(|i| i.object_key.as_str()),
+            "inputs": inputs.iter().map(|i| serde_json::json!({
+                "source": i.source,
+                "bucket": i.bucket,
+                "object_key": i.object_key,
+            })).collect::<Vec<_>>(),
         }),
         parameters,
     }
@@ -329,18 +371,26 @@ pub fn request_message(
 fn submission(
     execution_id: &str,
     plan: Plan,
-    input: &FileRecord,
+    inputs: &[Resolved],
+    output_target: Option<OutputTarget>,
     timeout: Option<Duration>,
     pipeline_id: Option<String>,
 ) -> Submission {
     Submission {
         execution_id: execution_id.to_string(),
         plan,
-        input: ImageData {
-            bucket: input.bucket.clone(),
-            object_key: input.object_key.clone(),
-            ..Default::default()
-        },
+        inputs: inputs
+            .iter()
+            .map(|input| UnitInput {
+                source: input.source.clone(),
+                image: ImageData {
+                    bucket: input.bucket.clone(),
+                    object_key: input.object_key.clone(),
+                    ..Default::default()
+                },
+            })
+            .collect(),
+        output_target,
         timeout,
         pipeline_id,
         parent: Default::default(),
@@ -353,7 +403,7 @@ struct Stored {
     record: ExecutionRecord,
     definition: PipelineDefinition,
     parameters: Value,
-    input: FileRecord,
+    inputs: Vec<Resolved>,
 }
 
 async fn stored(db: &Db, id: &str) -> Result<Stored, String> {
@@ -368,17 +418,34 @@ async fn stored(db: &Db, id: &str) -> Result<Stored, String> {
         .await
         .map_err(database)?
         .ok_or("the execution disappeared")?;
-    let input_id = record.inputs.first().ok_or("the execution has no input")?;
-    let input = db
-        .get_file(input_id)
-        .await
-        .map_err(database)?
-        .ok_or_else(|| format!("input file {input_id} no longer exists"))?;
+    let mut inputs: Vec<Resolved> = record
+        .input_results
+        .iter()
+        .map(|i| Resolved {
+            source: i.input.clone(),
+            bucket: i.bucket.clone(),
+            object_key: i.object_key.clone(),
+        })
+        .collect();
+    if inputs.is_empty() {
+        // Recorded before executions kept their inputs: one uploaded file.
+        let input_id = record.inputs.first().ok_or("the execution has no input")?;
+        let file = db
+            .get_file(input_id)
+            .await
+            .map_err(database)?
+            .ok_or_else(|| format!("input file {input_id} no longer exists"))?;
+        inputs.push(Resolved {
+            source: input_id.clone(),
+            bucket: file.bucket,
+            object_key: file.object_key,
+        });
+    }
     Ok(Stored {
         record,
         definition,
         parameters,
-        input,
+        inputs,
     })
 }
 
@@ -386,6 +453,7 @@ async fn stored(db: &Db, id: &str) -> Result<Stored, String> {
 /// whether the replica claimed it (see [`Submission::claimed`]).
 pub async fn stored_submission(
     db: &Db,
+    buckets: &Buckets,
     id: &str,
     parent: imageflow_telemetry::propagation::Context,
 ) -> Result<(Submission, oneshot::Receiver<bool>), String> {
@@ -393,13 +461,21 @@ pub async fn stored_submission(
         record,
         definition,
         parameters,
-        input,
+        inputs,
     } = stored(db, id).await?;
     let overrides: dag::Overrides = serde_json::from_value(parameters).unwrap_or_default();
     let plan = dag::plan(&definition, &overrides).map_err(|e| e.to_string())?;
+    let output_target = inputs::output_target(&definition, buckets)?;
     let timeout = definition.timeout_seconds.map(Duration::from_secs_f64);
     let (tx, rx) = oneshot::channel();
-    let run = submission(id, plan, &input, timeout, record.pipeline_id);
+    let run = submission(
+        id,
+        plan,
+        &inputs,
+        output_target,
+        timeout,
+        record.pipeline_id,
+    );
     Ok((
         Submission {
             parent,
@@ -416,8 +492,7 @@ pub async fn stored_submission(
 pub async fn requeue(queue: &dyn ExecutionQueue, db: &Db, id: &str) {
     let sent = match stored(db, id).await {
         Ok(s) => {
-            let message =
-                request_message(id, &s.definition, s.parameters, &s.record.inputs, &s.input);
+            let message = request_message(id, &s.definition, s.parameters, &s.inputs);
             queue.enqueue(&message).await
         }
         Err(reason) => Err(reason),

@@ -10,8 +10,8 @@ use super::{
 };
 use crate::{
     db::QUEUE_OWNER,
-    model::ExecutionStatus,
-    testing::{FakeQueue, Harness, pipeline, resize},
+    model::{ExecutionStatus, PipelineDefinition},
+    testing::{BUCKET, FakeQueue, Harness, OTHER_BUCKET, pipeline, resize},
 };
 
 fn inline(h: &Harness) -> CreateExecution {
@@ -67,7 +67,7 @@ async fn a_repeated_execution_id_returns_the_existing_execution() {
 }
 
 #[tokio::test]
-async fn a_request_must_name_exactly_one_pipeline_and_one_input() {
+async fn a_request_must_name_one_pipeline_and_some_inputs() {
     let h = Harness::new().await;
     let executions = direct(&h);
     let invalid = |result: Result<Admission, AcceptError>| match result {
@@ -84,11 +84,22 @@ async fn a_request_must_name_exactly_one_pipeline_and_one_input() {
         ..inline(&h)
     };
     assert!(invalid(executions.accept(neither, false, "t").await).contains("give pipelineId"));
-    let two = CreateExecution {
-        inputs: vec![h.input.file_id.clone(), h.input.file_id.clone()],
+    let none = CreateExecution {
+        inputs: Vec::new(),
         ..inline(&h)
     };
-    assert!(invalid(executions.accept(two, false, "t").await).contains("got 2"));
+    assert!(
+        invalid(executions.accept(none, false, "t").await)
+            .contains("inputs is empty and the pipeline has no globalParameters.inputPath")
+    );
+    let too_many = CreateExecution {
+        inputs: vec![h.input.file_id.clone(); super::MAX_INPUTS + 1],
+        ..inline(&h)
+    };
+    assert!(
+        invalid(executions.accept(too_many, false, "t").await)
+            .contains("101 inputs; an execution takes at most 100")
+    );
     let bad_id = CreateExecution {
         execution_id: Some("has spaces".into()),
         ..inline(&h)
@@ -215,10 +226,16 @@ async fn the_submission_read_back_from_the_database_is_the_one_accepted() {
     ])));
     request.parameters = BTreeMap::from([("b".to_string(), json!({"width": 21}))]);
     let run = started(executions.accept(request, false, "t").await.unwrap());
-    let (submission, _claimed) = stored_submission(&h.db, &run.execution_id, Default::default())
-        .await
-        .unwrap();
-    assert_eq!(submission.input.object_key, h.input.object_key);
+    let (submission, _claimed) = stored_submission(
+        &h.db,
+        h.engine.buckets(),
+        &run.execution_id,
+        Default::default(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(submission.inputs.len(), 1);
+    assert_eq!(submission.inputs[0].image.object_key, h.input.object_key);
     assert_eq!(submission.plan.steps.len(), 2);
     // The stored overrides apply again.
     assert_eq!(
@@ -264,5 +281,195 @@ async fn requeue_sends_the_stored_execution_or_fails_it_with_the_reason() {
             .error
             .unwrap()
             .contains("could not be queued again: all brokers are down")
+    );
+}
+
+fn with_globals(globals: serde_json::Value) -> PipelineDefinition {
+    let mut p = pipeline(json!([resize("a", 10, &[])]));
+    p.global_parameters = serde_json::from_value(globals).unwrap();
+    p
+}
+
+#[tokio::test]
+async fn several_inputs_of_every_kind_run_as_one_execution() {
+    let h = Harness::new().await;
+    h.put(OTHER_BUCKET, "drop/cat.jpg").await;
+    h.put(OTHER_BUCKET, "batch/1.jpg").await;
+    h.put(OTHER_BUCKET, "batch/2.PNG").await;
+    h.put(OTHER_BUCKET, "batch/manifest.json").await;
+    let executions = direct(&h);
+    let request = CreateExecution {
+        inputs: vec![
+            h.input.file_id.clone(),
+            format!("s3://{OTHER_BUCKET}/drop/cat.jpg"),
+            format!("s3://{OTHER_BUCKET}/batch/"),
+        ],
+        ..inline(&h)
+    };
+    let run = started(executions.accept(request, true, "t").await.unwrap());
+    let record = executions.wait_for_end(run).await.unwrap().unwrap();
+    assert_eq!(record.status, ExecutionStatus::Completed, "{record:?}");
+    // The prefix became one input per image under it, the manifest skipped.
+    assert_eq!(
+        record.inputs,
+        vec![
+            h.input.file_id.clone(),
+            format!("s3://{OTHER_BUCKET}/drop/cat.jpg"),
+            format!("s3://{OTHER_BUCKET}/batch/1.jpg"),
+            format!("s3://{OTHER_BUCKET}/batch/2.PNG"),
+        ]
+    );
+    let mut inputs: Vec<String> = h.fake.calls().iter().map(|c| c.input.clone()).collect();
+    inputs.sort();
+    assert_eq!(
+        inputs,
+        [
+            "batch/1.jpg",
+            "batch/2.PNG",
+            "drop/cat.jpg",
+            "uploads/input-1.png"
+        ]
+    );
+    assert_eq!(record.input_results.len(), 4);
+    assert!(
+        record
+            .input_results
+            .iter()
+            .all(|i| i.status == ExecutionStatus::Completed && i.output.is_some())
+    );
+}
+
+#[tokio::test]
+async fn references_outside_the_allowed_buckets_or_missing_are_refused_before_anything_runs() {
+    let h = Harness::new().await;
+    let executions = direct(&h);
+    let accept = |inputs: Vec<&str>| {
+        let request = CreateExecution {
+            inputs: inputs.into_iter().map(String::from).collect(),
+            ..inline(&h)
+        };
+        executions.accept(request, false, "t")
+    };
+    match accept(vec!["s3://payroll/salaries.jpg"]).await {
+        Err(AcceptError::Invalid(m)) => {
+            assert!(
+                m.starts_with("inputs[0]: bucket \"payroll\" is not one this backend may use"),
+                "{m}"
+            )
+        }
+        other => panic!("{other:?}"),
+    }
+    match accept(vec![&h.input.file_id, "s3://camera-drop/none.jpg"]).await {
+        Err(AcceptError::NotFound(m)) => {
+            assert_eq!(m, "inputs[1]: no object s3://camera-drop/none.jpg")
+        }
+        other => panic!("{other:?}"),
+    }
+    match accept(vec!["s3://camera-drop/empty/"]).await {
+        Err(AcceptError::NotFound(m)) => assert!(m.contains("no images under"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+    match accept(vec!["uploads/input-1.png"]).await {
+        Err(AcceptError::Invalid(m)) => assert!(m.contains("neither a file_id"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+    let outside_output = CreateExecution {
+        pipeline: Some(with_globals(json!({"outputPath": "s3://payroll/out/"}))),
+        ..inline(&h)
+    };
+    match executions.accept(outside_output, false, "t").await {
+        Err(AcceptError::Invalid(m)) => {
+            assert!(m.starts_with("globalParameters.outputPath"), "{m}")
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(h.fake.calls().is_empty());
+    let all = crate::db::ExecutionFilter {
+        limit: 10,
+        ..Default::default()
+    };
+    assert!(h.db.list_executions(&all).await.unwrap().0.is_empty());
+}
+
+#[tokio::test]
+async fn the_pipelines_input_path_is_used_when_the_execution_names_no_inputs() {
+    let h = Harness::new().await;
+    for key in [
+        "watch/a.jpg",
+        "watch/b.jpg",
+        "watch/c.jpg",
+        "elsewhere/d.jpg",
+    ] {
+        h.put(BUCKET, key).await;
+    }
+    let executions = direct(&h);
+    let request = CreateExecution {
+        pipeline: Some(with_globals(json!({"inputPath": "watch/"}))),
+        inputs: Vec::new(),
+        ..Default::default()
+    };
+    let run = started(executions.accept(request, true, "t").await.unwrap());
+    let record = executions.wait_for_end(run).await.unwrap().unwrap();
+    assert_eq!(record.status, ExecutionStatus::Completed, "{record:?}");
+    assert_eq!(
+        record.inputs,
+        [
+            "s3://imageflow/watch/a.jpg",
+            "s3://imageflow/watch/b.jpg",
+            "s3://imageflow/watch/c.jpg"
+        ]
+    );
+    // Named inputs win over the pipeline's path.
+    let named = CreateExecution {
+        pipeline: Some(with_globals(json!({"inputPath": "watch/"}))),
+        ..inline(&h)
+    };
+    let run = started(executions.accept(named, true, "t").await.unwrap());
+    let record = executions.wait_for_end(run).await.unwrap().unwrap();
+    assert_eq!(record.inputs, [h.input.file_id.clone()]);
+}
+
+#[tokio::test]
+async fn queue_messages_list_every_input_and_the_stored_submission_runs_them_all() {
+    let h = Harness::new().await;
+    h.put(OTHER_BUCKET, "drop/cat.jpg").await;
+    let queue = Arc::new(FakeQueue::default());
+    let executions = Executions::new(h.db.clone(), h.engine.clone(), Some(queue.clone()));
+    let request = CreateExecution {
+        inputs: vec![
+            h.input.file_id.clone(),
+            format!("s3://{OTHER_BUCKET}/drop/cat.jpg"),
+        ],
+        pipeline: Some(with_globals(
+            json!({"outputPath": "s3://camera-drop/results/"}),
+        )),
+        ..Default::default()
+    };
+    let run = started(executions.accept(request, false, "t").await.unwrap());
+    let message = queue.sent.lock().unwrap()[0].clone();
+    // Single-input consumers still find the first input where they did.
+    assert_eq!(message.input_data["object_key"], json!(h.input.object_key));
+    assert_eq!(
+        message.input_data["inputs"][1],
+        json!({"source": "s3://camera-drop/drop/cat.jpg", "bucket": OTHER_BUCKET, "object_key": "drop/cat.jpg"})
+    );
+    let (submission, _) = stored_submission(
+        &h.db,
+        h.engine.buckets(),
+        &run.execution_id,
+        Default::default(),
+    )
+    .await
+    .unwrap();
+    let keys: Vec<&str> = submission
+        .inputs
+        .iter()
+        .map(|i| i.image.object_key.as_str())
+        .collect();
+    assert_eq!(keys, [h.input.object_key.as_str(), "drop/cat.jpg"]);
+    let target = submission.output_target.expect("outputPath");
+    assert_eq!(
+        (target.bucket.as_str(), target.prefix.as_str()),
+        (OTHER_BUCKET, "results/")
     );
 }

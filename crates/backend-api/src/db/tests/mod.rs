@@ -6,7 +6,9 @@ use std::time::Duration;
 use serde_json::json;
 
 use super::{Db, FileRecord, Timestamp};
-use crate::model::{ExecutionRecord, ExecutionStatus, PipelineDefinition, StepRecord, StepStatus};
+use crate::model::{
+    ExecutionRecord, ExecutionStatus, InputResult, PipelineDefinition, StepRecord, StepStatus,
+};
 
 mod executions;
 mod files;
@@ -79,6 +81,19 @@ fn execution(id: &str, pipeline_id: Option<&str>, steps: &[&str]) -> ExecutionRe
             .zip(0..)
             .map(|(s, level)| step(s, level))
             .collect(),
+        input_results: vec![InputResult {
+            index: 0,
+            input: "file-1".into(),
+            bucket: "imageflow".into(),
+            object_key: "uploads/file-1.png".into(),
+            status: ExecutionStatus::Pending,
+            started_at: None,
+            finished_at: None,
+            execution_time_ms: None,
+            error: None,
+            output: None,
+            copied_to: Vec::new(),
+        }],
     }
 }
 

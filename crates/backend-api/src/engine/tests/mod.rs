@@ -2,8 +2,10 @@
 //! database: [`order`] is the DAG's scheduling and an execution's lifecycle
 //! (levels, parallel branches, deadlines, cancel, admission, shutdown),
 //! [`policy`] one step's policy (retry and backoff, fallback, skip,
-//! attempt deadlines, backpressure).
+//! attempt deadlines, backpressure), [`inputs`] several inputs in one
+//! execution.
 
+mod inputs;
 mod order;
 mod policy;
 
