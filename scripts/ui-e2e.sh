@@ -8,8 +8,9 @@
 # completes and the person box is drawn, gets a cycle refused with the API's
 # message on the node, saves an API-made pipeline after moving a node and
 # gets it back unchanged, uses the fallback/retry/timeout/globalParameters
-# editors against the API (a refused fallback shown on its field), and visits
-# every page. Screenshots and logs go to
+# editors against the API (a refused fallback shown on its field), drops five
+# images on the canvas and sees them run as one execution with five result
+# tiles, and visits every page. Screenshots and logs go to
 # web/test-results/ (gitignored). Stops everything it started.
 set -euo pipefail
 # shellcheck source=scripts/lib.sh

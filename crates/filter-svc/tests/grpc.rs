@@ -51,6 +51,7 @@ fn bytes_request(data: Vec<u8>, filter: FilterType, intensity: f32) -> FilterReq
         intensity,
         parameters: HashMap::new(),
         execution_id: "exec-filter".into(),
+        input_index: None,
     }
 }
 
@@ -173,6 +174,7 @@ async fn filters_objects_on_a_real_s3_server() {
         intensity: 2.0,
         parameters: HashMap::new(),
         execution_id: "exec-9".into(),
+        input_index: None,
     };
     let response = client.apply_filter(request).await.unwrap().into_inner();
     let output = response.result.unwrap().output_image.unwrap();
@@ -268,6 +270,7 @@ async fn object_keys_are_checked_and_oversized_messages_refused() {
         intensity: 1.0,
         parameters: HashMap::new(),
         execution_id: "exec-keys".into(),
+        input_index: None,
     };
     let too_long = "k".repeat(1025);
     for (bad, why) in [

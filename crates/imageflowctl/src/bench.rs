@@ -286,6 +286,7 @@ async fn one(
                     maintain_aspect_ratio: true,
                     quality: v1::ResizeQuality::from(ResizeQuality::Good) as i32,
                     execution_id: String::new(),
+                    input_index: None,
                 })
                 .await?;
         }
@@ -298,6 +299,7 @@ async fn one(
                     intensity,
                     parameters: Default::default(),
                     execution_id: String::new(),
+                    input_index: None,
                 })
                 .await?;
         }

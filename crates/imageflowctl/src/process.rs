@@ -96,6 +96,7 @@ pub async fn run(args: ProcessArgs) -> anyhow::Result<()> {
                 maintain_aspect_ratio: !args.exact,
                 quality: v1::ResizeQuality::from(args.quality) as i32,
                 execution_id: String::new(),
+                input_index: None,
             })
             .await
             .context("resize")?
@@ -132,6 +133,7 @@ pub async fn run(args: ProcessArgs) -> anyhow::Result<()> {
                     intensity,
                     parameters: Default::default(),
                     execution_id: String::new(),
+                    input_index: None,
                 })
                 .await
                 .with_context(|| format!("filter {name}"))?

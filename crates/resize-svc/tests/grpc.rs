@@ -55,6 +55,7 @@ fn bytes_request(data: Vec<u8>, width: i32, height: i32, keep_aspect: bool) -> R
         maintain_aspect_ratio: keep_aspect,
         quality: ResizeQuality::Good as i32,
         execution_id: "exec-test".into(),
+        input_index: None,
     }
 }
 
@@ -70,6 +71,7 @@ fn object_request(bucket: &str, key: &str, execution_id: &str) -> ResizeRequest 
         maintain_aspect_ratio: true,
         quality: ResizeQuality::Fast as i32,
         execution_id: execution_id.into(),
+        input_index: None,
     }
 }
 

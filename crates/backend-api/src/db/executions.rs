@@ -235,7 +235,7 @@ impl Db {
     /// `cancelled`.
     pub async fn close_open_steps(&self, execution_id: &str) -> Result<(), sqlx::Error> {
         let mut conn = self.pool.acquire().await?;
-        close_open_steps_of(&mut *conn, &[execution_id.to_string()]).await
+        close_open_steps_of(&mut conn, &[execution_id.to_string()]).await
     }
 
     /// The steps of one input not finished when its run ended become `cancelled`.

@@ -56,7 +56,7 @@ impl Db {
         .iter()
         .map(|r| r.try_get::<String, _>(0))
         .collect::<Result<_, _>>()?;
-        close_open_steps_of(&mut *tx, &ids).await?;
+        close_open_steps_of(&mut tx, &ids).await?;
         tx.commit().await?;
         Ok(ids)
     }

@@ -426,7 +426,7 @@ async fn the_pipelines_input_path_is_used_when_the_execution_names_no_inputs() {
     };
     let run = started(executions.accept(named, true, "t").await.unwrap());
     let record = executions.wait_for_end(run).await.unwrap().unwrap();
-    assert_eq!(record.inputs, [h.input.file_id.clone()]);
+    assert_eq!(record.inputs, std::slice::from_ref(&h.input.file_id));
 }
 
 #[tokio::test]
