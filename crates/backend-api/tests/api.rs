@@ -104,6 +104,31 @@ async fn full_pipeline_run(postgres: bool) {
             "imageflow_step_executions_total{step_type=\"filter\",status=\"completed\"} 2"
         )
     );
+    // A scraper that asks for OpenMetrics (Prometheus does, for exemplars)
+    // gets it, the process-wide series included before the one `# EOF`.
+    let open = backend
+        .http
+        .get(backend.at("/metrics"))
+        .header("accept", "application/openmetrics-text; version=1.0.0")
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        open.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/openmetrics-text")
+    );
+    let open = open.text().await.unwrap();
+    assert!(open.ends_with("# EOF\n") && open.matches("# EOF").count() == 1);
+    assert!(
+        open.contains("pipeline_executions_total{status=\"completed\"} 1"),
+        "{open}"
+    );
+    assert!(
+        open.contains("imageflow_storage_operations_total"),
+        "{open}"
+    );
     backend.stop().await;
 }
 

@@ -159,7 +159,9 @@ type TraceLabel = [(&'static str, String); 1];
 /// per bucket (the last one past 60 s) plus the sum feed the OTLP snapshot,
 /// as `prometheus-client` offers no read access to its buckets. Both are
 /// cumulative from the same observations, so they differ at most by the
-/// observations in flight between the two updates.
+/// observations in flight between the two updates. The second count costs
+/// its two uncontended locks, about 20 ns an observation in
+/// `benches/metrics.rs`, little beside a request of milliseconds.
 #[derive(Debug)]
 pub struct Histogram {
     counts: [AtomicU64; BUCKETS + 1],

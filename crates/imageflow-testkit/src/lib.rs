@@ -33,7 +33,7 @@ use std::{
 use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
 
 pub use kafka::KafkaBroker;
-pub use otlp::{OtlpReceiver, ReceivedMetric, ReceivedSpan};
+pub use otlp::{OtlpReceiver, ReceivedLog, ReceivedMetric, ReceivedSpan};
 pub use pki::TestPki;
 pub use process::{ChildProcess, free_addr, workspace_binary};
 pub use refusals::{assert_bad_object_key, assert_message_too_large};

@@ -5,7 +5,7 @@ use std::time::Duration;
 use axum::{
     Json,
     extract::State,
-    http::{StatusCode, header},
+    http::{HeaderMap, StatusCode, header},
     response::{IntoResponse, Response},
 };
 use serde::Serialize;
@@ -145,16 +145,16 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
     (code, Json(Readiness { ready, checks })).into_response()
 }
 
-/// Prometheus metrics.
+/// Prometheus metrics: OpenMetrics (with trace-id exemplars on the latency
+/// histograms) when the scraper asks for it, else Prometheus text.
 #[utoipa::path(get, path = "/metrics", tag = "system",
     responses((status = 200, content_type = "text/plain", body = String)))]
-pub async fn metrics(State(state): State<AppState>) -> Response {
+pub async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    let format = imageflow_telemetry::metrics::Format::negotiate(accept);
     (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        state.metrics.render(),
+        [(header::CONTENT_TYPE, format.content_type())],
+        state.metrics.exposition(format),
     )
         .into_response()
 }
