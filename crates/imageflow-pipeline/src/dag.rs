@@ -341,7 +341,7 @@ mod tests {
                 )),
                 "{err}"
             );
-            assert!(err.message.contains("not used"), "{err}");
+            assert!(err.message.contains("s3://bucket/prefix/"), "{err}");
         }
     }
 

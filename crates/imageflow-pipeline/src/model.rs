@@ -353,7 +353,7 @@ mod tests {
         );
         assert_eq!(
             "done".parse::<ExecutionStatus>().unwrap_err().to_string(),
-            "unknown execution status \"done\"; allowed: pending, running, completed, failed, cancelled"
+            "unknown execution status \"done\"; allowed: pending, running, completed, failed, cancelled, partially_failed"
         );
     }
 }
