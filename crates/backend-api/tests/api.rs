@@ -58,18 +58,7 @@ async fn full_pipeline_run(postgres: bool) {
             )),
             "{output}"
         );
-        let bytes = backend
-            .http
-            .get(backend.at(&format!(
-                "/v1/files/{}/download",
-                output["file_id"].as_str().unwrap()
-            )))
-            .send()
-            .await
-            .unwrap()
-            .bytes()
-            .await
-            .unwrap();
+        let bytes = backend.download(output["file_id"].as_str().unwrap()).await;
         let image = decode(&bytes, &Limits::default()).unwrap();
         assert_eq!((image.original_width, image.original_height), (800, 450));
     }
@@ -978,18 +967,7 @@ async fn resize_detect_filter_finds_the_cat_through_the_api() {
         last["object_key"].as_str().unwrap().contains("detect"),
         "{last}"
     );
-    let bytes = backend
-        .http
-        .get(backend.at(&format!(
-            "/v1/files/{}/download",
-            last["file_id"].as_str().unwrap()
-        )))
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
+    let bytes = backend.download(last["file_id"].as_str().unwrap()).await;
     let image = decode(&bytes, &Limits::default()).unwrap();
     assert_eq!((image.original_width, image.original_height), (400, 266));
     backend.stop().await;

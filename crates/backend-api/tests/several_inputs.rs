@@ -84,18 +84,7 @@ async fn several_inputs(postgres: bool) {
             "each input's outputs in a folder of its own"
         );
         assert_eq!(output["width"], 64);
-        let bytes = backend
-            .http
-            .get(backend.at(&format!(
-                "/v1/files/{}/download",
-                output["file_id"].as_str().unwrap()
-            )))
-            .send()
-            .await
-            .unwrap()
-            .bytes()
-            .await
-            .unwrap();
+        let bytes = backend.download(output["file_id"].as_str().unwrap()).await;
         assert_eq!(
             decode(&bytes, &Limits::default()).unwrap().original_width,
             64

@@ -292,6 +292,25 @@ pub struct InputResult {
     pub copied_to: Vec<String>,
 }
 
+impl InputResult {
+    /// An input that has not run yet.
+    pub fn pending(index: u32, input: String, bucket: String, object_key: String) -> Self {
+        Self {
+            index,
+            input,
+            bucket,
+            object_key,
+            status: ExecutionStatus::Pending,
+            started_at: None,
+            finished_at: None,
+            execution_time_ms: None,
+            error: None,
+            output: None,
+            copied_to: Vec::new(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

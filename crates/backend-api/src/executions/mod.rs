@@ -309,18 +309,13 @@ pub(crate) fn pending_record(
             .collect(),
         input_results: positions
             .zip(inputs)
-            .map(|(index, input)| InputResult {
-                index,
-                input: input.source.clone(),
-                bucket: input.bucket.clone(),
-                object_key: input.object_key.clone(),
-                status: ExecutionStatus::Pending,
-                started_at: None,
-                finished_at: None,
-                execution_time_ms: None,
-                error: None,
-                output: None,
-                copied_to: Vec::new(),
+            .map(|(index, input)| {
+                InputResult::pending(
+                    index,
+                    input.source.clone(),
+                    input.bucket.clone(),
+                    input.object_key.clone(),
+                )
             })
             .collect(),
     }

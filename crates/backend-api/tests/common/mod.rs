@@ -133,6 +133,18 @@ impl Backend {
         (status, response.json().await.unwrap_or(Value::Null))
     }
 
+    /// The bytes of an uploaded or produced file.
+    pub async fn download(&self, file_id: &str) -> bytes::Bytes {
+        self.http
+            .get(self.at(&format!("/v1/files/{file_id}/download")))
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap()
+    }
+
     pub async fn get(&self, path: &str) -> (u16, Value) {
         let response = self.http.get(self.at(path)).send().await.unwrap();
         let status = response.status().as_u16();

@@ -81,19 +81,12 @@ fn execution(id: &str, pipeline_id: Option<&str>, steps: &[&str]) -> ExecutionRe
             .zip(0..)
             .map(|(s, level)| step(s, level))
             .collect(),
-        input_results: vec![InputResult {
-            index: 0,
-            input: "file-1".into(),
-            bucket: "imageflow".into(),
-            object_key: "uploads/file-1.png".into(),
-            status: ExecutionStatus::Pending,
-            started_at: None,
-            finished_at: None,
-            execution_time_ms: None,
-            error: None,
-            output: None,
-            copied_to: Vec::new(),
-        }],
+        input_results: vec![InputResult::pending(
+            0,
+            "file-1".into(),
+            "imageflow".into(),
+            "uploads/file-1.png".into(),
+        )],
     }
 }
 
