@@ -9,8 +9,8 @@ use std::{
 use bytes::Bytes;
 use imageflow_imaging::{
     Annotation, BoxDetection, EncodeOptions, Encoded, Image, ImageFormat, ImagingError, Letterbox,
-    Limits, decode, decode_at_least, decode_yolo, draw_detections, encode, letterbox_into,
-    non_max_suppression, probe,
+    Limits, decode, decode_yolo, draw_detections, encode, letterbox_encoded, letterbox_into,
+    non_max_suppression,
 };
 use imageflow_proto::v1::{
     BoundingBox, Detection, DetectionMetadata, DetectionRequest, DetectionResponse,
@@ -64,7 +64,8 @@ struct Prepared {
     elapsed: Duration,
 }
 
-/// Decode (at a reduced JPEG scale when nothing is drawn) and letterbox.
+/// Decode and letterbox. With nothing to draw, straight into the tensor at a reduced
+/// JPEG scale (the YCbCr plane path for photos); to draw, the full picture is kept.
 fn prepare(
     data: &[u8],
     limits: &Limits,
@@ -72,19 +73,24 @@ fn prepare(
     keep_picture: bool,
 ) -> Result<Prepared, ImagingError> {
     let started = Instant::now();
-    let info = probe(data, limits)?;
-    let geometry = Letterbox::new(info.width, info.height, spec.input_width, spec.input_height)?;
-    let decoded = if keep_picture {
-        decode(data, limits)?
-    } else {
-        decode_at_least(
+    let mut tensor = vec![0.0; spec.image_len()];
+    if !keep_picture {
+        let (letterbox, format) = letterbox_encoded(
             data,
             limits,
-            geometry.content_width,
-            geometry.content_height,
-        )?
-    };
-    let mut tensor = vec![0.0; spec.image_len()];
+            spec.input_width,
+            spec.input_height,
+            &mut tensor,
+        )?;
+        return Ok(Prepared {
+            tensor,
+            letterbox,
+            format,
+            picture: None,
+            elapsed: started.elapsed(),
+        });
+    }
+    let decoded = decode(data, limits)?;
     let letterbox = letterbox_into(
         &decoded.image,
         decoded.original_width,
@@ -97,7 +103,7 @@ fn prepare(
         tensor,
         letterbox,
         format: decoded.format,
-        picture: keep_picture.then_some(decoded.image),
+        picture: Some(decoded.image),
         elapsed: started.elapsed(),
     })
 }

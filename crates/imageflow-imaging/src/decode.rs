@@ -24,6 +24,7 @@ use crate::format::{ImageFormat, sniff_format};
 use crate::image::Image;
 use crate::limits::Limits;
 use crate::orientation::{Orientation, apply_orientation, read_orientation};
+use crate::planes::{self, Planes};
 
 /// What [`probe`] learns from the header.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -70,7 +71,7 @@ pub fn decode(data: &[u8], limits: &Limits) -> Result<Decoded, ImagingError> {
     header.decode(data, 0, 0)
 }
 
-/// Like [`decode`], but a JPEG may be decoded at 1/2, 1/4 or 1/8 scale in the DCT domain:
+/// Like [`decode`], but a JPEG may be decoded at a reduced n/8 scale (1/8 to 7/8) in the DCT domain:
 /// the largest reduction whose result is still at least `min_width` x `min_height` in
 /// displayed (oriented) coordinates. A big reduction then decodes only what it needs.
 /// PNG and WebP are decoded at full size. `original_width`/`original_height` always report
@@ -144,6 +145,30 @@ impl Header {
         self.orientation.oriented(self.width, self.height)
     }
 
+    /// The JPEG header when this source can take the YCbCr plane path
+    /// ([`crate::planes`]): a plane-friendly JPEG shown as stored.
+    pub(crate) fn plane_jpeg(&self) -> Option<DecompressHeader> {
+        self.jpeg
+            .filter(|j| self.orientation == Orientation::Normal && planes::plane_source(j))
+    }
+
+    /// Decodes a [`Self::plane_jpeg`] source to its planes at the largest DCT reduction
+    /// that keeps luma at least `min_width` x `min_height` (0, 0: full size).
+    pub(crate) fn decode_planes(
+        &self,
+        data: &[u8],
+        jpeg: &DecompressHeader,
+        min_width: u32,
+        min_height: u32,
+    ) -> Result<Planes, ImagingError> {
+        let scale = if min_width == 0 && min_height == 0 {
+            ScalingFactor::ONE
+        } else {
+            choose_scale(jpeg.width, jpeg.height, min_width, min_height)
+        };
+        planes::decode_planes(data, jpeg, scale)
+    }
+
     /// Decodes the pixels (JPEG possibly DCT-scaled so the displayed result is at least
     /// `min_width` x `min_height`; pass 0, 0 for full size) and applies the orientation.
     pub(crate) fn decode(
@@ -193,19 +218,21 @@ impl Header {
     }
 }
 
-/// The largest DCT reduction (1/8, 1/4, 1/2) that keeps the stored size at least
-/// `need_w` x `need_h`; 1/1 when none does.
-fn choose_scale(width: usize, height: usize, need_w: u32, need_h: u32) -> ScalingFactor {
+/// The DCT reductions libjpeg-turbo decodes directly, smallest first: every n/8 below
+/// 1, in the reduced form `tj3SetScalingFactor` accepts.
+const REDUCTIONS: [(usize, usize); 7] = [(1, 8), (1, 4), (3, 8), (1, 2), (5, 8), (3, 4), (7, 8)];
+
+/// The largest DCT reduction (1/8, 1/4, 3/8, ..., 7/8) that keeps the stored size at
+/// least `need_w` x `need_h`; 1/1 when none does. A reduction skips most of the IDCT
+/// work for the pixels it drops (3/8 of 1920 is 720: a 640-wide result needs no more).
+pub(crate) fn choose_scale(width: usize, height: usize, need_w: u32, need_h: u32) -> ScalingFactor {
     let need_w = need_w as usize;
     let need_h = need_h as usize;
-    [
-        ScalingFactor::ONE_EIGHTH,
-        ScalingFactor::ONE_QUARTER,
-        ScalingFactor::ONE_HALF,
-    ]
-    .into_iter()
-    .find(|s| s.scale(width) >= need_w && s.scale(height) >= need_h)
-    .unwrap_or(ScalingFactor::ONE)
+    REDUCTIONS
+        .into_iter()
+        .map(|(num, denom)| ScalingFactor::new(num, denom))
+        .find(|s| s.scale(width) >= need_w && s.scale(height) >= need_h)
+        .unwrap_or(ScalingFactor::ONE)
 }
 
 thread_local! {
@@ -216,7 +243,7 @@ thread_local! {
 
 /// Runs `f` with this thread's decompressor. After an error the instance is dropped, so
 /// no state from a damaged stream can leak into the next call.
-fn with_decompressor<T>(
+pub(crate) fn with_decompressor<T>(
     f: impl FnOnce(&mut Decompressor) -> turbojpeg::Result<T>,
 ) -> turbojpeg::Result<T> {
     DECOMPRESSOR.with(|cell| {
@@ -235,7 +262,7 @@ fn with_decompressor<T>(
 
 /// A progressive JPEG with thousands of scans is a known denial-of-service pattern; real
 /// encoders write about ten.
-const MAX_JPEG_SCANS: u32 = 500;
+pub(crate) const MAX_JPEG_SCANS: u32 = 500;
 
 fn decode_jpeg(
     data: &[u8],
@@ -265,21 +292,25 @@ fn decode_jpeg(
             },
         )
     });
-    match result {
-        Ok(()) => {}
-        Err(turbojpeg::Error::TurboJpegError(msg)) if is_harmless_jpeg_warning(&msg) => {}
-        Err(e) => {
-            return Err(ImagingError::Corrupt(format!(
-                "JPEG data could not be decoded (truncated or damaged?): {}",
-                strip_tj_prefix(&e)
-            )));
-        }
-    }
+    check_decompress(result)?;
     if cmyk {
         pixels = cmyk_to_rgb(&pixels);
     }
     // Both sides are at most the header's, which passed the u32 limits check.
     Ok(Image::from_parts(width as u32, height as u32, 3, pixels))
+}
+
+/// A decompression's outcome as this crate reports it: harmless warnings pass, damage is
+/// [`ImagingError::Corrupt`] (see the module docs).
+pub(crate) fn check_decompress(result: turbojpeg::Result<()>) -> Result<(), ImagingError> {
+    match result {
+        Ok(()) => Ok(()),
+        Err(turbojpeg::Error::TurboJpegError(msg)) if is_harmless_jpeg_warning(&msg) => Ok(()),
+        Err(e) => Err(ImagingError::Corrupt(format!(
+            "JPEG data could not be decoded (truncated or damaged?): {}",
+            strip_tj_prefix(&e)
+        ))),
+    }
 }
 
 fn strip_tj_prefix(e: &turbojpeg::Error) -> String {
@@ -377,7 +408,15 @@ mod tests {
         assert_eq!(s(1920, 1080, 800, 450), (1, 2));
         assert_eq!(s(1920, 1080, 240, 135), (1, 8));
         assert_eq!(s(1920, 1080, 241, 135), (1, 4));
-        assert_eq!(s(1920, 1080, 1000, 10), (1, 1));
+        assert_eq!(s(1920, 1080, 640, 360), (3, 8));
+        assert_eq!(s(1920, 1080, 1200, 675), (5, 8));
+        assert_eq!(s(1920, 1080, 1681, 10), (1, 1));
+        // Every choice is one tj3SetScalingFactor accepts.
+        let supported = Decompressor::supported_scaling_factors();
+        for (num, denom) in REDUCTIONS {
+            assert!(supported.contains(&ScalingFactor::new(num, denom)), "{num}/{denom}");
+        }
+        assert_eq!(s(1920, 1080, 1000, 10), (5, 8));
         assert_eq!(s(1, 1, 1, 1), (1, 8));
     }
 

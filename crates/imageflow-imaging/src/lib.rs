@@ -26,20 +26,23 @@ mod format;
 mod image;
 mod limits;
 mod orientation;
+mod planes;
 mod resize;
 
 pub use crate::decode::{Decoded, ImageInfo, decode, decode_at_least, probe};
 pub use crate::detect::{
     Annotation, BoxDetection, LETTERBOX_PAD, Letterbox, decode_yolo, draw_detections, iou,
-    letterbox_into, non_max_suppression,
+    letterbox_encoded, letterbox_into, non_max_suppression,
 };
 pub use crate::encode::{EncodeOptions, Encoded, encode};
 pub use crate::error::ImagingError;
-pub use crate::filter::{FilterKind, FilterSpec, apply_filter, filter_encoded, gaussian_kernel};
+pub use crate::filter::{FilterKind, FilterSpec, apply_filter, filter_encoded, filter_encoded_rgb, gaussian_kernel,
+};
 pub use crate::format::{ImageFormat, sniff_format};
 pub use crate::image::Image;
 pub use crate::limits::Limits;
 pub use crate::orientation::{Orientation, apply_orientation, read_orientation};
 pub use crate::resize::{
     ResizeQuality, ResizeSpec, fit_dimensions, resize, resize_encoded, resize_encoded_full_decode,
+    resize_encoded_rgb,
 };

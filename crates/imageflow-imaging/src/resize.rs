@@ -11,6 +11,7 @@ use crate::error::ImagingError;
 use crate::format::ImageFormat;
 use crate::image::Image;
 use crate::limits::Limits;
+use crate::planes::{chroma_420, encode_planes_420, join, resize_plane};
 
 /// Resampling quality, from the wire's `ResizeQuality`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -43,7 +44,7 @@ impl ResizeQuality {
         }
     }
 
-    fn filter(self) -> FilterType {
+    pub(crate) fn filter(self) -> FilterType {
         match self {
             ResizeQuality::Fast => FilterType::Bilinear,
             ResizeQuality::Good => FilterType::CatmullRom,
@@ -189,39 +190,92 @@ pub struct ResizeSpec {
 /// 2. The output size comes from [`fit_dimensions`] on the displayed source size and is
 ///    checked against `limits` too, so a request for 100000x100000 is refused before any
 ///    work.
-/// 3. A JPEG is decoded at the smallest DCT scale (1/8, 1/4, 1/2) that still covers the
-///    output size ([`crate::decode_at_least`]): 1920x1080 to 800x450 decodes 960x540.
+/// 3. A JPEG is decoded at the smallest DCT scale (1/8, 1/4, 3/8, ... 7/8) that still
+///    covers the output size ([`crate::decode_at_least`]): 1920x1080 to 800x450 decodes
+///    960x540.
 /// 4. Resampled with the spec's filter and encoded in the input's format (or
 ///    `output_format`), JPEG at [`ResizeQuality::jpeg_quality`].
+///
+/// A YCbCr JPEG made into a JPEG takes the plane path ([`crate::planes`]): decoded to
+/// its Y, Cb and Cr planes, each resampled on its own (luma and chroma on two threads),
+/// and encoded 4:2:0 from the planes, with no colour conversion or chroma resampling in
+/// between. Anything else is decoded to RGB(A) as in [`resize_encoded_rgb`].
 pub fn resize_encoded(
     data: &[u8],
     limits: &Limits,
     spec: &ResizeSpec,
 ) -> Result<Encoded, ImagingError> {
-    resize_encoded_with(data, limits, spec, true)
+    resize_encoded_with(data, limits, spec, Route::Planes)
 }
 
-/// Like [`resize_encoded`] but always decoding the full-size source (no DCT scaling): the
-/// reference the scaled path is measured against in tests and benchmarks.
+/// Like [`resize_encoded`] but always through interleaved RGB(A) pixels: what every
+/// input that is not a plain YCbCr JPEG gets, and the reference the plane path is
+/// compared with in tests and benchmarks.
+pub fn resize_encoded_rgb(
+    data: &[u8],
+    limits: &Limits,
+    spec: &ResizeSpec,
+) -> Result<Encoded, ImagingError> {
+    resize_encoded_with(data, limits, spec, Route::Rgb)
+}
+
+/// Like [`resize_encoded_rgb`] but always decoding the full-size source (no DCT
+/// scaling): the reference the scaled paths are measured against in tests and
+/// benchmarks.
 pub fn resize_encoded_full_decode(
     data: &[u8],
     limits: &Limits,
     spec: &ResizeSpec,
 ) -> Result<Encoded, ImagingError> {
-    resize_encoded_with(data, limits, spec, false)
+    resize_encoded_with(data, limits, spec, Route::RgbFullDecode)
+}
+
+/// How [`resize_encoded_with`] gets from the source to the output pixels.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Route {
+    /// YCbCr planes where the source allows, else RGB with DCT scaling.
+    Planes,
+    /// RGB with DCT scaling.
+    Rgb,
+    /// RGB from the full-size source.
+    RgbFullDecode,
 }
 
 fn resize_encoded_with(
     data: &[u8],
     limits: &Limits,
     spec: &ResizeSpec,
-    dct_scaling: bool,
+    route: Route,
 ) -> Result<Encoded, ImagingError> {
     let header = Header::read(data, limits)?;
     let (src_w, src_h) = header.oriented_size();
     let (width, height) = fit_dimensions(src_w, src_h, spec.width, spec.height, spec.keep_aspect)?;
     limits.check_dimensions(width, height)?;
-    let decoded = if dct_scaling {
+    let format = spec.output_format.unwrap_or(header.format);
+    if let (Route::Planes, ImageFormat::Jpeg, Some(jpeg)) = (route, format, header.plane_jpeg())
+    {
+        let source = header.decode_planes(data, &jpeg, width, height)?;
+        let (chroma_w, chroma_h) = chroma_420(width, height);
+        let (y, chroma) = join(
+            || resize_plane(&source.y, width, height, spec.quality),
+            || -> Result<_, ImagingError> {
+                Ok((
+                    resize_plane(&source.cb, chroma_w, chroma_h, spec.quality)?,
+                    resize_plane(&source.cr, chroma_w, chroma_h, spec.quality)?,
+                ))
+            },
+        );
+        let (y, (cb, cr)) = (y?, chroma?);
+        return Ok(Encoded {
+            data: encode_planes_420(&y, &cb, &cr, spec.quality.jpeg_quality())?,
+            format,
+            width,
+            height,
+            original_width: src_w,
+            original_height: src_h,
+        });
+    }
+    let decoded = if route != Route::RgbFullDecode {
         header.decode(data, width, height)?
     } else {
         header.decode(data, 0, 0)?
@@ -231,7 +285,6 @@ fn resize_encoded_with(
     } else {
         resize(&decoded.image, width, height, spec.quality)?
     };
-    let format = spec.output_format.unwrap_or(header.format);
     let data = encode(
         &image,
         &EncodeOptions {

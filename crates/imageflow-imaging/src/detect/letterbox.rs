@@ -1,7 +1,11 @@
 //! Letterboxing: scale to fit, centre, pad with grey.
 
+use crate::decode::Header;
 use crate::error::ImagingError;
+use crate::format::ImageFormat;
 use crate::image::Image;
+use crate::limits::Limits;
+use crate::planes::{join, resize_plane};
 use crate::resize::{ResizeQuality, resize};
 
 /// The grey the YOLO family pads with (Ultralytics `LetterBox`).
@@ -93,13 +97,7 @@ pub fn letterbox_into(
     out: &mut [f32],
 ) -> Result<Letterbox, ImagingError> {
     let geometry = Letterbox::new(source_width, source_height, input_width, input_height)?;
-    if out.len() != geometry.tensor_len() {
-        return Err(ImagingError::InvalidParameter(format!(
-            "letterbox output holds {} values, a {input_width}x{input_height} RGB tensor needs {}",
-            out.len(),
-            geometry.tensor_len()
-        )));
-    }
+    check_tensor_len(&geometry, out)?;
     let scaled;
     let content =
         if (image.width(), image.height()) == (geometry.content_width, geometry.content_height) {
@@ -138,6 +136,129 @@ pub fn letterbox_into(
         }
     }
     Ok(geometry)
+}
+
+/// Decodes `data` straight into the planar `[3, input_height, input_width]` RGB 0..1
+/// model input (see [`letterbox_into`]) and returns the geometry and the source format.
+///
+/// A YCbCr JPEG shown as stored is decoded to its planes at the smallest DCT scale that
+/// covers the content (3/8 for 1080p into 640: 720x405 luma), luma and chroma are
+/// resampled to the content size on two threads (the chroma upsampling happens inside
+/// that resample), and the colour conversion to RGB writes the tensor's floats
+/// directly. Any other input is decoded to RGB at a reduced scale and letterboxed.
+pub fn letterbox_encoded(
+    data: &[u8],
+    limits: &Limits,
+    input_width: u32,
+    input_height: u32,
+    out: &mut [f32],
+) -> Result<(Letterbox, ImageFormat), ImagingError> {
+    let header = Header::read(data, limits)?;
+    let (source_width, source_height) = header.oriented_size();
+    let geometry = Letterbox::new(source_width, source_height, input_width, input_height)?;
+    let (cw, ch) = (geometry.content_width, geometry.content_height);
+    let Some(jpeg) = header.plane_jpeg() else {
+        let decoded = header.decode(data, cw, ch)?;
+        let geometry = letterbox_into(
+            &decoded.image,
+            source_width,
+            source_height,
+            input_width,
+            input_height,
+            out,
+        )?;
+        return Ok((geometry, header.format));
+    };
+    check_tensor_len(&geometry, out)?;
+    let source = header.decode_planes(data, &jpeg, cw, ch)?;
+    let quality = ResizeQuality::Fast;
+    let (y, chroma) = join(
+        || resize_plane(&source.y, cw, ch, quality),
+        || -> Result<_, ImagingError> {
+            Ok((
+                resize_plane(&source.cb, cw, ch, quality)?,
+                resize_plane(&source.cr, cw, ch, quality)?,
+            ))
+        },
+    );
+    let (y, (cb, cr)) = (y?, chroma?);
+    fill_padding(&geometry, out);
+    let plane = input_width as usize * input_height as usize;
+    let (red, rest) = out.split_at_mut(plane);
+    let (green, blue) = rest.split_at_mut(plane);
+    let row_len = cw as usize;
+    let rows = y
+        .data
+        .chunks_exact(row_len)
+        .zip(cb.data.chunks_exact(row_len))
+        .zip(cr.data.chunks_exact(row_len));
+    for (row, ((ys, cbs), crs)) in rows.enumerate() {
+        let start = (row + geometry.pad_y as usize) * input_width as usize + geometry.pad_x as usize;
+        let end = start + row_len;
+        ycbcr_row_to_rgb(
+            ys,
+            cbs,
+            crs,
+            &mut red[start..end],
+            &mut green[start..end],
+            &mut blue[start..end],
+        );
+    }
+    Ok((geometry, header.format))
+}
+
+/// JFIF's YCbCr to RGB (as libjpeg converts), scaled to 0..1 and clamped, one row.
+fn ycbcr_row_to_rgb(
+    y: &[u8],
+    cb: &[u8],
+    cr: &[u8],
+    red: &mut [f32],
+    green: &mut [f32],
+    blue: &mut [f32],
+) {
+    const SCALE: f32 = 1.0 / 255.0;
+    let pixels = y.iter().zip(cb).zip(cr);
+    let outputs = red.iter_mut().zip(green.iter_mut()).zip(blue.iter_mut());
+    for (((&y, &cb), &cr), ((r, g), b)) in pixels.zip(outputs) {
+        let y = f32::from(y);
+        let cb = f32::from(cb) - 128.0;
+        let cr = f32::from(cr) - 128.0;
+        *r = ((y + 1.402 * cr) * SCALE).clamp(0.0, 1.0);
+        *g = ((y - 0.344_136 * cb - 0.714_136 * cr) * SCALE).clamp(0.0, 1.0);
+        *b = ((y + 1.772 * cb) * SCALE).clamp(0.0, 1.0);
+    }
+}
+
+fn check_tensor_len(geometry: &Letterbox, out: &[f32]) -> Result<(), ImagingError> {
+    if out.len() == geometry.tensor_len() {
+        return Ok(());
+    }
+    Err(ImagingError::InvalidParameter(format!(
+        "letterbox output holds {} values, a {}x{} RGB tensor needs {}",
+        out.len(),
+        geometry.input_width,
+        geometry.input_height,
+        geometry.tensor_len()
+    )))
+}
+
+/// Grey in every tensor value outside the content rectangle.
+fn fill_padding(geometry: &Letterbox, out: &mut [f32]) {
+    let pad = f32::from(LETTERBOX_PAD) / 255.0;
+    let width = geometry.input_width as usize;
+    let (left, content) = (geometry.pad_x as usize, geometry.content_width as usize);
+    let top = geometry.pad_y as usize;
+    let bottom = top + geometry.content_height as usize;
+    for plane in out.chunks_exact_mut(width * geometry.input_height as usize) {
+        for (y, row) in plane.chunks_exact_mut(width).enumerate() {
+            if y < top || y >= bottom {
+                row.fill(pad);
+            } else {
+                row[..left].fill(pad);
+                row[left + content..].fill(pad);
+            }
+        }
+    }
 }
 
 #[cfg(test)]

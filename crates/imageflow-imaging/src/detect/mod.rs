@@ -14,5 +14,5 @@ mod letterbox;
 mod nms;
 
 pub use draw::{Annotation, draw_detections};
-pub use letterbox::{LETTERBOX_PAD, Letterbox, letterbox_into};
+pub use letterbox::{LETTERBOX_PAD, Letterbox, letterbox_encoded, letterbox_into};
 pub use nms::{BoxDetection, decode_yolo, iou, non_max_suppression};

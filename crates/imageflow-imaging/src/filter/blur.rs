@@ -15,6 +15,7 @@
 
 use super::{restore_alpha, save_alpha};
 use crate::image::Image;
+use crate::planes::Plane;
 
 /// Box blur of `radius` pixels: each output is the mean of the (2r+1) x (2r+1) square
 /// around it. Separable running sums, O(1) per pixel whatever the radius; integer sums,
@@ -246,6 +247,25 @@ pub(super) fn unsharp_mask(image: &mut Image, amount: f32, sigma: f32) {
     separable_gaussian(image, sigma, Finish::Sharpen(amount));
 }
 
+/// The Gaussian blur (`sharpen: None`) or unsharp mask (`Some(amount)`) of one 8-bit
+/// plane of the YCbCr path ([`crate::planes`]).
+pub(crate) fn gaussian_plane(plane: &mut Plane, sigma: f32, sharpen: Option<f32>) {
+    let finish = match sharpen {
+        None => Finish::Blur,
+        Some(0.0) => return,
+        Some(amount) => Finish::Sharpen(amount),
+    };
+    let kernel = gaussian_kernel(sigma);
+    pulp::Arch::new().dispatch(Gaussian {
+        pixels: &mut plane.data,
+        w: plane.width as usize,
+        h: plane.height as usize,
+        channels: 1,
+        kernel: &kernel,
+        finish,
+    });
+}
+
 /// What to write from the original row and its blurred values.
 #[derive(Clone, Copy)]
 enum Finish {
@@ -332,6 +352,7 @@ impl pulp::WithSimd for Gaussian<'_> {
             finish,
         } = self;
         match channels {
+            1 => gaussian_typed::<1>(pixels, w, h, kernel, finish),
             4 => gaussian_typed::<4>(pixels, w, h, kernel, finish),
             _ => gaussian_typed::<3>(pixels, w, h, kernel, finish),
         }

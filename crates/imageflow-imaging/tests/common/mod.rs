@@ -29,6 +29,23 @@ pub fn mean_abs_diff(a: &Image, b: &Image) -> f64 {
     sum as f64 / a.pixels().len() as f64
 }
 
+/// Peak signal-to-noise ratio in dB between two images of the same shape (infinite
+/// when they are equal).
+pub fn psnr(a: &Image, b: &Image) -> f64 {
+    assert_eq!(
+        (a.width(), a.height(), a.channels()),
+        (b.width(), b.height(), b.channels())
+    );
+    let squared: u64 = a
+        .pixels()
+        .iter()
+        .zip(b.pixels())
+        .map(|(&x, &y)| u64::from(x.abs_diff(y)).pow(2))
+        .sum();
+    let mse = squared as f64 / a.pixels().len() as f64;
+    10.0 * (255.0f64 * 255.0 / mse).log10()
+}
+
 /// Per-pixel luma as f64 (Rec.601).
 pub fn luma(img: &Image) -> Vec<f64> {
     let c = img.channels() as usize;
