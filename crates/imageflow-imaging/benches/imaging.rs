@@ -1,4 +1,5 @@
-//! Hot paths of resize-svc and filter-svc on a 1920x1080 JPEG photo.
+//! Hot paths of resize-svc, filter-svc and ai-detect-svc's pre-processing on a
+//! 1920x1080 JPEG photo: the YCbCr plane paths next to the RGB paths they replace.
 //!
 //! `cargo bench -p imageflow-imaging -- --warm-up-time 1 --measurement-time 3`
 
@@ -7,8 +8,9 @@ use std::hint::black_box;
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use imageflow_imaging::{
     EncodeOptions, FilterKind, FilterSpec, ImageFormat, Limits, ResizeQuality, ResizeSpec,
-    apply_filter, decode, decode_at_least, encode, filter_encoded, resize, resize_encoded,
-    resize_encoded_full_decode,
+    apply_filter, decode, decode_at_least, encode, filter_encoded, filter_encoded_rgb,
+    letterbox_encoded, letterbox_into, resize, resize_encoded, resize_encoded_full_decode,
+    resize_encoded_rgb,
 };
 
 fn photo() -> Vec<u8> {
@@ -30,8 +32,11 @@ fn resize_benches(c: &mut Criterion) {
         output_format: None,
     };
     let mut g = c.benchmark_group("resize_1920x1080_jpeg_to_800x450_good");
-    g.bench_function("resize_encoded (DCT 1/2 decode)", |b| {
+    g.bench_function("resize_encoded (planes, DCT 1/2 decode)", |b| {
         b.iter(|| resize_encoded(black_box(&data), &limits, &spec))
+    });
+    g.bench_function("resize_encoded_rgb (DCT 1/2 decode)", |b| {
+        b.iter(|| resize_encoded_rgb(black_box(&data), &limits, &spec))
     });
     g.bench_function("resize_encoded_full_decode", |b| {
         b.iter(|| resize_encoded_full_decode(black_box(&data), &limits, &spec))
@@ -63,6 +68,7 @@ fn filter_specs() -> Vec<(String, FilterSpec)> {
         (FilterKind::Blur, 2.0),
         (FilterKind::Blur, 10.0),
         (FilterKind::Gaussian, 1.0),
+        (FilterKind::Gaussian, 2.0),
         (FilterKind::Gaussian, 5.0),
         (FilterKind::Sharpen, 1.0),
         (FilterKind::Brightness, 1.2),
@@ -102,9 +108,33 @@ fn filter_benches(c: &mut Criterion) {
         g.bench_function(name.as_str(), |b| {
             b.iter(|| filter_encoded(black_box(&data), &limits, &spec, None, None))
         });
+        if matches!(spec.kind, FilterKind::Gaussian | FilterKind::Sharpen) {
+            g.bench_function(format!("{name} (rgb path)"), |b| {
+                b.iter(|| filter_encoded_rgb(black_box(&data), &limits, &spec, None, None))
+            });
+        }
     }
     g.finish();
 }
 
-criterion_group!(benches, resize_benches, filter_benches);
+/// YOLO11n's 640x640 input from the 1080p JPEG: the plane path against the RGB one
+/// it replaced (DCT 1/2 decode, bilinear resize, tensor fill).
+fn letterbox_benches(c: &mut Criterion) {
+    let data = photo();
+    let limits = Limits::default();
+    let mut tensor = vec![0f32; 3 * 640 * 640];
+    let mut g = c.benchmark_group("detect_preprocess_1920x1080_jpeg_to_640x640");
+    g.bench_function("letterbox_encoded (planes, DCT 3/8 decode)", |b| {
+        b.iter(|| letterbox_encoded(black_box(&data), &limits, 640, 640, &mut tensor))
+    });
+    g.bench_function("decode_at_least 1/2 + letterbox_into (rgb path)", |b| {
+        b.iter(|| {
+            let decoded = decode_at_least(black_box(&data), &limits, 960, 540)?;
+            letterbox_into(&decoded.image, 1920, 1080, 640, 640, &mut tensor)
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, resize_benches, filter_benches, letterbox_benches);
 criterion_main!(benches);

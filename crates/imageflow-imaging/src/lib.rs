@@ -36,7 +36,8 @@ pub use crate::detect::{
 };
 pub use crate::encode::{EncodeOptions, Encoded, encode};
 pub use crate::error::ImagingError;
-pub use crate::filter::{FilterKind, FilterSpec, apply_filter, filter_encoded, filter_encoded_rgb, gaussian_kernel,
+pub use crate::filter::{
+    FilterKind, FilterSpec, apply_filter, filter_encoded, filter_encoded_rgb, gaussian_kernel,
 };
 pub use crate::format::{ImageFormat, sniff_format};
 pub use crate::image::Image;

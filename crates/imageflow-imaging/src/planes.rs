@@ -235,10 +235,7 @@ fn pad_to_even(plane: &Plane) -> Plane {
 /// Runs `a` on this thread and `b` on a second one when the machine has a second core,
 /// else both here. A request then uses two cores when the service is idle; under load
 /// every core is busy either way, and the work done is the same.
-pub(crate) fn join<A, B>(
-    a: impl FnOnce() -> A + Send,
-    b: impl FnOnce() -> B + Send,
-) -> (A, B)
+pub(crate) fn join<A, B>(a: impl FnOnce() -> A + Send, b: impl FnOnce() -> B + Send) -> (A, B)
 where
     A: Send,
     B: Send,

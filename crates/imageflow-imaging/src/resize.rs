@@ -252,8 +252,7 @@ fn resize_encoded_with(
     let (width, height) = fit_dimensions(src_w, src_h, spec.width, spec.height, spec.keep_aspect)?;
     limits.check_dimensions(width, height)?;
     let format = spec.output_format.unwrap_or(header.format);
-    if let (Route::Planes, ImageFormat::Jpeg, Some(jpeg)) = (route, format, header.plane_jpeg())
-    {
+    if let (Route::Planes, ImageFormat::Jpeg, Some(jpeg)) = (route, format, header.plane_jpeg()) {
         let source = header.decode_planes(data, &jpeg, width, height)?;
         let (chroma_w, chroma_h) = chroma_420(width, height);
         let (y, chroma) = join(

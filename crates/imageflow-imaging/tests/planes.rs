@@ -5,8 +5,8 @@ mod common;
 
 use common::{fixture, psnr};
 use imageflow_imaging::{
-    FilterKind, FilterSpec, ImageFormat, Limits, ResizeQuality, ResizeSpec, decode,
-    filter_encoded, filter_encoded_rgb, resize_encoded, resize_encoded_rgb,
+    FilterKind, FilterSpec, ImageFormat, Limits, ResizeQuality, ResizeSpec, decode, filter_encoded,
+    filter_encoded_rgb, resize_encoded, resize_encoded_rgb,
 };
 
 /// The YCbCr JPEG fixtures, 4:2:0 and otherwise.
@@ -94,14 +94,20 @@ fn other_outputs_and_rotated_photos_take_the_rgb_path() {
     png.output_format = Some(ImageFormat::Png);
     let out = resize_encoded(&data, &limits, &png).unwrap();
     assert_eq!(out.format, ImageFormat::Png);
-    assert_eq!(out.data, resize_encoded_rgb(&data, &limits, &png).unwrap().data);
+    assert_eq!(
+        out.data,
+        resize_encoded_rgb(&data, &limits, &png).unwrap().data
+    );
 
     // EXIF-rotated (stored 300x451, shown 451x300): the RGB path, byte for byte.
     let rotated = fixture("chelsea-exif-orientation-6.jpg");
     let s = spec(150, 0, true, ResizeQuality::Good);
     let out = resize_encoded(&rotated, &limits, &s).unwrap();
     assert_eq!((out.width, out.height), (150, 100));
-    assert_eq!(out.data, resize_encoded_rgb(&rotated, &limits, &s).unwrap().data);
+    assert_eq!(
+        out.data,
+        resize_encoded_rgb(&rotated, &limits, &s).unwrap().data
+    );
 }
 
 #[test]
@@ -144,8 +150,12 @@ fn other_filters_and_outputs_are_the_rgb_path_byte_for_byte() {
     ] {
         let spec = FilterSpec::with_default_intensity(kind);
         assert_eq!(
-            filter_encoded(&data, &limits, &spec, format, None).unwrap().data,
-            filter_encoded_rgb(&data, &limits, &spec, format, None).unwrap().data,
+            filter_encoded(&data, &limits, &spec, format, None)
+                .unwrap()
+                .data,
+            filter_encoded_rgb(&data, &limits, &spec, format, None)
+                .unwrap()
+                .data,
             "{}",
             kind.name()
         );

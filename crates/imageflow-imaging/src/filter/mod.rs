@@ -250,7 +250,9 @@ fn plane_filter(
     kind: FilterKind,
     intensity: f32,
 ) -> Option<(DecompressHeader, f32, Option<f32>)> {
-    let jpeg = header.plane_jpeg().filter(|j| j.subsamp == Subsamp::Sub2x2)?;
+    let jpeg = header
+        .plane_jpeg()
+        .filter(|j| j.subsamp == Subsamp::Sub2x2)?;
     match kind {
         FilterKind::Gaussian => Some((jpeg, intensity, None)),
         // The sigma apply_filter's sharpen uses.
