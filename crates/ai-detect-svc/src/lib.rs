@@ -105,8 +105,7 @@ pub async fn load_models(
                     .run(deadline, move || {
                         let model = OnnxModel::load(&load_spec, &config)?;
                         // The first run allocates and tunes; pay for it now.
-                        let zeros = vec![0.0; load_spec.image_len()];
-                        model.run(&zeros, 1, load_spec.input_height, load_spec.input_width)?;
+                        model.warm_up(load_spec.input_height, load_spec.input_width)?;
                         Ok::<_, String>(model)
                     })
                     .await

@@ -12,7 +12,7 @@ use std::{
 use ort::{
     environment::Environment,
     logging::LogLevel,
-    session::{Session, builder::GraphOptimizationLevel},
+    session::{RunOptions, Session, builder::GraphOptimizationLevel},
     value::TensorRef,
 };
 
@@ -112,6 +112,41 @@ impl OnnxModel {
         height: u32,
         width: u32,
     ) -> Result<RawOutput, String> {
+        self.run_with(input, batch, height, width, None)
+    }
+
+    /// The start-up inference: everything the first run sets up (kernels chosen,
+    /// weights prepacked) stays, but the activation arena it grew is handed back when
+    /// it ends (ONNX Runtime's arena shrinkage). An idle service then holds the model,
+    /// not a 640x640 image's intermediate tensors; the first request grows the arena
+    /// again.
+    pub fn warm_up(&self, height: u32, width: u32) -> Result<(), String> {
+        let zeros = vec![0.0; 3 * height as usize * width as usize];
+        let mut options = RunOptions::new().map_err(|e| format!("run options: {e}"))?;
+        options
+            .set("memory.enable_memory_arena_shrinkage", self.arena_device())
+            .map_err(|e| format!("run options: {e}"))?;
+        self.run_with(&zeros, 1, height, width, Some(&options))
+            .map(|_| ())
+    }
+
+    /// The arena shrinkage setting's name for this model's device.
+    fn arena_device(&self) -> &'static str {
+        if self.provider == "CUDAExecutionProvider" {
+            "cpu:0;gpu:0"
+        } else {
+            "cpu:0"
+        }
+    }
+
+    fn run_with(
+        &self,
+        input: &[f32],
+        batch: usize,
+        height: u32,
+        width: u32,
+        options: Option<&RunOptions>,
+    ) -> Result<RawOutput, String> {
         let shape = vec![batch as i64, 3, i64::from(height), i64::from(width)];
         let tensor =
             TensorRef::from_array_view((shape, input)).map_err(|e| format!("input tensor: {e}"))?;
@@ -119,9 +154,12 @@ impl OnnxModel {
             .session
             .lock()
             .map_err(|_| "a previous inference panicked".to_string())?;
-        let outputs = session
-            .run(ort::inputs![self.input_name.as_str() => tensor])
-            .map_err(|e| format!("inference: {e}"))?;
+        let inputs = ort::inputs![self.input_name.as_str() => tensor];
+        let outputs = match options {
+            Some(options) => session.run_with_options(inputs, options),
+            None => session.run(inputs),
+        }
+        .map_err(|e| format!("inference: {e}"))?;
         let output = outputs
             .get(&self.output_name)
             .ok_or_else(|| format!("output {} missing", self.output_name))?;
