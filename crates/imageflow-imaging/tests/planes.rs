@@ -1,6 +1,8 @@
 //! The YCbCr plane path (JPEG in, JPEG out) against the interleaved RGB path it
 //! replaces for such inputs: the same sizes and, by PSNR, the same picture.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use common::{fixture, psnr};
