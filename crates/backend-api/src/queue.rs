@@ -160,8 +160,15 @@ impl KafkaLink {
         let link = self.clone();
         tokio::spawn(async move {
             let group = format!("imageflow-progress-{}", link.owner);
+            // A live view reading every replica's events to show a few: it
+            // may wait longer per fetch (fewer, fuller fetches) than the
+            // execution queue, whose wait every queued execution pays.
+            let settings = KafkaSettings {
+                fetch_wait: link.settings.progress_fetch_wait,
+                ..link.settings.clone()
+            };
             let consumer = match Consumer::with_start(
-                &link.settings,
+                &settings,
                 &group,
                 &[topics::PROGRESS],
                 StartFrom::Latest,

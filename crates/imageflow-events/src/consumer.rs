@@ -214,12 +214,17 @@ impl Consumer {
             // Kafka default until 3.0), not 45 s: queued executions wait on
             // them. Heartbeats every second keep a live member well inside.
             .set("session.timeout.ms", "10000")
-            // How long a fetch may wait for data. Kafka answers a waiting
-            // fetch as soon as a message arrives, but a broker that holds it
-            // for the whole wait (tansu does) would add up to this much to
-            // every queued execution: 500 ms by default, measured as queue
-            // mode's p50 overhead. 20 ms costs a few idle fetches a second.
-            .set("fetch.wait.max.ms", "20")
+            // How long a fetch may wait for data (KAFKA_FETCH_WAIT_MAX_MS).
+            // Kafka answers a waiting fetch as soon as a message arrives, but
+            // tansu holds every fetch for the whole wait, so there a message
+            // reaches the consumer up to one wait (idle) or two (busy: it
+            // comes in behind a fetch that already found data) after it was
+            // produced: librdkafka's 500 ms default was queue mode's p50
+            // overhead, 20 ms still cost ~30 ms per queued execution under load.
+            .set(
+                "fetch.wait.max.ms",
+                settings.fetch_wait.as_millis().to_string(),
+            )
             .set("heartbeat.interval.ms", "1000");
         let ctx = ConsumerCtx {
             brokers: settings.brokers.clone(),

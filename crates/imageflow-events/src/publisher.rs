@@ -3,11 +3,18 @@
 //! the caller; [`Publisher::send`] for the few whose loss must be an error
 //! (queue-mode submission).
 //!
-//! One librdkafka producer (acks=all, one request in flight) serves both, so events keyed by the same
-//! execution id stay in order whichever method sent them. librdkafka keeps its
-//! own bounded queue, retries and reconnects in its threads; delivery reports
-//! come back on the polling thread of a [`ThreadedProducer`], where they are
-//! counted (and, for `send`, handed to the waiting caller).
+//! Each method has its own librdkafka producer (acks=all, one request in
+//! flight): `publish` lingers `KAFKA_LINGER_MS` so a busy process sends its
+//! events in few, full batches (for a broker, each batch of each partition is
+//! a write), while `send` never lingers, its caller waiting for the
+//! acknowledgement; it is built on the first `send` (the services never
+//! call it). Messages of one key stay in order among those sent by the same
+//! method; the project sends each topic through one method only (queue-mode
+//! submissions through `send`, progress and completions through `publish`).
+//! librdkafka keeps its own bounded queue, retries and reconnects in its
+//! threads; delivery reports come back on the polling thread of a
+//! [`ThreadedProducer`], where they are counted (and, for `send`, handed to
+//! the waiting caller).
 
 use std::{
     fmt,
@@ -230,17 +237,30 @@ impl ProducerContext for ProducerCtx {
     }
 }
 
-/// A cheap-to-clone handle on one producer (clones share it).
+/// A cheap-to-clone handle on the producers (clones share them).
 #[derive(Clone)]
 pub struct Publisher {
     inner: Arc<Inner>,
+}
+
+type KafkaProducer = ThreadedProducer<ProducerCtx>;
+
+/// Which producer a message goes through.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Lane {
+    /// [`Publisher::publish`]: lingers to batch.
+    Events,
+    /// [`Publisher::send`]: sends at once.
+    Awaited,
 }
 
 struct Inner {
     settings: KafkaSettings,
     source: String,
     accounting: Arc<Accounting>,
-    producer: RwLock<Arc<ThreadedProducer<ProducerCtx>>>,
+    events: RwLock<Arc<KafkaProducer>>,
+    /// Built on the first `send`.
+    awaited: RwLock<Option<Arc<KafkaProducer>>>,
 }
 
 impl fmt::Debug for Publisher {
@@ -256,7 +276,14 @@ fn build_producer(
     settings: &KafkaSettings,
     source: &str,
     accounting: &Arc<Accounting>,
-) -> Result<ThreadedProducer<ProducerCtx>, EventsError> {
+    lane: Lane,
+) -> Result<KafkaProducer, EventsError> {
+    let linger = match lane {
+        Lane::Events => settings.linger,
+        // Its caller waits for the acknowledgement: nothing to gain from
+        // holding the message back.
+        Lane::Awaited => Duration::ZERO,
+    };
     let mut config = settings.client_config(source);
     config
         // acks=all: an event counts as delivered once every in-sync replica
@@ -272,9 +299,10 @@ fn build_producer(
         // lz4 is built into librdkafka (no extra system library) and cheap
         // on CPU; progress JSON compresses well.
         .set("compression.type", "lz4")
-        // Batches fill in 1 ms at any real rate; a longer linger would only
-        // add to the latency of every awaited `send` (queue-mode submission).
-        .set("linger.ms", "1")
+        // Events: KAFKA_LINGER_MS, so a busy process writes few, full
+        // batches (and a broker stores each batch of each partition as one
+        // write). Awaited sends: none.
+        .set("linger.ms", linger.as_millis().to_string())
         .set(
             "message.timeout.ms",
             settings.delivery_timeout.as_millis().to_string(),
@@ -313,13 +341,14 @@ impl Publisher {
             last_success_ms: AtomicU64::new(0),
             last_rebuild_ms: AtomicU64::new(0),
         });
-        let producer = build_producer(settings, source, &accounting)?;
+        let producer = build_producer(settings, source, &accounting, Lane::Events)?;
         Ok(Self {
             inner: Arc::new(Inner {
                 settings: settings.clone(),
                 source: source.to_string(),
                 accounting,
-                producer: RwLock::new(Arc::new(producer)),
+                events: RwLock::new(Arc::new(producer)),
+                awaited: RwLock::new(None),
             }),
         })
     }
@@ -334,12 +363,13 @@ impl Publisher {
         &self.inner.settings
     }
 
-    /// The current producer, replaced first when the last one is stuck or
-    /// broken (see `Accounting::failed`).
-    fn producer(&self) -> Arc<ThreadedProducer<ProducerCtx>> {
-        let accounting = &self.inner.accounting;
+    /// The producer of `lane`. After a fatal error both are replaced first
+    /// (the awaited one on its next use).
+    fn producer(&self, lane: Lane) -> Arc<KafkaProducer> {
+        let inner = &self.inner;
+        let accounting = &inner.accounting;
         if accounting.rebuild.swap(false, Ordering::AcqRel) {
-            match build_producer(&self.inner.settings, &self.inner.source, accounting) {
+            match build_producer(&inner.settings, &inner.source, accounting, Lane::Events) {
                 Ok(fresh) => {
                     let now = accounting.now_ms();
                     accounting.last_rebuild_ms.store(now, Ordering::Relaxed);
@@ -347,19 +377,20 @@ impl Publisher {
                     // judged stuck.
                     accounting.last_success_ms.store(now, Ordering::Relaxed);
                     let old = std::mem::replace(
-                        &mut *self
-                            .inner
-                            .producer
-                            .write()
-                            .unwrap_or_else(|p| p.into_inner()),
+                        &mut *inner.events.write().unwrap_or_else(|p| p.into_inner()),
                         Arc::new(fresh),
                     );
+                    let old_awaited = inner
+                        .awaited
+                        .write()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .take();
                     // Dropping a producer joins its thread and waits up to
                     // 500 ms for purged reports: not on the caller's time.
-                    std::thread::spawn(move || drop(old));
+                    std::thread::spawn(move || drop((old, old_awaited)));
                     Registry::global().inc(RESTARTS_METRIC, RESTARTS_HELP, &[]);
                     tracing::warn!(
-                        brokers = %self.inner.settings.brokers,
+                        brokers = %inner.settings.brokers,
                         "Kafka producer recreated: nothing was acknowledged for {:?}",
                         accounting.stuck_after
                     );
@@ -371,11 +402,46 @@ impl Publisher {
                 }
             }
         }
-        self.inner
-            .producer
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        let events = || {
+            inner
+                .events
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone()
+        };
+        if lane == Lane::Events {
+            return events();
+        }
+        if let Some(awaited) = &*inner.awaited.read().unwrap_or_else(|p| p.into_inner()) {
+            return awaited.clone();
+        }
+        let mut slot = inner.awaited.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(awaited) = &*slot {
+            return awaited.clone();
+        }
+        match build_producer(&inner.settings, &inner.source, accounting, Lane::Awaited) {
+            Ok(fresh) => slot.insert(Arc::new(fresh)).clone(),
+            Err(err) => {
+                // The events producer delivers too, only lingering first.
+                tracing::error!("building the Kafka producer for awaited sends: {err}");
+                drop(slot);
+                events()
+            }
+        }
+    }
+
+    /// The producers built so far.
+    fn producers(&self) -> Vec<Arc<KafkaProducer>> {
+        let inner = &self.inner;
+        let mut all = vec![self.producer(Lane::Events)];
+        all.extend(
+            inner
+                .awaited
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
+        );
+        all
     }
 
     /// Hands `payload` (as versioned JSON, keyed by `key`) to the background
@@ -410,7 +476,7 @@ impl Publisher {
             .key(key)
             .payload(&bytes)
             .headers(record_headers);
-        if let Err((err, record)) = self.producer().send(record) {
+        if let Err((err, record)) = self.producer(Lane::Events).send(record) {
             // Refused before queueing (queue full, too large): no delivery
             // report will come, so count it here.
             let detail = describe(&err);
@@ -453,7 +519,7 @@ impl Publisher {
                 .key(key)
                 .payload(&bytes)
                 .headers(record_headers);
-            match self.producer().send(record) {
+            match self.producer(Lane::Awaited).send(record) {
                 Ok(()) => break receiver,
                 Err((err, record))
                     if err.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull)
@@ -504,9 +570,12 @@ impl Publisher {
         }
     }
 
-    /// Events queued or awaiting acknowledgement right now.
+    /// Events queued or awaiting acknowledgement right now (both producers).
     pub fn in_flight(&self) -> i32 {
-        self.producer().in_flight_count()
+        self.producers()
+            .iter()
+            .map(|producer| producer.in_flight_count())
+            .sum()
     }
 }
 

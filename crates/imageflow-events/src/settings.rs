@@ -45,6 +45,40 @@ const DELIVERY_TIMEOUT_MS: Setting = Setting::new(
     "10000",
     "how long an event may wait for the broker before it is dropped and counted",
 );
+// A fetch waits at the broker at most this long for new messages. Kafka
+// answers a waiting fetch as soon as a message arrives, so there it only sets
+// how often an idle consumer asks; tansu (the tests' and benches' broker)
+// holds every fetch this long, so there a queued execution waits up to one
+// wait (idle consumer) or two (busy: it arrives behind a fetch that already
+// found data) before a replica sees it; an idle consumer then sends about
+// 1000 / this fetches a second.
+const FETCH_WAIT_MAX_MS: Setting = Setting::new(
+    "KAFKA_FETCH_WAIT_MAX_MS",
+    "2",
+    "longest a consumer's fetch waits at the broker for new messages (fetch.wait.max.ms); \
+     bounds how late a replica sees a queued execution on brokers that hold fetches",
+);
+// The live view of other replicas' progress reads every event of every
+// replica to show a few: a longer wait there means fewer, fuller fetches. On
+// Kafka it costs no latency (a waiting fetch is answered when data comes);
+// on tansu, each fetch that finds new data lists every batch stored in the
+// partition, so fewer fetches of this busy topic save broker CPU.
+const PROGRESS_FETCH_WAIT_MS: Setting = Setting::new(
+    "KAFKA_PROGRESS_FETCH_WAIT_MS",
+    "100",
+    "fetch.wait.max.ms of the consumer that brings other replicas' progress into this \
+     replica's live streams",
+);
+// Only `Publisher::publish` (progress, completions) lingers; the awaited
+// queue-mode submission goes out at once on a producer of its own. A broker
+// writes each batch of each partition on its own, so a few ms of gathering
+// turn a busy backend's stream of one-event batches into a few full ones.
+const LINGER_MS: Setting = Setting::new(
+    "KAFKA_LINGER_MS",
+    "10",
+    "how long progress and completion events wait to be batched before they are sent \
+     (linger.ms); queue-mode submissions never wait",
+);
 
 /// Every variable this crate reads.
 pub const SETTINGS: &[Setting] = &[
@@ -70,6 +104,9 @@ pub const SETTINGS: &[Setting] = &[
     REPLICATION_FACTOR,
     MESSAGE_MAX_BYTES,
     DELIVERY_TIMEOUT_MS,
+    FETCH_WAIT_MAX_MS,
+    PROGRESS_FETCH_WAIT_MS,
+    LINGER_MS,
 ];
 
 /// How the clients talk to the brokers (`security.protocol`).
@@ -181,6 +218,12 @@ pub struct KafkaSettings {
     pub message_max_bytes: usize,
     /// Upper bound on one event's wait for the broker (`message.timeout.ms`).
     pub delivery_timeout: Duration,
+    /// Longest wait of a consumer's fetch at the broker (`fetch.wait.max.ms`).
+    pub fetch_wait: Duration,
+    /// The same for the consumer of other replicas' progress (a live view).
+    pub progress_fetch_wait: Duration,
+    /// How long `publish` gathers events into a batch (`linger.ms`).
+    pub linger: Duration,
 }
 
 /// Checks one `host:port` of the broker list; librdkafka would otherwise
@@ -285,6 +328,22 @@ impl KafkaSettings {
             ));
         }
 
+        let delivery_timeout =
+            env.duration::<u64>(&DELIVERY_TIMEOUT_MS, Unit::Millis, 1..=3_600_000)?;
+        // librdkafka's own bounds for linger.ms; it also refuses a linger
+        // that is not shorter than the delivery timeout.
+        let linger = env.duration::<u64>(&LINGER_MS, Unit::Millis, 0..=900_000)?;
+        if linger >= delivery_timeout {
+            return Err(ConfigError::invalid(
+                LINGER_MS.name,
+                format!(
+                    "{} ms is not shorter than KAFKA_DELIVERY_TIMEOUT_MS ({} ms)",
+                    linger.as_millis(),
+                    delivery_timeout.as_millis()
+                ),
+            ));
+        }
+
         Ok(Some(Self {
             brokers,
             security_protocol,
@@ -295,11 +354,15 @@ impl KafkaSettings {
             replication_factor: env.number(&REPLICATION_FACTOR, 1..=32)?,
             // librdkafka's own bounds for message.max.bytes.
             message_max_bytes: env.number(&MESSAGE_MAX_BYTES, 1000..=1_000_000_000)?,
-            delivery_timeout: env.duration::<u64>(
-                &DELIVERY_TIMEOUT_MS,
+            delivery_timeout,
+            // 0 would make tansu answer at once, empty: a busy loop.
+            fetch_wait: env.duration::<u64>(&FETCH_WAIT_MAX_MS, Unit::Millis, 1..=300_000)?,
+            progress_fetch_wait: env.duration::<u64>(
+                &PROGRESS_FETCH_WAIT_MS,
                 Unit::Millis,
-                1..=3_600_000,
+                1..=300_000,
             )?,
+            linger,
         }))
     }
 
@@ -315,6 +378,9 @@ impl KafkaSettings {
             replication_factor: 1,
             message_max_bytes: 1 << 20,
             delivery_timeout: Duration::from_secs(10),
+            fetch_wait: Duration::from_millis(2),
+            progress_fetch_wait: Duration::from_millis(100),
+            linger: Duration::from_millis(10),
         }
     }
 
@@ -394,6 +460,9 @@ mod tests {
         assert_eq!(s.replication_factor, 1);
         assert_eq!(s.message_max_bytes, 1 << 20);
         assert_eq!(s.delivery_timeout, Duration::from_secs(10));
+        assert_eq!(s.fetch_wait, Duration::from_millis(2));
+        assert_eq!(s.progress_fetch_wait, Duration::from_millis(100));
+        assert_eq!(s.linger, Duration::from_millis(10));
         assert_eq!(s, KafkaSettings::plaintext("kafka-0:9092,kafka-1:9092"));
 
         let props = s.client_properties("imageflow-backend-api");
@@ -420,6 +489,9 @@ mod tests {
             ("KAFKA_REPLICATION_FACTOR", "3"),
             ("KAFKA_MESSAGE_MAX_BYTES", "2097152"),
             ("KAFKA_DELIVERY_TIMEOUT_MS", "2500"),
+            ("KAFKA_FETCH_WAIT_MAX_MS", "25"),
+            ("KAFKA_PROGRESS_FETCH_WAIT_MS", "250"),
+            ("KAFKA_LINGER_MS", "5"),
         ]))
         .unwrap()
         .unwrap();
@@ -427,6 +499,9 @@ mod tests {
         assert_eq!(s.replication_factor, 3);
         assert_eq!(s.message_max_bytes, 2 << 20);
         assert_eq!(s.delivery_timeout, Duration::from_millis(2500));
+        assert_eq!(s.fetch_wait, Duration::from_millis(25));
+        assert_eq!(s.progress_fetch_wait, Duration::from_millis(250));
+        assert_eq!(s.linger, Duration::from_millis(5));
         let props = s.client_properties("ignored");
         assert_eq!(prop(&props, "security.protocol"), Some("sasl_ssl"));
         assert_eq!(prop(&props, "sasl.mechanism"), Some("SCRAM-SHA-256"));
@@ -530,6 +605,15 @@ mod tests {
                 vec![("KAFKA_DELIVERY_TIMEOUT_MS", "0")],
                 "KAFKA_DELIVERY_TIMEOUT_MS",
             ),
+            (
+                vec![("KAFKA_FETCH_WAIT_MAX_MS", "0")],
+                "KAFKA_FETCH_WAIT_MAX_MS",
+            ),
+            (
+                vec![("KAFKA_PROGRESS_FETCH_WAIT_MS", "0")],
+                "KAFKA_PROGRESS_FETCH_WAIT_MS",
+            ),
+            (vec![("KAFKA_LINGER_MS", "-1")], "KAFKA_LINGER_MS"),
         ] {
             let mut map = env(&base);
             map.extend(env(&extra));
@@ -558,6 +642,9 @@ mod tests {
             "KAFKA_REPLICATION_FACTOR",
             "KAFKA_MESSAGE_MAX_BYTES",
             "KAFKA_DELIVERY_TIMEOUT_MS",
+            "KAFKA_FETCH_WAIT_MAX_MS",
+            "KAFKA_PROGRESS_FETCH_WAIT_MS",
+            "KAFKA_LINGER_MS",
         ] {
             assert!(documented.contains(name), "{name} missing from SETTINGS");
         }

@@ -222,6 +222,47 @@ async fn events_of_one_execution_arrive_in_order() {
     assert_eq!(next["exec-b"], 50);
 }
 
+#[tokio::test]
+async fn an_awaited_send_does_not_wait_behind_lingering_events() {
+    otel();
+    let broker = broker();
+    // Events linger far longer than this test may take: only a send that
+    // goes out on its own can be acknowledged while one is held back.
+    let settings = KafkaSettings {
+        linger: Duration::from_secs(600),
+        // librdkafka wants the delivery timeout longer than the linger.
+        delivery_timeout: Duration::from_secs(900),
+        fetch_wait: Duration::from_millis(1),
+        ..KafkaSettings::plaintext(broker.brokers())
+    };
+    topics::ensure_topics(&settings, &[topics::PROGRESS, topics::EXECUTIONS])
+        .await
+        .unwrap();
+    let publisher = Publisher::new(&settings, "imageflow-test").unwrap();
+    let event = ProgressMessage::new("exec-linger", None, "running", "", "test");
+    publisher.publish(topics::PROGRESS, "exec-linger", &event, vec![]);
+    let request = ExecutionRequest {
+        execution_id: "exec-now".into(),
+        pipeline_config: json!({"steps": [{"id": "r", "type": "resize"}]}),
+        input_data: json!({}),
+        parameters: json!({}),
+    };
+    tokio::time::timeout(
+        JOIN,
+        publisher.send(topics::EXECUTIONS, "exec-now", &request, vec![]),
+    )
+    .await
+    .expect("an awaited send is acknowledged while events linger")
+    .unwrap();
+    // The event is still held back, and counted as in flight.
+    assert_eq!(publisher.in_flight(), 1);
+
+    // A consumer with the shortest fetch wait still gets the request.
+    let consumer = Consumer::new(&settings, "linger", &[topics::EXECUTIONS]).unwrap();
+    let received = recv_within(&consumer, JOIN).await;
+    assert_eq!(received.json::<ExecutionRequest>().unwrap(), request);
+}
+
 /// A topic only this test uses, so its counters are its own even though the
 /// metric registry is shared by the tests of this binary.
 const OUTAGE_TOPIC: &str = "outage-progress";
