@@ -244,7 +244,7 @@ thread_local! {
 
 /// Runs `f` with this thread's decompressor. After an error the instance is dropped, so
 /// no state from a damaged stream can leak into the next call.
-pub(crate) fn with_decompressor<T>(
+fn with_decompressor<T>(
     f: impl FnOnce(&mut Decompressor) -> turbojpeg::Result<T>,
 ) -> turbojpeg::Result<T> {
     DECOMPRESSOR.with(|cell| {
@@ -263,7 +263,7 @@ pub(crate) fn with_decompressor<T>(
 
 /// A progressive JPEG with thousands of scans is a known denial-of-service pattern; real
 /// encoders write about ten.
-pub(crate) const MAX_JPEG_SCANS: u32 = 500;
+const MAX_JPEG_SCANS: u32 = 500;
 
 fn decode_jpeg(
     data: &[u8],
@@ -279,9 +279,7 @@ fn decode_jpeg(
         (PixelFormat::RGB, 3)
     };
     let mut pixels = vec![0u8; width * height * channels];
-    let result = with_decompressor(|d| {
-        d.set_scaling_factor(scale)?;
-        d.set_scan_limit(MAX_JPEG_SCANS)?;
+    decompress_scaled(scale, |d| {
         d.decompress(
             data,
             turbojpeg::Image {
@@ -292,8 +290,7 @@ fn decode_jpeg(
                 format,
             },
         )
-    });
-    check_decompress(result)?;
+    })?;
     if cmyk {
         pixels = cmyk_to_rgb(&pixels);
     }
@@ -301,9 +298,22 @@ fn decode_jpeg(
     Ok(Image::from_parts(width as u32, height as u32, 3, pixels))
 }
 
+/// Runs `f` with this thread's decompressor set to `scale` and the scan limit, and
+/// reports the outcome as [`check_decompress`] does.
+pub(crate) fn decompress_scaled(
+    scale: ScalingFactor,
+    f: impl FnOnce(&mut Decompressor) -> turbojpeg::Result<()>,
+) -> Result<(), ImagingError> {
+    check_decompress(with_decompressor(|d| {
+        d.set_scaling_factor(scale)?;
+        d.set_scan_limit(MAX_JPEG_SCANS)?;
+        f(d)
+    }))
+}
+
 /// A decompression's outcome as this crate reports it: harmless warnings pass, damage is
 /// [`ImagingError::Corrupt`] (see the module docs).
-pub(crate) fn check_decompress(result: turbojpeg::Result<()>) -> Result<(), ImagingError> {
+fn check_decompress(result: turbojpeg::Result<()>) -> Result<(), ImagingError> {
     match result {
         Ok(()) => Ok(()),
         Err(turbojpeg::Error::TurboJpegError(msg)) if is_harmless_jpeg_warning(&msg) => Ok(()),

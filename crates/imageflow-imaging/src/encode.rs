@@ -71,12 +71,40 @@ thread_local! {
     static COMPRESSOR: RefCell<Option<Compressor>> = const { RefCell::new(None) };
 }
 
-fn encode_jpeg(image: &Image, quality: u8) -> Result<Vec<u8>, ImagingError> {
-    if !(1..=100).contains(&quality) {
-        return Err(ImagingError::InvalidParameter(format!(
-            "JPEG quality must be between 1 and 100, got {quality}"
-        )));
+/// A JPEG quality outside 1..=100 is [`ImagingError::InvalidParameter`].
+pub(crate) fn check_jpeg_quality(quality: u8) -> Result<(), ImagingError> {
+    if (1..=100).contains(&quality) {
+        return Ok(());
     }
+    Err(ImagingError::InvalidParameter(format!(
+        "JPEG quality must be between 1 and 100, got {quality}"
+    )))
+}
+
+/// Runs `f` with this thread's compressor set to `quality` (already checked). After an
+/// error the instance is dropped, so no state from a failed encode reaches the next.
+pub(crate) fn with_compressor<T>(
+    quality: u8,
+    f: impl FnOnce(&mut Compressor) -> turbojpeg::Result<T>,
+) -> Result<T, ImagingError> {
+    let result = COMPRESSOR.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        let compressor = match slot.as_mut() {
+            Some(c) => c,
+            None => slot.insert(Compressor::new()?),
+        };
+        compressor.set_quality(i32::from(quality))?;
+        let out = f(compressor);
+        if out.is_err() {
+            *slot = None;
+        }
+        out
+    });
+    result.map_err(|e| ImagingError::Encode(format!("JPEG encoder: {e}")))
+}
+
+fn encode_jpeg(image: &Image, quality: u8) -> Result<Vec<u8>, ImagingError> {
+    check_jpeg_quality(quality)?;
     let flattened;
     let rgb: &[u8] = if image.has_alpha() {
         flattened = composite_on_white(image.pixels());
@@ -86,27 +114,16 @@ fn encode_jpeg(image: &Image, quality: u8) -> Result<Vec<u8>, ImagingError> {
     };
     let width = image.width() as usize;
     let height = image.height() as usize;
-    let result = COMPRESSOR.with(|cell| {
-        let mut slot = cell.borrow_mut();
-        let compressor = match slot.as_mut() {
-            Some(c) => c,
-            None => slot.insert(Compressor::new()?),
-        };
-        compressor.set_quality(i32::from(quality))?;
+    with_compressor(quality, |compressor| {
         compressor.set_subsamp(Subsamp::Sub2x2)?;
-        let out = compressor.compress_to_vec(turbojpeg::Image {
+        compressor.compress_to_vec(turbojpeg::Image {
             pixels: rgb,
             width,
             pitch: width * 3,
             height,
             format: PixelFormat::RGB,
-        });
-        if out.is_err() {
-            *slot = None;
-        }
-        out
-    });
-    result.map_err(|e| ImagingError::Encode(format!("JPEG encoder: {e}")))
+        })
+    })
 }
 
 /// RGBA over an opaque white background, to RGB.

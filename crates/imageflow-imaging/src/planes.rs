@@ -15,15 +15,14 @@
 //! subsampling whose chroma planes are plain reductions of the luma one. Everything else
 //! (PNG, WebP, CMYK, greyscale, rotated photos) goes the interleaved way.
 
-use std::cell::RefCell;
-
 use fast_image_resize::images::{Image as FirImage, ImageRef};
-use fast_image_resize::{PixelType, ResizeAlg, ResizeOptions, Resizer};
-use turbojpeg::{Colorspace, Compressor, DecompressHeader, ScalingFactor, Subsamp, YuvImage};
+use fast_image_resize::{PixelType, ResizeAlg, ResizeOptions};
+use turbojpeg::{Colorspace, DecompressHeader, ScalingFactor, Subsamp, YuvImage};
 
-use crate::decode::{MAX_JPEG_SCANS, check_decompress, with_decompressor};
+use crate::decode::decompress_scaled;
+use crate::encode::{check_jpeg_quality, with_compressor};
 use crate::error::ImagingError;
-use crate::resize::ResizeQuality;
+use crate::resize::{RESIZER, ResizeQuality};
 
 /// One 8-bit plane, rows tightly packed, top row first.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -77,9 +76,7 @@ pub(crate) fn decode_planes(
             buffer.len()
         )));
     }
-    let result = with_decompressor(|d| {
-        d.set_scaling_factor(scale)?;
-        d.set_scan_limit(MAX_JPEG_SCANS)?;
+    decompress_scaled(scale, |d| {
         d.decompress_to_yuv(
             data,
             YuvImage {
@@ -90,8 +87,7 @@ pub(crate) fn decode_planes(
                 subsamp: jpeg.subsamp,
             },
         )
-    });
-    check_decompress(result)?;
+    })?;
     let cr = buffer.split_off(luma_len + chroma_len);
     let cb = buffer.split_off(luma_len);
     // Both sides are at most the header's, which passed the u32 limits check.
@@ -122,11 +118,6 @@ pub(crate) fn chroma_420(width: u32, height: u32) -> (u32, u32) {
     (width.div_ceil(2), height.div_ceil(2))
 }
 
-thread_local! {
-    /// `fast_image_resize` keeps scratch buffers in the resizer; reuse them per thread.
-    static PLANE_RESIZER: RefCell<Resizer> = RefCell::new(Resizer::new());
-}
-
 /// Resamples one plane to exactly `width` x `height`. Chroma planes are resampled
 /// on their own grid: JPEG sites chroma at the centre of the luma samples it covers,
 /// as the resampler assumes.
@@ -144,7 +135,7 @@ pub(crate) fn resize_plane(
         .map_err(|e| internal(&e))?;
     let mut dst = FirImage::new(width, height, PixelType::U8);
     let options = ResizeOptions::new().resize_alg(ResizeAlg::Convolution(quality.filter()));
-    PLANE_RESIZER
+    RESIZER
         .with(|r| r.borrow_mut().resize(&src, &mut dst, &options))
         .map_err(|e| internal(&e))?;
     Ok(Plane {
@@ -154,11 +145,6 @@ pub(crate) fn resize_plane(
     })
 }
 
-thread_local! {
-    /// One libjpeg-turbo compressor per thread for planes (`tj3Init` allocates).
-    static PLANE_COMPRESSOR: RefCell<Option<Compressor>> = const { RefCell::new(None) };
-}
-
 /// Encodes 4:2:0 planes (chroma sized by [`chroma_420`]) as a baseline JPEG.
 pub(crate) fn encode_planes_420(
     y: &Plane,
@@ -166,11 +152,7 @@ pub(crate) fn encode_planes_420(
     cr: &Plane,
     quality: u8,
 ) -> Result<Vec<u8>, ImagingError> {
-    if !(1..=100).contains(&quality) {
-        return Err(ImagingError::InvalidParameter(format!(
-            "JPEG quality must be between 1 and 100, got {quality}"
-        )));
-    }
+    check_jpeg_quality(quality)?;
     let chroma = chroma_420(y.width, y.height);
     if (cb.width, cb.height) != chroma || (cr.width, cr.height) != chroma {
         return Err(ImagingError::Encode(format!(
@@ -187,14 +169,8 @@ pub(crate) fn encode_planes_420(
     } else {
         y
     };
-    let result = PLANE_COMPRESSOR.with(|cell| {
-        let mut slot = cell.borrow_mut();
-        let compressor = match slot.as_mut() {
-            Some(c) => c,
-            None => slot.insert(Compressor::new()?),
-        };
-        compressor.set_quality(i32::from(quality))?;
-        let out = compressor.compress_yuv_planes_to_vec(&turbojpeg::YuvPlanesImage {
+    with_compressor(quality, |compressor| {
+        compressor.compress_yuv_planes_to_vec(&turbojpeg::YuvPlanesImage {
             y_plane: y.data.as_slice(),
             u_plane: cb.data.as_slice(),
             v_plane: cr.data.as_slice(),
@@ -204,13 +180,8 @@ pub(crate) fn encode_planes_420(
             u_stride: cb.width as usize,
             v_stride: cr.width as usize,
             subsamp: Subsamp::Sub2x2,
-        });
-        if out.is_err() {
-            *slot = None;
-        }
-        out
-    });
-    result.map_err(|e| ImagingError::Encode(format!("JPEG encoder: {e}")))
+        })
+    })
 }
 
 /// `plane` grown to even sides by repeating its last column and row.

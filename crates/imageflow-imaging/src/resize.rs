@@ -125,8 +125,9 @@ fn saturate(v: u128) -> u32 {
 }
 
 thread_local! {
-    /// `fast_image_resize` keeps scratch buffers in the resizer; reuse them per thread.
-    static RESIZER: RefCell<Resizer> = RefCell::new(Resizer::new());
+    /// `fast_image_resize` keeps scratch buffers in the resizer; reuse them per thread
+    /// (for RGB(A) images here and single planes in [`crate::planes`]).
+    pub(crate) static RESIZER: RefCell<Resizer> = RefCell::new(Resizer::new());
 }
 
 /// Resamples `image` to exactly `width` x `height` with `fast_image_resize` (SIMD chosen at
