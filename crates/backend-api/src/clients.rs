@@ -99,6 +99,9 @@ fn endpoint(name: &str, addr: SocketAddr, host: &str, tls: Option<&ClientTls>) -
         .ok()?
         .connect_timeout(Duration::from_secs(2))
         .tcp_nodelay(true)
+        .initial_stream_window_size(imageflow_proto::transport::STREAM_WINDOW_BYTES)
+        .initial_connection_window_size(imageflow_proto::transport::CONNECTION_WINDOW_BYTES)
+        .max_frame_size(imageflow_proto::transport::MAX_FRAME_BYTES)
         .http2_keep_alive_interval(Duration::from_secs(30))
         .keep_alive_timeout(Duration::from_secs(10))
         .keep_alive_while_idle(true);

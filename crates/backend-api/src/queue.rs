@@ -295,8 +295,57 @@ async fn take(engine: &Engine, db: &Db, message: &Received) -> bool {
             return true;
         }
     };
-    let id = request.execution_id.clone();
-    let state = match db.execution_owner(&id).await {
+    if engine.is_live(&request.execution_id) {
+        // A second delivery of what runs here (a rebalance before its commit).
+        tracing::info!(execution_id = %request.execution_id, "queued execution already running here; skipped");
+        return true;
+    }
+    // The message carries what the accepting replica recorded: no reads
+    // before the claim, which alone decides whether this replica runs it.
+    match executions::queued_submission(&request, engine.buckets(), message.trace_context()) {
+        Ok(Some((submission, claimed))) => {
+            run_claimed(engine, &request.execution_id, submission, claimed).await
+        }
+        Ok(None) => take_stored(engine, db, &request.execution_id, message).await,
+        Err(reason) => {
+            let id = &request.execution_id;
+            tracing::warn!(execution_id = %id, reason = %reason, "queued execution cannot run");
+            // Only a pending execution is failed: a duplicate of a finished one is left alone.
+            if matches!(
+                db.execution_owner(id).await,
+                Ok(Some((ExecutionStatus::Pending, _, _)))
+            ) {
+                let _ = executions::fail(db, id, &reason).await;
+            }
+            true
+        }
+    }
+}
+
+/// Submits a queued execution and waits for its claim: `true` once claimed
+/// here or found taken (either way its message is done).
+async fn run_claimed(
+    engine: &Engine,
+    id: &str,
+    submission: crate::engine::Submission,
+    claimed: tokio::sync::oneshot::Receiver<bool>,
+) -> bool {
+    match engine.submit(submission) {
+        Ok(()) => matches!(
+            tokio::time::timeout(Duration::from_secs(30), claimed).await,
+            Ok(Ok(_))
+        ),
+        Err(err) => {
+            tracing::warn!(execution_id = %id, error = %err, "cannot take a queued execution now");
+            false
+        }
+    }
+}
+
+/// [`take`] for a message without the run's parts (an older producer): the
+/// record is read back from the database.
+async fn take_stored(engine: &Engine, db: &Db, id: &str, message: &Received) -> bool {
+    let state = match db.execution_owner(id).await {
         Ok(state) => state,
         Err(err) => {
             // Not committed: it comes again once the database answers.
@@ -311,22 +360,12 @@ async fn take(engine: &Engine, db: &Db, message: &Received) -> bool {
             true
         }
         Some((ExecutionStatus::Pending, _, _)) => {
-            match executions::stored_submission(db, engine.buckets(), &id, message.trace_context())
+            match executions::stored_submission(db, engine.buckets(), id, message.trace_context())
                 .await
             {
-                Ok((submission, claimed)) => match engine.submit(submission) {
-                    // Claimed here, or found taken: either way the message is done.
-                    Ok(()) => matches!(
-                        tokio::time::timeout(Duration::from_secs(30), claimed).await,
-                        Ok(Ok(_))
-                    ),
-                    Err(err) => {
-                        tracing::warn!(execution_id = %id, error = %err, "cannot take a queued execution now");
-                        false
-                    }
-                },
+                Ok((submission, claimed)) => run_claimed(engine, id, submission, claimed).await,
                 Err(reason) => {
-                    let _ = executions::fail(db, &id, &reason).await;
+                    let _ = executions::fail(db, id, &reason).await;
                     true
                 }
             }

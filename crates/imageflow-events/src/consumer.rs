@@ -15,9 +15,7 @@ use std::{
 use imageflow_telemetry::propagation;
 use rdkafka::{
     ClientContext, Message,
-    consumer::{
-        BaseConsumer, CommitMode, Consumer as _, ConsumerContext, Rebalance, StreamConsumer,
-    },
+    consumer::{BaseConsumer, Consumer as _, ConsumerContext, Rebalance, StreamConsumer},
     error::{KafkaError, KafkaResult},
     message::Headers,
     topic_partition_list::TopicPartitionList,
@@ -161,6 +159,9 @@ impl ConsumerContext for ConsumerCtx {
 /// replica shutting down during a Kafka outage must still exit.
 pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How often the offsets marked by [`Consumer::commit`] are committed.
+pub const COMMIT_INTERVAL: Duration = Duration::from_millis(500);
+
 /// A member of consumer group `group_id` on `topics`.
 pub struct Consumer {
     /// `None` only once closing has begun.
@@ -199,8 +200,17 @@ impl Consumer {
         let mut config = settings.client_config(group_id);
         config
             .set("group.id", group_id)
-            // Offsets move only through `commit`, after processing.
-            .set("enable.auto.commit", "false")
+            // Offsets move only through `commit`, after processing: it marks
+            // (stores) the offset, and librdkafka commits what is marked
+            // every COMMIT_INTERVAL, on a rebalance and on close. One commit
+            // request per interval instead of one per message; a member that
+            // dies loses at most the last interval's marks, and those messages
+            // come again (at-least-once, as before).
+            .set("enable.auto.commit", "true")
+            .set(
+                "auto.commit.interval.ms",
+                COMMIT_INTERVAL.as_millis().to_string(),
+            )
             .set("enable.auto.offset.store", "false")
             .set(
                 "auto.offset.reset",
@@ -289,31 +299,26 @@ impl Consumer {
     }
 
     /// Marks `message` (and everything before it on its partition) as
-    /// processed and commits that in the background. Call it after the work
-    /// is done: until then a restart of this member, or a rebalance, delivers
-    /// the message again. Fails at once when the partition is no longer
-    /// assigned to this member (it moved in a rebalance; the new owner will
-    /// get the message again). Pending commits are finished when the consumer
-    /// is dropped.
+    /// processed; the mark is committed within [`COMMIT_INTERVAL`], on a
+    /// rebalance or when the consumer closes. Call it after the work is done:
+    /// until the commit, a restart of this member or a rebalance delivers the
+    /// message again. Fails at once when the partition is no longer assigned
+    /// to this member (it moved in a rebalance; the new owner will get the
+    /// message again).
     pub fn commit(&self, message: &Received) -> Result<(), EventsError> {
-        let commit_error = |err: KafkaError| EventsError::Commit {
-            brokers: self.brokers.clone(),
-            topic: message.topic.clone(),
-            partition: message.partition,
-            offset: message.offset,
-            message: describe(&err),
-        };
         // store_offset records offset + 1 (the next to read) for this member;
-        // the commit below sends what is stored. Asynchronous so a slow
-        // broker does not stall the caller's runtime; failures are logged by
-        // the commit callback, and the worst case is a redelivery.
-        let inner = self.stream()?;
-        inner
+        // the periodic commit sends what is stored, in the background, so a
+        // slow broker never stalls the caller. Commit failures are logged by
+        // the commit callback; the worst case is a redelivery.
+        self.stream()?
             .store_offset(&message.topic, message.partition, message.offset)
-            .map_err(commit_error)?;
-        inner
-            .commit_consumer_state(CommitMode::Async)
-            .map_err(commit_error)
+            .map_err(|err| EventsError::Commit {
+                brokers: self.brokers.clone(),
+                topic: message.topic.clone(),
+                partition: message.partition,
+                offset: message.offset,
+                message: describe(&err),
+            })
     }
 
     fn stream(&self) -> Result<&StreamConsumer<ConsumerCtx>, EventsError> {

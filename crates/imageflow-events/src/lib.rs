@@ -20,7 +20,7 @@ mod ratelimit;
 mod settings;
 pub mod topics;
 
-pub use consumer::{CLOSE_TIMEOUT, Consumer, Received, StartFrom};
+pub use consumer::{CLOSE_TIMEOUT, COMMIT_INTERVAL, Consumer, Received, StartFrom};
 pub use error::EventsError;
 pub use payload::{CompletionMessage, ExecutionRequest, ProgressMessage};
 pub use publisher::{DROPPED_METRIC, PUBLISHED_METRIC, Publisher, RESTARTS_METRIC};

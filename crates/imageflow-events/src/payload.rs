@@ -25,6 +25,10 @@ pub struct ExecutionRequest {
     pub input_data: Value,
     #[serde(default)]
     pub parameters: Value,
+    /// The stored pipeline run, when it is one (absent for an inline pipeline and
+    /// from older producers): names the execution's trace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pipeline_id: Option<String>,
 }
 
 /// One step transition or service-side progress note (topic `pipeline-progress`).
@@ -189,6 +193,7 @@ mod tests {
             pipeline_config: json!({"steps": [{"id": "r", "type": "resize"}]}),
             input_data: json!({"input_path": "in.jpg"}),
             parameters: json!({}),
+            pipeline_id: None,
         };
         let value: Value = serde_json::from_slice(&encode(&request).unwrap()).unwrap();
         for field in [

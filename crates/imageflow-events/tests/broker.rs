@@ -134,6 +134,7 @@ async fn an_uncommitted_message_is_delivered_again_and_a_committed_one_is_not() 
         pipeline_config: json!({"steps": [{"id": "r", "type": "resize"}]}),
         input_data: json!({"input_path": "in.jpg"}),
         parameters: json!({}),
+        pipeline_id: None,
     };
     publisher
         .send(topics::EXECUTIONS, "exec-alo", &request, vec![])
@@ -246,6 +247,7 @@ async fn an_awaited_send_does_not_wait_behind_lingering_events() {
         pipeline_config: json!({"steps": [{"id": "r", "type": "resize"}]}),
         input_data: json!({}),
         parameters: json!({}),
+        pipeline_id: None,
     };
     tokio::time::timeout(
         JOIN,

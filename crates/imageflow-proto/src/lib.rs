@@ -16,6 +16,7 @@ pub mod imageflow {
 pub use imageflow::v1;
 
 pub mod convert;
+pub mod transport;
 
 /// Client of the KServe v2 inference protocol (`inference.GRPCInferenceService`,
 /// served by Triton and MLServer).

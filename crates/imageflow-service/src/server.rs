@@ -161,6 +161,9 @@ pub async fn serve(
     let server = builder
         .layer(imageflow_telemetry::GrpcServerLayer)
         .tcp_nodelay(true)
+        .initial_stream_window_size(imageflow_proto::transport::STREAM_WINDOW_BYTES)
+        .initial_connection_window_size(imageflow_proto::transport::CONNECTION_WINDOW_BYTES)
+        .max_frame_size(imageflow_proto::transport::MAX_FRAME_BYTES)
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
         .add_routes(routes)

@@ -69,6 +69,9 @@ pub async fn connect(endpoint: &str) -> anyhow::Result<Channel> {
         .with_context(|| format!("{endpoint:?} is not a URL"))?
         .connect_timeout(Duration::from_secs(3))
         .timeout(Duration::from_secs(60))
+        .initial_stream_window_size(imageflow_proto::transport::STREAM_WINDOW_BYTES)
+        .initial_connection_window_size(imageflow_proto::transport::CONNECTION_WINDOW_BYTES)
+        .max_frame_size(imageflow_proto::transport::MAX_FRAME_BYTES)
         .connect()
         .await
         .with_context(|| format!("cannot reach {endpoint}"))

@@ -221,6 +221,15 @@ impl Engine {
         self.inner.settings.max_parallel_inputs
     }
 
+    /// Whether this replica runs (or waits to run) `execution_id` now.
+    pub fn is_live(&self, execution_id: &str) -> bool {
+        self.inner
+            .live
+            .lock()
+            .map(|m| m.contains_key(execution_id))
+            .unwrap_or(false)
+    }
+
     /// Room for more executions to run now (the queue consumers take only that much).
     pub fn room(&self) -> usize {
         self.max_parallel().saturating_sub(self.live())

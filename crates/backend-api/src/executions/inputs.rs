@@ -42,7 +42,8 @@ impl Buckets {
         }
     }
 
-    fn check(&self, bucket: &str, field: &str) -> Result<BucketName, String> {
+    /// Whether executions may read from or write to `bucket`; the error names `field`.
+    pub(crate) fn check(&self, bucket: &str, field: &str) -> Result<BucketName, String> {
         let name = BucketName::parse(bucket).map_err(|e| format!("{field}: {e}"))?;
         if self.allowed.iter().any(|b| b == bucket) {
             Ok(name)

@@ -168,7 +168,13 @@ impl Executions {
             .execution_id
             .clone()
             .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-        let record = pending_record(&execution_id, pipeline_id, revision, &resolved, &plan);
+        let record = pending_record(
+            &execution_id,
+            pipeline_id.clone(),
+            revision,
+            &resolved,
+            &plan,
+        );
         let parameters = serde_json::to_value(&request.parameters).unwrap_or(Value::Null);
         let owner = match self.queue {
             Some(_) => QUEUE_OWNER,
@@ -180,7 +186,13 @@ impl Executions {
         let events = wait.then(|| self.engine.events().subscribe());
         let timeout = definition.timeout_seconds.map(Duration::from_secs_f64);
         if let Some(queue) = &self.queue {
-            let message = request_message(&execution_id, &definition, parameters, &resolved);
+            let message = request_message(
+                &execution_id,
+                pipeline_id,
+                &definition,
+                parameters,
+                &resolved,
+            );
             if let Err(err) = queue.enqueue(&message).await {
                 fail(
                     &self.db,
@@ -340,6 +352,7 @@ pub async fn fail(db: &Db, id: &str, reason: &str) -> Result<bool, sqlx::Error> 
 /// them, and lists every input under `inputs`.
 pub fn request_message(
     execution_id: &str,
+    pipeline_id: Option<String>,
     definition: &PipelineDefinition,
     parameters: Value,
     inputs: &[Resolved],
@@ -359,6 +372,7 @@ pub fn request_message(
             })).collect::<Vec<_>>(),
         }),
         parameters,
+        pipeline_id,
     }
 }
 
@@ -481,13 +495,93 @@ pub async fn stored_submission(
     ))
 }
 
+/// A queued execution as its message describes it: the queue's contract
+/// (`pipeline_config`, `input_data`, `parameters`; DESIGN.md §5) carries the
+/// definition, the overrides and the resolved inputs the accepting replica
+/// recorded, so the consumer needs no reads of its own. The database still
+/// decides: the run starts only if the claim (pending → running) succeeds, so a
+/// message delivered twice, or for a cancelled or unknown execution, runs
+/// nothing. `Ok(None)` when the message lacks a part (written by an older
+/// producer, or with no inputs): the caller reads the record instead
+/// ([`stored_submission`]). An input outside the allowed buckets is an error.
+pub fn queued_submission(
+    request: &ExecutionRequest,
+    buckets: &Buckets,
+    parent: imageflow_telemetry::propagation::Context,
+) -> Result<Option<(Submission, oneshot::Receiver<bool>)>, String> {
+    let Ok(definition) =
+        serde_json::from_value::<PipelineDefinition>(request.pipeline_config.clone())
+    else {
+        return Ok(None);
+    };
+    let Some(inputs) = message_inputs(&request.input_data) else {
+        return Ok(None);
+    };
+    for (i, input) in inputs.iter().enumerate() {
+        buckets.check(&input.bucket, &format!("input_data.inputs[{i}].bucket"))?;
+    }
+    let overrides: dag::Overrides =
+        serde_json::from_value(request.parameters.clone()).unwrap_or_default();
+    let plan = dag::plan(&definition, &overrides).map_err(|e| e.to_string())?;
+    let output_target = inputs::output_target(&definition, buckets)?;
+    let timeout = definition.timeout_seconds.map(Duration::from_secs_f64);
+    let (tx, rx) = oneshot::channel();
+    let run = submission(
+        &request.execution_id,
+        plan,
+        &inputs,
+        output_target,
+        timeout,
+        request.pipeline_id.clone(),
+    );
+    Ok(Some((
+        Submission {
+            parent,
+            claimed: Some(tx),
+            ..run
+        },
+        rx,
+    )))
+}
+
+/// The resolved inputs of a queue message ([`request_message`]'s
+/// `input_data.inputs`); `None` when absent, empty or not of that shape.
+fn message_inputs(input_data: &Value) -> Option<Vec<Resolved>> {
+    #[derive(Deserialize)]
+    struct Input {
+        source: String,
+        bucket: String,
+        object_key: String,
+    }
+    let inputs: Vec<Input> = serde_json::from_value(input_data.get("inputs")?.clone()).ok()?;
+    if inputs.is_empty() || inputs.len() > MAX_INPUTS {
+        return None;
+    }
+    Some(
+        inputs
+            .into_iter()
+            .map(|i| Resolved {
+                source: i.source,
+                bucket: i.bucket,
+                object_key: i.object_key,
+            })
+            .collect(),
+    )
+}
+
 /// Hands a recorded execution to the queue again (its replica died); if that
 /// fails, fails the execution with the reason rather than leaving it waiting
 /// for a message that never comes.
 pub async fn requeue(queue: &dyn ExecutionQueue, db: &Db, id: &str) {
     let sent = match stored(db, id).await {
         Ok(s) => {
-            let message = request_message(id, &s.definition, s.parameters, &s.inputs);
+            let message = request_message(
+                id,
+                s.record.pipeline_id.clone(),
+                &s.definition,
+                s.parameters,
+                &s.inputs,
+            );
             queue.enqueue(&message).await
         }
         Err(reason) => Err(reason),

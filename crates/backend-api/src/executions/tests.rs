@@ -6,7 +6,8 @@ use std::{collections::BTreeMap, sync::Arc};
 use serde_json::json;
 
 use super::{
-    AcceptError, Admission, CreateExecution, Executions, fail, requeue, stored_submission,
+    AcceptError, Admission, CreateExecution, Executions, fail, queued_submission, requeue,
+    stored_submission,
 };
 use crate::{
     db::QUEUE_OWNER,
@@ -472,4 +473,112 @@ async fn queue_messages_list_every_input_and_the_stored_submission_runs_them_all
         (target.bucket.as_str(), target.prefix.as_str()),
         (OTHER_BUCKET, "results/")
     );
+}
+
+#[tokio::test]
+async fn the_submission_built_from_the_queue_message_is_the_one_read_back() {
+    let h = Harness::new().await;
+    h.put(OTHER_BUCKET, "drop/cat.jpg").await;
+    let queue = Arc::new(FakeQueue::default());
+    let executions = Executions::new(h.db.clone(), h.engine.clone(), Some(queue.clone()));
+    let mut definition = with_globals(json!({"outputPath": "s3://camera-drop/results/"}));
+    definition.timeout_seconds = Some(7.5);
+    let request = CreateExecution {
+        inputs: vec![
+            h.input.file_id.clone(),
+            format!("s3://{OTHER_BUCKET}/drop/cat.jpg"),
+        ],
+        pipeline: Some(definition),
+        parameters: BTreeMap::from([("a".to_string(), json!({"width": 21}))]),
+        ..Default::default()
+    };
+    let run = started(executions.accept(request, false, "t").await.unwrap());
+    let message = queue.sent.lock().unwrap()[0].clone();
+    let (from_message, claimed) =
+        queued_submission(&message, h.engine.buckets(), Default::default())
+            .unwrap()
+            .expect("the message carries the whole run");
+    let (from_db, _) = stored_submission(
+        &h.db,
+        h.engine.buckets(),
+        &run.execution_id,
+        Default::default(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(from_message.execution_id, from_db.execution_id);
+    // Plans and inputs have no PartialEq; their Debug form shows every field.
+    assert_eq!(
+        format!("{:?}", from_message.plan),
+        format!("{:?}", from_db.plan)
+    );
+    assert_eq!(
+        format!("{:?}", from_message.inputs),
+        format!("{:?}", from_db.inputs)
+    );
+    assert_eq!(from_message.inputs.len(), 2);
+    assert_eq!(from_message.output_target, from_db.output_target);
+    assert_eq!(from_message.timeout, from_db.timeout);
+    assert_eq!(
+        from_message.timeout,
+        Some(std::time::Duration::from_secs_f64(7.5))
+    );
+    assert_eq!(from_message.pipeline_id, from_db.pipeline_id);
+    assert!(from_message.claimed.is_some());
+    drop(claimed);
+}
+
+#[tokio::test]
+async fn a_stored_pipelines_id_travels_with_its_queue_message() {
+    let h = Harness::new().await;
+    let queue = Arc::new(FakeQueue::default());
+    let executions = Executions::new(h.db.clone(), h.engine.clone(), Some(queue.clone()));
+    let mut definition = pipeline(json!([resize("a", 10, &[])]));
+    definition.pipeline_id = Some("stored".into());
+    h.db.insert_pipeline(&definition).await.unwrap().unwrap();
+    let request = CreateExecution {
+        pipeline_id: Some("stored".into()),
+        pipeline: None,
+        ..inline(&h)
+    };
+    started(executions.accept(request, false, "t").await.unwrap());
+    let message = queue.sent.lock().unwrap()[0].clone();
+    assert_eq!(message.pipeline_id.as_deref(), Some("stored"));
+    let (submission, _) = queued_submission(&message, h.engine.buckets(), Default::default())
+        .unwrap()
+        .unwrap();
+    assert_eq!(submission.pipeline_id.as_deref(), Some("stored"));
+}
+
+#[tokio::test]
+async fn a_message_without_its_inputs_is_read_back_and_a_foreign_bucket_is_refused() {
+    let h = Harness::new().await;
+    let queue = Arc::new(FakeQueue::default());
+    let executions = Executions::new(h.db.clone(), h.engine.clone(), Some(queue.clone()));
+    started(executions.accept(inline(&h), false, "t").await.unwrap());
+    let message = queue.sent.lock().unwrap()[0].clone();
+
+    // An older producer's message: no `inputs` list, so the caller reads the record.
+    let mut older = message.clone();
+    older.input_data = json!({"bucket": BUCKET, "object_key": h.input.object_key});
+    assert!(
+        queued_submission(&older, h.engine.buckets(), Default::default())
+            .unwrap()
+            .is_none()
+    );
+    let mut unreadable = message.clone();
+    unreadable.pipeline_config = json!("not a pipeline");
+    assert!(
+        queued_submission(&unreadable, h.engine.buckets(), Default::default())
+            .unwrap()
+            .is_none()
+    );
+
+    // A message naming a bucket this backend may not read is not run.
+    let mut foreign = message;
+    foreign.input_data["inputs"][0]["bucket"] = json!("someone-elses-bucket");
+    let err = queued_submission(&foreign, h.engine.buckets(), Default::default())
+        .err()
+        .expect("refused");
+    assert!(err.contains("someone-elses-bucket"), "{err}");
 }
