@@ -578,7 +578,7 @@ async fn a_message_without_its_inputs_is_read_back_and_a_foreign_bucket_is_refus
     let mut foreign = message;
     foreign.input_data["inputs"][0]["bucket"] = json!("someone-elses-bucket");
     let err = queued_submission(&foreign, h.engine.buckets(), Default::default())
-        .err()
-        .expect("refused");
+        .map(|run| run.map(|(submission, _)| submission.execution_id))
+        .expect_err("refused");
     assert!(err.contains("someone-elses-bucket"), "{err}");
 }
