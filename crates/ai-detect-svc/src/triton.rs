@@ -33,12 +33,10 @@ impl TritonClient {
     /// Connects lazily: the server may come up after us (health waits for it).
     pub fn new(url: &str, max_message_bytes: usize) -> Result<Self, String> {
         let endpoint = Endpoint::from_shared(url.to_string())
-            .map_err(|e| format!("TRITON_URL: {url:?}: {e}"))?
+            .map_err(|e| format!("TRITON_URL: {url:?}: {e}"))?;
+        let endpoint = imageflow_proto::transport::tuned(endpoint)
             .connect_timeout(Duration::from_secs(5))
-            .tcp_nodelay(true)
-            .initial_stream_window_size(imageflow_proto::transport::STREAM_WINDOW_BYTES)
-            .initial_connection_window_size(imageflow_proto::transport::CONNECTION_WINDOW_BYTES)
-            .max_frame_size(imageflow_proto::transport::MAX_FRAME_BYTES);
+            .tcp_nodelay(true);
         let client = GrpcInferenceServiceClient::new(endpoint.connect_lazy())
             .max_decoding_message_size(max_message_bytes)
             .max_encoding_message_size(max_message_bytes);

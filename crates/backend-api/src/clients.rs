@@ -95,16 +95,14 @@ impl ServiceChannel {
 /// The endpoint of one resolved address of `host`.
 fn endpoint(name: &str, addr: SocketAddr, host: &str, tls: Option<&ClientTls>) -> Option<Endpoint> {
     let scheme = if tls.is_some() { "https" } else { "http" };
-    let endpoint = Endpoint::from_shared(format!("{scheme}://{addr}"))
-        .ok()?
-        .connect_timeout(Duration::from_secs(2))
-        .tcp_nodelay(true)
-        .initial_stream_window_size(imageflow_proto::transport::STREAM_WINDOW_BYTES)
-        .initial_connection_window_size(imageflow_proto::transport::CONNECTION_WINDOW_BYTES)
-        .max_frame_size(imageflow_proto::transport::MAX_FRAME_BYTES)
-        .http2_keep_alive_interval(Duration::from_secs(30))
-        .keep_alive_timeout(Duration::from_secs(10))
-        .keep_alive_while_idle(true);
+    let endpoint = imageflow_proto::transport::tuned(
+        Endpoint::from_shared(format!("{scheme}://{addr}")).ok()?,
+    )
+    .connect_timeout(Duration::from_secs(2))
+    .tcp_nodelay(true)
+    .http2_keep_alive_interval(Duration::from_secs(30))
+    .keep_alive_timeout(Duration::from_secs(10))
+    .keep_alive_while_idle(true);
     match tls {
         None => Some(endpoint),
         // The same config was built once at start-up, so this only fails on

@@ -22,3 +22,12 @@ pub const CONNECTION_WINDOW_BYTES: u32 = 32 << 20;
 
 /// Largest DATA frame this side accepts (the peer cuts messages into these).
 pub const MAX_FRAME_BYTES: u32 = 1 << 20;
+
+/// `endpoint` with this module's windows and frame size: every gRPC client here
+/// goes through this (the servers set the same on their builder).
+pub fn tuned(endpoint: tonic::transport::Endpoint) -> tonic::transport::Endpoint {
+    endpoint
+        .initial_stream_window_size(STREAM_WINDOW_BYTES)
+        .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
+        .max_frame_size(MAX_FRAME_BYTES)
+}

@@ -65,16 +65,15 @@ pub fn filter_type(name: &str) -> Result<FilterType, UnknownName> {
 }
 
 pub async fn connect(endpoint: &str) -> anyhow::Result<Channel> {
-    Endpoint::from_shared(endpoint.to_string())
-        .with_context(|| format!("{endpoint:?} is not a URL"))?
-        .connect_timeout(Duration::from_secs(3))
-        .timeout(Duration::from_secs(60))
-        .initial_stream_window_size(imageflow_proto::transport::STREAM_WINDOW_BYTES)
-        .initial_connection_window_size(imageflow_proto::transport::CONNECTION_WINDOW_BYTES)
-        .max_frame_size(imageflow_proto::transport::MAX_FRAME_BYTES)
-        .connect()
-        .await
-        .with_context(|| format!("cannot reach {endpoint}"))
+    imageflow_proto::transport::tuned(
+        Endpoint::from_shared(endpoint.to_string())
+            .with_context(|| format!("{endpoint:?} is not a URL"))?,
+    )
+    .connect_timeout(Duration::from_secs(3))
+    .timeout(Duration::from_secs(60))
+    .connect()
+    .await
+    .with_context(|| format!("cannot reach {endpoint}"))
 }
 
 pub async fn run(args: ProcessArgs) -> anyhow::Result<()> {

@@ -148,8 +148,8 @@ fn global_path<'a>(definition: &'a PipelineDefinition, key: &str) -> Option<&'a 
         .filter(|s| !s.is_empty())
 }
 
-/// One input, resolved to its object.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// One input, resolved to its object (also as a queue message lists it).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize)]
 pub struct Resolved {
     /// As named: a file_id or `s3://bucket/key`.
     pub source: String,

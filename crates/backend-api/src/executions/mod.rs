@@ -472,19 +472,34 @@ pub async fn stored_submission(
         parameters,
         inputs,
     } = stored(db, id).await?;
+    claimable(
+        id,
+        &definition,
+        parameters,
+        &inputs,
+        record.pipeline_id,
+        buckets,
+        parent,
+    )
+}
+
+/// A recorded execution's parts (wherever they were read from) as a run this
+/// replica may claim, and the receiver told whether it did.
+fn claimable(
+    id: &str,
+    definition: &PipelineDefinition,
+    parameters: Value,
+    inputs: &[Resolved],
+    pipeline_id: Option<String>,
+    buckets: &Buckets,
+    parent: imageflow_telemetry::propagation::Context,
+) -> Result<(Submission, oneshot::Receiver<bool>), String> {
     let overrides: dag::Overrides = serde_json::from_value(parameters).unwrap_or_default();
-    let plan = dag::plan(&definition, &overrides).map_err(|e| e.to_string())?;
-    let output_target = inputs::output_target(&definition, buckets)?;
+    let plan = dag::plan(definition, &overrides).map_err(|e| e.to_string())?;
+    let output_target = inputs::output_target(definition, buckets)?;
     let timeout = definition.timeout_seconds.map(Duration::from_secs_f64);
     let (tx, rx) = oneshot::channel();
-    let run = submission(
-        id,
-        plan,
-        &inputs,
-        output_target,
-        timeout,
-        record.pipeline_id,
-    );
+    let run = submission(id, plan, inputs, output_target, timeout, pipeline_id);
     Ok((
         Submission {
             parent,
@@ -520,53 +535,23 @@ pub fn queued_submission(
     for (i, input) in inputs.iter().enumerate() {
         buckets.check(&input.bucket, &format!("input_data.inputs[{i}].bucket"))?;
     }
-    let overrides: dag::Overrides =
-        serde_json::from_value(request.parameters.clone()).unwrap_or_default();
-    let plan = dag::plan(&definition, &overrides).map_err(|e| e.to_string())?;
-    let output_target = inputs::output_target(&definition, buckets)?;
-    let timeout = definition.timeout_seconds.map(Duration::from_secs_f64);
-    let (tx, rx) = oneshot::channel();
-    let run = submission(
+    claimable(
         &request.execution_id,
-        plan,
+        &definition,
+        request.parameters.clone(),
         &inputs,
-        output_target,
-        timeout,
         request.pipeline_id.clone(),
-    );
-    Ok(Some((
-        Submission {
-            parent,
-            claimed: Some(tx),
-            ..run
-        },
-        rx,
-    )))
+        buckets,
+        parent,
+    )
+    .map(Some)
 }
 
 /// The resolved inputs of a queue message ([`request_message`]'s
 /// `input_data.inputs`); `None` when absent, empty or not of that shape.
 fn message_inputs(input_data: &Value) -> Option<Vec<Resolved>> {
-    #[derive(Deserialize)]
-    struct Input {
-        source: String,
-        bucket: String,
-        object_key: String,
-    }
-    let inputs: Vec<Input> = serde_json::from_value(input_data.get("inputs")?.clone()).ok()?;
-    if inputs.is_empty() || inputs.len() > MAX_INPUTS {
-        return None;
-    }
-    Some(
-        inputs
-            .into_iter()
-            .map(|i| Resolved {
-                source: i.source,
-                bucket: i.bucket,
-                object_key: i.object_key,
-            })
-            .collect(),
-    )
+    let inputs: Vec<Resolved> = serde_json::from_value(input_data.get("inputs")?.clone()).ok()?;
+    (!inputs.is_empty() && inputs.len() <= MAX_INPUTS).then_some(inputs)
 }
 
 /// Hands a recorded execution to the queue again (its replica died); if that

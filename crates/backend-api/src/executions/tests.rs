@@ -11,6 +11,7 @@ use super::{
 };
 use crate::{
     db::QUEUE_OWNER,
+    engine::Submission,
     model::{ExecutionStatus, PipelineDefinition},
     testing::{BUCKET, FakeQueue, Harness, OTHER_BUCKET, pipeline, resize},
 };
@@ -25,6 +26,22 @@ fn inline(h: &Harness) -> CreateExecution {
 
 fn direct(h: &Harness) -> Executions {
     Executions::new(h.db.clone(), h.engine.clone(), None)
+}
+
+/// Queue mode, on a queue that keeps what it is sent.
+fn queued(h: &Harness) -> (Executions, Arc<FakeQueue>) {
+    let queue = Arc::new(FakeQueue::default());
+    let executions = Executions::new(h.db.clone(), h.engine.clone(), Some(queue.clone()));
+    (executions, queue)
+}
+
+/// The run a queue consumer reads back from the database for `id`.
+async fn read_back(h: &Harness, id: &str) -> Submission {
+    let (submission, _claimed) =
+        stored_submission(&h.db, h.engine.buckets(), id, Default::default())
+            .await
+            .unwrap();
+    submission
 }
 
 fn started(admission: Admission) -> super::Started {
@@ -170,8 +187,7 @@ async fn a_stored_pipeline_runs_at_the_requested_revision() {
 #[tokio::test]
 async fn queue_mode_records_the_execution_for_the_queue_and_sends_one_message() {
     let h = Harness::new().await;
-    let queue = Arc::new(FakeQueue::default());
-    let executions = Executions::new(h.db.clone(), h.engine.clone(), Some(queue.clone()));
+    let (executions, queue) = queued(&h);
     let mut request = inline(&h);
     request.parameters = BTreeMap::from([("a".to_string(), json!({"width": 12}))]);
     let run = started(executions.accept(request, false, "t").await.unwrap());
@@ -218,8 +234,7 @@ async fn a_queue_that_refuses_fails_the_execution_with_the_reason() {
 #[tokio::test]
 async fn the_submission_read_back_from_the_database_is_the_one_accepted() {
     let h = Harness::new().await;
-    let queue = Arc::new(FakeQueue::default());
-    let executions = Executions::new(h.db.clone(), h.engine.clone(), Some(queue));
+    let (executions, _queue) = queued(&h);
     let mut request = inline(&h);
     request.pipeline = Some(pipeline(json!([
         resize("a", 10, &[]),
@@ -227,14 +242,7 @@ async fn the_submission_read_back_from_the_database_is_the_one_accepted() {
     ])));
     request.parameters = BTreeMap::from([("b".to_string(), json!({"width": 21}))]);
     let run = started(executions.accept(request, false, "t").await.unwrap());
-    let (submission, _claimed) = stored_submission(
-        &h.db,
-        h.engine.buckets(),
-        &run.execution_id,
-        Default::default(),
-    )
-    .await
-    .unwrap();
+    let submission = read_back(&h, &run.execution_id).await;
     assert_eq!(submission.inputs.len(), 1);
     assert_eq!(submission.inputs[0].image.object_key, h.input.object_key);
     assert_eq!(submission.plan.steps.len(), 2);
@@ -434,8 +442,7 @@ async fn the_pipelines_input_path_is_used_when_the_execution_names_no_inputs() {
 async fn queue_messages_list_every_input_and_the_stored_submission_runs_them_all() {
     let h = Harness::new().await;
     h.put(OTHER_BUCKET, "drop/cat.jpg").await;
-    let queue = Arc::new(FakeQueue::default());
-    let executions = Executions::new(h.db.clone(), h.engine.clone(), Some(queue.clone()));
+    let (executions, queue) = queued(&h);
     let request = CreateExecution {
         inputs: vec![
             h.input.file_id.clone(),
@@ -454,14 +461,7 @@ async fn queue_messages_list_every_input_and_the_stored_submission_runs_them_all
         message.input_data["inputs"][1],
         json!({"source": "s3://camera-drop/drop/cat.jpg", "bucket": OTHER_BUCKET, "object_key": "drop/cat.jpg"})
     );
-    let (submission, _) = stored_submission(
-        &h.db,
-        h.engine.buckets(),
-        &run.execution_id,
-        Default::default(),
-    )
-    .await
-    .unwrap();
+    let submission = read_back(&h, &run.execution_id).await;
     let keys: Vec<&str> = submission
         .inputs
         .iter()
@@ -479,8 +479,7 @@ async fn queue_messages_list_every_input_and_the_stored_submission_runs_them_all
 async fn the_submission_built_from_the_queue_message_is_the_one_read_back() {
     let h = Harness::new().await;
     h.put(OTHER_BUCKET, "drop/cat.jpg").await;
-    let queue = Arc::new(FakeQueue::default());
-    let executions = Executions::new(h.db.clone(), h.engine.clone(), Some(queue.clone()));
+    let (executions, queue) = queued(&h);
     let mut definition = with_globals(json!({"outputPath": "s3://camera-drop/results/"}));
     definition.timeout_seconds = Some(7.5);
     let request = CreateExecution {
@@ -498,14 +497,7 @@ async fn the_submission_built_from_the_queue_message_is_the_one_read_back() {
         queued_submission(&message, h.engine.buckets(), Default::default())
             .unwrap()
             .expect("the message carries the whole run");
-    let (from_db, _) = stored_submission(
-        &h.db,
-        h.engine.buckets(),
-        &run.execution_id,
-        Default::default(),
-    )
-    .await
-    .unwrap();
+    let from_db = read_back(&h, &run.execution_id).await;
     assert_eq!(from_message.execution_id, from_db.execution_id);
     // Plans and inputs have no PartialEq; their Debug form shows every field.
     assert_eq!(
@@ -531,8 +523,7 @@ async fn the_submission_built_from_the_queue_message_is_the_one_read_back() {
 #[tokio::test]
 async fn a_stored_pipelines_id_travels_with_its_queue_message() {
     let h = Harness::new().await;
-    let queue = Arc::new(FakeQueue::default());
-    let executions = Executions::new(h.db.clone(), h.engine.clone(), Some(queue.clone()));
+    let (executions, queue) = queued(&h);
     let mut definition = pipeline(json!([resize("a", 10, &[])]));
     definition.pipeline_id = Some("stored".into());
     h.db.insert_pipeline(&definition).await.unwrap().unwrap();
@@ -553,8 +544,7 @@ async fn a_stored_pipelines_id_travels_with_its_queue_message() {
 #[tokio::test]
 async fn a_message_without_its_inputs_is_read_back_and_a_foreign_bucket_is_refused() {
     let h = Harness::new().await;
-    let queue = Arc::new(FakeQueue::default());
-    let executions = Executions::new(h.db.clone(), h.engine.clone(), Some(queue.clone()));
+    let (executions, queue) = queued(&h);
     started(executions.accept(inline(&h), false, "t").await.unwrap());
     let message = queue.sent.lock().unwrap()[0].clone();
 
