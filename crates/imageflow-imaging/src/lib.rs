@@ -23,6 +23,9 @@ mod encode;
 mod error;
 mod filter;
 mod format;
+mod helper;
+#[cfg(target_arch = "x86_64")]
+mod hpass;
 mod image;
 mod limits;
 mod orientation;

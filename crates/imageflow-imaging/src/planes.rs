@@ -8,7 +8,7 @@
 //! works on each plane, and encodes from planes (`tj3CompressFromYUVPlanes8`). For a
 //! 4:2:0 photo that skips the colour conversions and chroma resampling and halves the
 //! samples the resize or blur touches. Luma and chroma are independent, so they run on
-//! two threads ([`join`]).
+//! two threads ([`crate::helper::join`]).
 //!
 //! The path only takes what it handles exactly like the interleaved one would up to
 //! rounding: a three-component YCbCr JPEG, shown as stored (no EXIF rotation), with a
@@ -130,6 +130,36 @@ pub(crate) fn resize_plane(
     if (width, height) == (plane.width, plane.height) {
         return Ok(plane.clone());
     }
+    #[cfg(target_arch = "x86_64")]
+    if width != plane.width
+        && let Some(pass) = crate::hpass::HorizontalPass::new(plane.width, width, quality.filter())
+    {
+        // The library's vertical pass (alone when the width stays), then ours.
+        let vertical;
+        let rows = if height == plane.height {
+            plane
+        } else {
+            vertical = library_resize(plane, plane.width, height, quality)?;
+            &vertical
+        };
+        let mut data = vec![0u8; width as usize * height as usize];
+        pass.run(&rows.data, &mut data);
+        return Ok(Plane {
+            width,
+            height,
+            data,
+        });
+    }
+    library_resize(plane, width, height, quality)
+}
+
+/// [`resize_plane`] entirely by `fast_image_resize`.
+fn library_resize(
+    plane: &Plane,
+    width: u32,
+    height: u32,
+    quality: ResizeQuality,
+) -> Result<Plane, ImagingError> {
     let internal = |e: &dyn std::fmt::Display| ImagingError::Encode(format!("resize: {e}"));
     let src = ImageRef::new(plane.width, plane.height, &plane.data, PixelType::U8)
         .map_err(|e| internal(&e))?;
@@ -203,33 +233,6 @@ fn pad_to_even(plane: &Plane) -> Plane {
     }
 }
 
-/// Runs `a` on this thread and `b` on a second one when the machine has a second core,
-/// else both here. A request then uses two cores when the service is idle; under load
-/// every core is busy either way, and the work done is the same.
-pub(crate) fn join<A, B>(a: impl FnOnce() -> A + Send, b: impl FnOnce() -> B + Send) -> (A, B)
-where
-    A: Send,
-    B: Send,
-{
-    if !parallel() {
-        return (a(), b());
-    }
-    std::thread::scope(|s| {
-        let second = s.spawn(b);
-        let first = a();
-        let second = second
-            .join()
-            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-        (first, second)
-    })
-}
-
-fn parallel() -> bool {
-    use std::sync::OnceLock;
-    static CORES: OnceLock<usize> = OnceLock::new();
-    *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get())) > 1
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -273,7 +276,29 @@ mod tests {
     }
 
     #[test]
-    fn join_returns_both_results_in_order() {
-        assert_eq!(join(|| 1, || "two"), (1, "two"));
+    fn plane_resize_equals_the_library_s_own() {
+        // resize_plane may take the AVX2 horizontal pass (crate::hpass) after the
+        // library's vertical one; the pixels must be the library's, bit for bit.
+        let (w, h) = (960u32, 540u32);
+        let data = (0..w * h)
+            .map(|i| ((i % w) * 3 + (i / w) * 5 + (i.wrapping_mul(2_654_435_761) >> 27)) as u8)
+            .collect();
+        let plane = Plane {
+            width: w,
+            height: h,
+            data,
+        };
+        for quality in [
+            ResizeQuality::Fast,
+            ResizeQuality::Good,
+            ResizeQuality::Best,
+        ] {
+            for (tw, th) in [(800, 450), (400, 225), (800, 540), (960, 450), (1000, 600)] {
+                let ours = resize_plane(&plane, tw, th, quality).unwrap();
+                let library = library_resize(&plane, tw, th, quality).unwrap();
+                assert_eq!((ours.width, ours.height), (tw, th));
+                assert!(ours == library, "{quality:?} to {tw}x{th}");
+            }
+        }
     }
 }

@@ -9,9 +9,10 @@ use crate::decode::Header;
 use crate::encode::{EncodeOptions, Encoded, encode};
 use crate::error::ImagingError;
 use crate::format::ImageFormat;
+use crate::helper::join;
 use crate::image::Image;
 use crate::limits::Limits;
-use crate::planes::{chroma_420, encode_planes_420, join, resize_plane};
+use crate::planes::{Planes, chroma_420, encode_planes_420, resize_plane};
 
 /// Resampling quality, from the wire's `ResizeQuality`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -254,14 +255,15 @@ fn resize_encoded_with(
     limits.check_dimensions(width, height)?;
     let format = spec.output_format.unwrap_or(header.format);
     if let (Route::Planes, ImageFormat::Jpeg, Some(jpeg)) = (route, format, header.plane_jpeg()) {
-        let source = header.decode_planes(data, &jpeg, width, height)?;
+        let Planes { y, cb, cr } = header.decode_planes(data, &jpeg, width, height)?;
         let (chroma_w, chroma_h) = chroma_420(width, height);
+        let quality = spec.quality;
         let (y, chroma) = join(
-            || resize_plane(&source.y, width, height, spec.quality),
-            || -> Result<_, ImagingError> {
+            || resize_plane(&y, width, height, quality),
+            move || -> Result<_, ImagingError> {
                 Ok((
-                    resize_plane(&source.cb, chroma_w, chroma_h, spec.quality)?,
-                    resize_plane(&source.cr, chroma_w, chroma_h, spec.quality)?,
+                    resize_plane(&cb, chroma_w, chroma_h, quality)?,
+                    resize_plane(&cr, chroma_w, chroma_h, quality)?,
                 ))
             },
         );

@@ -18,9 +18,10 @@ use crate::decode::Header;
 use crate::encode::{EncodeOptions, Encoded, encode};
 use crate::error::ImagingError;
 use crate::format::ImageFormat;
+use crate::helper::join;
 use crate::image::Image;
 use crate::limits::Limits;
-use crate::planes::{Planes, encode_planes_420, join};
+use crate::planes::{Planes, encode_planes_420};
 
 pub use blur::gaussian_kernel;
 
@@ -276,11 +277,12 @@ fn filter_planes(
         mut cb,
         mut cr,
     } = header.decode_planes(data, jpeg, 0, 0)?;
-    join(
+    let ((), (cb, cr)) = join(
         || blur::gaussian_plane(&mut y, sigma, sharpen),
-        || {
+        move || {
             blur::gaussian_plane(&mut cb, sigma / 2.0, sharpen);
             blur::gaussian_plane(&mut cr, sigma / 2.0, sharpen);
+            (cb, cr)
         },
     );
     let (width, height) = (y.width, y.height);
