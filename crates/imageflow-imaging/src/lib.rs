@@ -6,7 +6,9 @@
 //!   downscaling), PNG and WebP, with [`Limits`] checked from the header before any pixel
 //!   buffer is allocated, and EXIF orientation applied.
 //! * [`resize`] (`fast_image_resize`) and [`fit_dimensions`]; [`resize_encoded`] is the
-//!   whole resize-svc hot path.
+//!   whole resize-svc hot path (a YCbCr JPEG is resized plane by plane, luma and chroma
+//!   on two threads, with an AVX2 horizontal pass of our own that gives the library's
+//!   pixels bit for bit).
 //! * [`apply_filter`] with the filters of [`FilterKind`]; [`filter_encoded`] is the
 //!   filter-svc hot path.
 //! * [`encode`]: JPEG (libjpeg-turbo), PNG, lossless WebP.
