@@ -20,6 +20,8 @@
 //! caller keeps `fast_image_resize`'s own pass.
 
 use std::arch::x86_64::__m256i;
+use std::cell::RefCell;
+use std::rc::Rc;
 
 use fast_image_resize::FilterType;
 use pulp::x86::V3;
@@ -30,6 +32,16 @@ const WINDOW: usize = 8;
 /// the weights are i16 and the sums leave room for 8 bits of pixel and 2 of overshoot.
 const PRECISION_BITS: u8 = 32 - 8 - 2;
 const MAX_COEFFS_PRECISION: u8 = 16 - 1;
+/// Passes (or "does not apply") remembered per thread: see [`HorizontalPass::cached`].
+const CACHED: usize = 4;
+
+/// Source width, output width and filter: what a pass is built from.
+type Key = (u32, u32, FilterType);
+
+thread_local! {
+    static PASSES: RefCell<Vec<(Key, Option<Rc<HorizontalPass>>)>> =
+        const { RefCell::new(Vec::new()) };
+}
 
 /// The weights of one horizontal resampling, laid out for the AVX2 loop.
 #[derive(Debug)]
@@ -47,6 +59,26 @@ pub(crate) struct HorizontalPass {
 }
 
 impl HorizontalPass {
+    /// [`Self::new`], remembered on this thread for the last few keys. A service
+    /// resizes the same sizes over and over, and a photo's two chroma planes share one
+    /// pass, so the weights (and the finding that none applies, as for a Lanczos3
+    /// reduction) are worked out once, not for every plane.
+    pub(crate) fn cached(src_width: u32, dst_width: u32, filter: FilterType) -> Option<Rc<Self>> {
+        let key = (src_width, dst_width, filter);
+        PASSES.with(|passes| {
+            let mut passes = passes.borrow_mut();
+            if let Some((_, pass)) = passes.iter().find(|(k, _)| *k == key) {
+                return pass.clone();
+            }
+            let pass = Self::new(src_width, dst_width, filter).map(Rc::new);
+            if passes.len() == CACHED {
+                passes.remove(0);
+            }
+            passes.push((key, pass.clone()));
+            pass
+        })
+    }
+
     /// The pass from `src_width` to `dst_width` columns with `filter`, or `None` where it
     /// does not apply (see the module docs).
     pub(crate) fn new(src_width: u32, dst_width: u32, filter: FilterType) -> Option<Self> {
@@ -376,6 +408,17 @@ mod tests {
         }
         assert!(HorizontalPass::new(960, 400, FilterType::Lanczos3).is_none());
         assert!(HorizontalPass::new(7, 5, FilterType::Bilinear).is_none());
+    }
+
+    #[test]
+    fn a_thread_builds_each_pass_once() {
+        let first = HorizontalPass::cached(480, 400, FilterType::CatmullRom);
+        let again = HorizontalPass::cached(480, 400, FilterType::CatmullRom);
+        match (first, again) {
+            (Some(a), Some(b)) => assert!(Rc::ptr_eq(&a, &b)),
+            (None, None) => assert!(!V3::is_available()),
+            other => panic!("the same key gave {:?}", other),
+        }
     }
 
     #[test]

@@ -132,7 +132,8 @@ pub(crate) fn resize_plane(
     }
     #[cfg(target_arch = "x86_64")]
     if width != plane.width
-        && let Some(pass) = crate::hpass::HorizontalPass::new(plane.width, width, quality.filter())
+        && let Some(pass) =
+            crate::hpass::HorizontalPass::cached(plane.width, width, quality.filter())
     {
         // The library's vertical pass (alone when the width stays), then ours.
         let vertical;
