@@ -37,7 +37,15 @@ log "cargo deny: licenses, bans, sources of the dependency tree"
 cargo deny --locked --log-level error check bans licenses sources
 
 log "cargo test"
-cargo test --workspace --locked --no-fail-fast
+# --no-fail-fast runs every test binary, so a failure's own output can be
+# thousands of lines above the end; repeat each failing binary's failures last,
+# where a CI log's tail shows them.
+test_log="$run_dir/cargo-test.log"
+if ! cargo test --workspace --locked --no-fail-fast 2>&1 | tee "$test_log"; then
+    log "cargo test failed; the failures again:"
+    awk '/^     Running /{binary=$0} /^failures:$/{if(!shown[binary]++)print binary; on=1} on{print} /^test result: FAILED/{on=0}' "$test_log" >&2
+    die "cargo test failed"
+fi
 
 log "deployment: chart, manifests, Dockerfile, alerts, workflows"
 "$REPO_ROOT/scripts/validate-deploy.sh" --require-binaries
