@@ -145,10 +145,10 @@ impl Drop for BlackHole {
     }
 }
 
-/// A loopback port with nothing listening (bound, then released).
+/// A loopback port with nothing listening (bound, then released). It comes from
+/// `free_addr`, so no child of the same test is given it to listen on.
 pub fn closed_port() -> SocketAddr {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap()
+    free_addr()
 }
 
 /// Polls the standard health service until `service` is SERVING; panics with

@@ -26,11 +26,25 @@ pub fn workspace_binary(name: &str) -> PathBuf {
 }
 
 /// A free port on 127.0.0.1 (bound then released; the child binds it next).
+///
+/// The kernel may hand a released port out again, so a test that asks for seven
+/// ports before starting its children could give two of them the same one; a port
+/// is therefore never returned twice in one test process.
 pub fn free_addr() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
+    static HANDED_OUT: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut handed_out = HANDED_OUT
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    loop {
+        let addr = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        if !handed_out.contains(&addr.port()) {
+            handed_out.push(addr.port());
+            return addr;
+        }
+    }
 }
 
 /// A child process whose stdout and stderr go to a log file; killed on drop.
@@ -109,5 +123,19 @@ impl Drop for ChildProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn free_addr_never_hands_out_a_port_twice() {
+        // 500 picks from the ~28k ephemeral ports: without the record, a repeat is
+        // all but certain (the birthday bound), which is how two children collided.
+        let ports: Vec<u16> = (0..500).map(|_| free_addr().port()).collect();
+        let distinct: std::collections::HashSet<u16> = ports.iter().copied().collect();
+        assert_eq!(distinct.len(), ports.len());
     }
 }
