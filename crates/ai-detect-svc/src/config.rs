@@ -39,6 +39,11 @@ const BATCH_WINDOW_MS: Setting = Setting::new(
     "how long a request waits for others to share its batch (0: no waiting; requests that queue up during an inference still share the next one)",
 );
 const MAX_BATCH_SIZE: Setting = Setting::new("MAX_BATCH_SIZE", "8", "most images in one inference");
+const IDLE_RELEASE_SECS: Setting = Setting::new(
+    "IDLE_RELEASE_SECS",
+    "30",
+    "after this long without a request, a model hands back the memory its last burst grew (0: never)",
+);
 
 /// Where inference runs.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -74,6 +79,8 @@ pub struct DetectConfig {
     pub batch_window: Duration,
     /// Most images run as one batch.
     pub max_batch: usize,
+    /// How long a model idles before handing memory back; `None`: never.
+    pub idle_release: Option<Duration>,
 }
 
 /// The detection settings, listed in `--help` after the shared ones.
@@ -99,6 +106,7 @@ pub const SETTINGS: &[Setting] = &[
     ),
     BATCH_WINDOW_MS,
     MAX_BATCH_SIZE,
+    IDLE_RELEASE_SECS,
 ];
 
 impl DetectConfig {
@@ -148,6 +156,12 @@ impl DetectConfig {
             intra_op_threads: env.number_or("INTRA_OP_THREADS", cpus, 1..=256)?,
             batch_window: env.duration::<f64>(&BATCH_WINDOW_MS, Unit::Millis, 0.0..=1000.0)?,
             max_batch: env.number(&MAX_BATCH_SIZE, 1..=64)?,
+            idle_release: Some(env.duration::<f64>(
+                &IDLE_RELEASE_SECS,
+                Unit::Seconds,
+                0.0..=86_400.0,
+            )?)
+            .filter(|d| !d.is_zero()),
         })
     }
 
@@ -178,6 +192,17 @@ mod tests {
         assert_eq!(config.execution_provider, ExecutionProvider::Cpu);
         assert_eq!(config.batch_window, Duration::from_millis(2));
         assert_eq!(config.max_batch, 8);
+        assert_eq!(config.idle_release, Some(Duration::from_secs(30)));
+    }
+
+    #[test]
+    fn idle_release_can_be_turned_off_or_bounded() {
+        let never = DetectConfig::from_env(&env(&[("IDLE_RELEASE_SECS", "0")])).unwrap();
+        assert_eq!(never.idle_release, None);
+        let quick = DetectConfig::from_env(&env(&[("IDLE_RELEASE_SECS", "0.5")])).unwrap();
+        assert_eq!(quick.idle_release, Some(Duration::from_millis(500)));
+        let err = DetectConfig::from_env(&env(&[("IDLE_RELEASE_SECS", "-1")])).unwrap_err();
+        assert!(err.to_string().contains("IDLE_RELEASE_SECS"), "{err}");
     }
 
     #[test]

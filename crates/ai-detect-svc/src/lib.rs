@@ -12,6 +12,7 @@ pub mod batcher;
 pub mod catalog;
 pub mod config;
 pub mod detect;
+pub mod memory;
 pub mod onnx;
 pub mod triton;
 
@@ -91,6 +92,7 @@ pub async fn load_models(
     let policy = BatchPolicy {
         window: detect.batch_window,
         max_batch: detect.max_batch,
+        idle_release: detect.idle_release,
     };
     let mut loaded = HashMap::new();
     let mut waits = Vec::new();
@@ -105,7 +107,10 @@ pub async fn load_models(
                     .run(deadline, move || {
                         let model = OnnxModel::load(&load_spec, &config)?;
                         // The first run allocates and tunes; pay for it now.
-                        model.warm_up(load_spec.input_height, load_spec.input_width)?;
+                        model.settle(load_spec.input_height, load_spec.input_width)?;
+                        // What the warm-up freed would otherwise stay in the
+                        // heap while the service idles.
+                        memory::release_freed();
                         Ok::<_, String>(model)
                     })
                     .await

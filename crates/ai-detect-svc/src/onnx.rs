@@ -115,12 +115,13 @@ impl OnnxModel {
         self.run_with(input, batch, height, width, None)
     }
 
-    /// The start-up inference: everything the first run sets up (kernels chosen,
-    /// weights prepacked) stays, but the activation arena it grew is handed back when
-    /// it ends (ONNX Runtime's arena shrinkage). An idle service then holds the model,
-    /// not a 640x640 image's intermediate tensors; the first request grows the arena
-    /// again.
-    pub fn warm_up(&self, height: u32, width: u32) -> Result<(), String> {
+    /// One inference on zeros that hands the activation arena back when it ends
+    /// (ONNX Runtime's arena shrinkage). At start it is the warm-up: everything
+    /// the first run sets up (kernels chosen, weights prepacked) stays, and an idle
+    /// service holds the model, not a 640x640 image's intermediate tensors. After
+    /// a quiet spell it returns what the last burst's batches grew. The next
+    /// request grows the arena again.
+    pub fn settle(&self, height: u32, width: u32) -> Result<(), String> {
         let zeros = vec![0.0; 3 * height as usize * width as usize];
         let mut options = RunOptions::new().map_err(|e| format!("run options: {e}"))?;
         options

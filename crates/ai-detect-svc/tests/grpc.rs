@@ -66,6 +66,49 @@ async fn finds_the_person_the_cat_and_the_cup() {
     service.stop().await.unwrap();
 }
 
+/// `ai_model_idle_releases_total` for yolo11n, from the process's registry.
+fn idle_releases() -> u64 {
+    imageflow_telemetry::metrics::render_global()
+        .lines()
+        .find_map(|line| line.strip_prefix("ai_model_idle_releases_total{model=\"yolo11n\"} "))
+        .map_or(0, |n| n.trim().parse().unwrap())
+}
+
+#[tokio::test]
+async fn an_idle_model_hands_memory_back_and_detects_the_same_after() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut env = fs_env(dir.path());
+    env.insert("IDLE_RELEASE_SECS".into(), "0.3".into());
+    let (service, mut client) = start(&env).await;
+    let photo = &PHOTOS[2];
+    let released = idle_releases();
+    let before = client
+        .detect_objects(bytes_request(fixture(photo.file), false))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_finds(photo, &before);
+    // The release runs once per quiet spell: one inference on zeros with arena
+    // shrinkage, then malloc_trim.
+    let mut waited = Duration::ZERO;
+    while idle_releases() == released {
+        assert!(
+            waited < Duration::from_secs(30),
+            "no idle release 30 s after the last request"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        waited += Duration::from_millis(100);
+    }
+    let after = client
+        .detect_objects(bytes_request(fixture(photo.file), false))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_finds(photo, &after);
+    assert_eq!(before.detections.len(), after.detections.len());
+    service.stop().await.unwrap();
+}
+
 #[tokio::test]
 async fn draw_boxes_returns_the_annotated_photo() {
     let dir = tempfile::tempdir().unwrap();
