@@ -270,15 +270,14 @@ async fn run_batch(jobs: Vec<Job>, spec: &Arc<ModelSpec>, engine: &Engine, door:
     }
 }
 
-/// After a quiet spell, hands back what the last burst grew: ONNX Runtime keeps
-/// its activation arena at the largest batch's size (hundreds of MB after
-/// batches of eight) until a run asks it to shrink, and glibc keeps the freed
-/// pages until trimmed. The shrinking run is one inference on zeros, paid once
-/// per quiet spell.
 /// How long an idle release waits for a blocking worker before giving up (the
 /// pool is busy: the service is not idle after all).
 const IDLE_RELEASE_WAIT: Duration = Duration::from_secs(5);
 
+/// After a quiet spell, hands back what the last burst grew: ONNX Runtime keeps
+/// its activation arena at the largest batch's size (hundreds of MB after
+/// batches of eight) until a run asks it to shrink ([`OnnxModel::settle`]), and
+/// glibc keeps freed pages until trimmed. Paid once per quiet spell.
 async fn release_idle(engine: &Engine, spec: &ModelSpec, door: &BlockingDoor) {
     let model = match engine {
         Engine::Onnx(model) => Some(model.clone()),
@@ -286,13 +285,13 @@ async fn release_idle(engine: &Engine, spec: &ModelSpec, door: &BlockingDoor) {
     };
     let (name, h, w) = (spec.name.clone(), spec.input_height, spec.input_width);
     let released = door
-        .run(Instant::now() + IDLE_RELEASE_WAIT, move || {
-            if let Some(model) = model
-                && let Err(error) = model.settle(h, w)
-            {
-                tracing::warn!(model = %name, %error, "idle: the arena-shrinking run failed");
+        .run(Instant::now() + IDLE_RELEASE_WAIT, move || match model {
+            Some(model) => {
+                if let Err(error) = model.settle(h, w) {
+                    tracing::warn!(model = %name, %error, "idle: the arena-shrinking run failed");
+                }
             }
-            memory::release_freed()
+            None => memory::release_freed(),
         })
         .await;
     if released.is_ok() {
@@ -303,8 +302,8 @@ async fn release_idle(engine: &Engine, spec: &ModelSpec, door: &BlockingDoor) {
             &["model"],
         )
         .inc(&[spec.name.as_str()]);
+        tracing::debug!(model = %spec.name, "idle: memory handed back");
     }
-    tracing::debug!(model = %spec.name, freed = released.unwrap_or(false), "idle: memory handed back");
 }
 
 async fn infer(

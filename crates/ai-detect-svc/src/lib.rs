@@ -108,9 +108,6 @@ pub async fn load_models(
                         let model = OnnxModel::load(&load_spec, &config)?;
                         // The first run allocates and tunes; pay for it now.
                         model.settle(load_spec.input_height, load_spec.input_width)?;
-                        // What the warm-up freed would otherwise stay in the
-                        // heap while the service idles.
-                        memory::release_freed();
                         Ok::<_, String>(model)
                     })
                     .await

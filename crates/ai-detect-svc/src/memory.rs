@@ -8,28 +8,27 @@
 //! what a burst of batches grew stays resident. `malloc_trim` returns those
 //! free pages; live allocations (the model's weights) are untouched.
 //!
-//! It is called at quiet points only: after the warm-up, before the service
-//! reports SERVING, and once a model has had no request for `IDLE_RELEASE_SECS`
-//! (the batch loop's `release_idle`). glibc locks each arena while it walks it,
+//! It is called at quiet points only: at the end of `OnnxModel::settle` (the
+//! warm-up before SERVING, and the batch loop's `release_idle` once a model has
+//! had no request for `IDLE_RELEASE_SECS`). glibc locks each arena while it walks it,
 //! and the next inference page-faults its buffers in again, so it is never
 //! called between requests.
 
-/// Asks the C allocator to return its free pages to the system; true when
-/// anything came back. Elsewhere than glibc it does nothing: musl's allocator
+/// Asks the C allocator to return its free pages to the system. Elsewhere than glibc it does nothing: musl's allocator
 /// returns large blocks itself.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 #[allow(unsafe_code)]
-pub fn release_freed() -> bool {
+pub fn release_freed() {
     // SAFETY: malloc_trim takes no pointers and runs under glibc's own arena
     // locks, like any other allocator call; it can be called from any thread.
-    unsafe { libc::malloc_trim(0) == 1 }
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
 
 /// See above: no glibc, nothing to do.
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-pub fn release_freed() -> bool {
-    false
-}
+pub fn release_freed() {}
 
 #[cfg(test)]
 mod tests {

@@ -119,7 +119,8 @@ impl OnnxModel {
     /// (ONNX Runtime's arena shrinkage). At start it is the warm-up: everything
     /// the first run sets up (kernels chosen, weights prepacked) stays, and an idle
     /// service holds the model, not a 640x640 image's intermediate tensors. After
-    /// a quiet spell it returns what the last burst's batches grew. The next
+    /// a quiet spell it returns what the last burst's batches grew. Then glibc's
+    /// heap is trimmed, or the freed arena would stay resident there. The next
     /// request grows the arena again.
     pub fn settle(&self, height: u32, width: u32) -> Result<(), String> {
         let zeros = vec![0.0; 3 * height as usize * width as usize];
@@ -127,8 +128,12 @@ impl OnnxModel {
         options
             .set("memory.enable_memory_arena_shrinkage", self.arena_device())
             .map_err(|e| format!("run options: {e}"))?;
-        self.run_with(&zeros, 1, height, width, Some(&options))
-            .map(|_| ())
+        let ran = self
+            .run_with(&zeros, 1, height, width, Some(&options))
+            .map(|_| ());
+        drop(zeros);
+        crate::memory::release_freed();
+        ran
     }
 
     /// The arena shrinkage setting's name for this model's device.
