@@ -15,139 +15,32 @@
 
 #![allow(clippy::unwrap_used, clippy::print_stdout)] // a benchmark's output is its point
 
+mod common;
+
 use std::{
     collections::HashMap,
     path::{Path, PathBuf},
-    process::Command,
-    time::Instant,
 };
+
+use common::{median, percentile, python_baseline, run_case};
 
 use imageflow_imaging::{
     ImageFormat, Limits, ResizeQuality, ResizeSpec, decode, letterbox_into, resize_encoded,
 };
-use imageflow_proto::v1::{
-    DetectionRequest, ImageBytes, ai_detection_service_client::AiDetectionServiceClient,
-    detection_request::Input,
-};
+use imageflow_proto::v1::ai_detection_service_client::AiDetectionServiceClient;
 use imageflow_service::ServiceConfig;
-use tonic::transport::Channel;
 
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
-    sorted[rank.min(sorted.len() - 1)]
-}
-
-fn median(values: &mut [f64]) -> f64 {
-    values.sort_by(f64::total_cmp);
-    percentile(values, 50.0)
-}
-
-struct Sample {
-    latency_ms: f64,
-    metadata: HashMap<String, String>,
-}
-
-async fn run_case(
-    client: &AiDetectionServiceClient<Channel>,
-    image: &[u8],
-    requests: usize,
-    concurrency: usize,
-) -> (Vec<Sample>, f64) {
-    let request = DetectionRequest {
-        input: Some(Input::InputBytes(ImageBytes {
-            data: image.to_vec(),
-            ..Default::default()
-        })),
-        ..Default::default()
-    };
-    // Warm-up.
-    for _ in 0..3 {
-        client
-            .clone()
-            .detect_objects(request.clone())
-            .await
-            .unwrap();
-    }
-    let started = Instant::now();
-    let per_worker = requests / concurrency;
-    let workers: Vec<_> = (0..concurrency)
-        .map(|_| {
-            let mut client = client.clone();
-            let request = request.clone();
-            tokio::spawn(async move {
-                let mut samples = Vec::new();
-                for _ in 0..per_worker {
-                    let sent = Instant::now();
-                    let response = client
-                        .detect_objects(request.clone())
-                        .await
-                        .unwrap()
-                        .into_inner();
-                    samples.push(Sample {
-                        latency_ms: sent.elapsed().as_secs_f64() * 1000.0,
-                        metadata: response.result.unwrap().metadata,
-                    });
-                }
-                samples
-            })
-        })
-        .collect();
-    let mut samples = Vec::new();
-    for worker in workers {
-        samples.extend(worker.await.unwrap());
-    }
-    (samples, started.elapsed().as_secs_f64())
-}
-
-fn python_baseline(
-    model: &Path,
-    tensor: &Path,
-    requests: usize,
-    concurrency: usize,
-) -> Option<(Vec<f64>, f64, String)> {
-    let home = std::env::var("HOME").ok()?;
-    let python = std::env::var("IMAGEFLOW_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| PathBuf::from(home).join(".cache/imageflow"))
-        .join("venv/bin/python");
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/ort_baseline.py");
-    let output = Command::new(&python)
-        .arg(script)
-        .arg(model)
-        .arg(tensor)
-        .args([
-            "640",
-            "640",
-            &requests.to_string(),
-            &concurrency.to_string(),
-        ])
-        .output()
-        .ok()?;
-    if !output.status.success() {
-        eprintln!(
-            "python baseline failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        return None;
-    }
-    let value: serde_json::Value = serde_json::from_slice(&output.stdout).ok()?;
-    let latencies = value["latencies_ms"]
-        .as_array()?
-        .iter()
-        .filter_map(|v| v.as_f64())
-        .collect();
-    Some((
-        latencies,
-        value["wall_s"].as_f64()?,
-        value["onnxruntime"].as_str()?.to_string(),
-    ))
+/// The venv `scripts/setup.sh` fills, with the CPU onnxruntime.
+fn venv_python() -> PathBuf {
+    let cache = std::env::var_os("IMAGEFLOW_CACHE").map_or_else(
+        || PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/imageflow"),
+        PathBuf::from,
+    );
+    cache.join("venv/bin/python")
 }
 
 fn main() {
@@ -241,12 +134,12 @@ fn main() {
                 let mean_batch = batch.iter().sum::<f64>() / batch.len() as f64;
                 let (p50, p95) = (percentile(&latency, 50.0), percentile(&latency, 95.0));
                 let (pre, queue, infer, post) = (median(&mut pre), median(&mut queue), median(&mut infer), median(&mut post));
-                let py = python_baseline(&model, &tensor_file, requests, concurrency);
+                let py = python_baseline(&venv_python(), &repo_root(), &model, &tensor_file, requests, concurrency, "cpu", 1);
                 let (py50, py95, pyrps) = match &py {
-                    Some((lat, wall, _)) => {
-                        let mut lat = lat.clone();
+                    Some(run) => {
+                        let mut lat = run.latencies_ms.clone();
                         lat.sort_by(f64::total_cmp);
-                        (percentile(&lat, 50.0), percentile(&lat, 95.0), lat.len() as f64 / wall)
+                        (percentile(&lat, 50.0), percentile(&lat, 95.0), lat.len() as f64 / run.wall_s)
                     }
                     None => (f64::NAN, f64::NAN, f64::NAN),
                 };

@@ -1,0 +1,138 @@
+//! What the detection benchmarks share: statistics, a load of gRPC requests at
+//! a concurrency, and bare Python onnxruntime on the same tensor.
+
+#![allow(dead_code)] // each benchmark uses a part
+
+use std::{collections::HashMap, path::Path, process::Command, time::Instant};
+
+use imageflow_proto::v1::{
+    DetectionRequest, ImageBytes, ai_detection_service_client::AiDetectionServiceClient,
+    detection_request::Input,
+};
+use tonic::transport::Channel;
+
+pub fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+    sorted[rank.min(sorted.len() - 1)]
+}
+
+pub fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    percentile(values, 50.0)
+}
+
+pub struct Sample {
+    pub latency_ms: f64,
+    pub metadata: HashMap<String, String>,
+}
+
+/// `requests` detections of `image` from `concurrency` clients at once, after
+/// one discarded round at the same concurrency (so the batch shapes it makes
+/// are warm too). Returns the samples and the wall time in seconds.
+pub async fn run_case(
+    client: &AiDetectionServiceClient<Channel>,
+    image: &[u8],
+    requests: usize,
+    concurrency: usize,
+) -> (Vec<Sample>, f64) {
+    let request = DetectionRequest {
+        input: Some(Input::InputBytes(ImageBytes {
+            data: image.to_vec(),
+            ..Default::default()
+        })),
+        ..Default::default()
+    };
+    load(client, &request, concurrency.max(3), concurrency).await;
+    let started = Instant::now();
+    let samples = load(client, &request, requests, concurrency).await;
+    (samples, started.elapsed().as_secs_f64())
+}
+
+async fn load(
+    client: &AiDetectionServiceClient<Channel>,
+    request: &DetectionRequest,
+    requests: usize,
+    concurrency: usize,
+) -> Vec<Sample> {
+    let per_worker = requests.div_ceil(concurrency);
+    let workers: Vec<_> = (0..concurrency)
+        .map(|_| {
+            let mut client = client.clone();
+            let request = request.clone();
+            tokio::spawn(async move {
+                let mut samples = Vec::new();
+                for _ in 0..per_worker {
+                    let sent = Instant::now();
+                    let response = client
+                        .detect_objects(request.clone())
+                        .await
+                        .unwrap()
+                        .into_inner();
+                    samples.push(Sample {
+                        latency_ms: sent.elapsed().as_secs_f64() * 1000.0,
+                        metadata: response.result.unwrap().metadata,
+                    });
+                }
+                samples
+            })
+        })
+        .collect();
+    let mut samples = Vec::new();
+    for worker in workers {
+        samples.extend(worker.await.unwrap());
+    }
+    samples
+}
+
+/// What `benches/ort_baseline.py` measured.
+pub struct PythonRun {
+    /// Each `session.run`, in ms.
+    pub latencies_ms: Vec<f64>,
+    pub wall_s: f64,
+    pub version: String,
+}
+
+/// Bare `session.run` in Python on `tensor` (a raw little-endian f32 file of
+/// one 3x640x640 image), stacked `batch` times, on `provider` (cpu or cuda),
+/// by the script in the checkout at `root`. None, with the reason on stderr,
+/// when Python fails.
+pub fn python_baseline(
+    python: &Path,
+    root: &Path,
+    model: &Path,
+    tensor: &Path,
+    requests: usize,
+    concurrency: usize,
+    provider: &str,
+    batch: usize,
+) -> Option<PythonRun> {
+    let output = Command::new(python)
+        .arg(root.join("crates/ai-detect-svc/benches/ort_baseline.py"))
+        .arg(model)
+        .arg(tensor)
+        .args(["640", "640"])
+        .args([requests, concurrency].map(|n| n.to_string()))
+        .args([provider, &batch.to_string()])
+        .output()
+        .ok()?;
+    if !output.status.success() {
+        eprintln!(
+            "python baseline failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        return None;
+    }
+    let value: serde_json::Value = serde_json::from_slice(&output.stdout).ok()?;
+    Some(PythonRun {
+        latencies_ms: value["latencies_ms"]
+            .as_array()?
+            .iter()
+            .filter_map(serde_json::Value::as_f64)
+            .collect(),
+        wall_s: value["wall_s"].as_f64()?,
+        version: value["onnxruntime"].as_str()?.to_string(),
+    })
+}
