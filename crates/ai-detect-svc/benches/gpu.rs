@@ -94,6 +94,14 @@ fn runs() -> usize {
 }
 
 fn main() -> ExitCode {
+    // The service's warnings (why CUDA was not used, above all) go to stderr.
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .init();
     let fallback = std::env::args().skip(1).any(|a| a == "fallback");
     let scratch = tempfile::tempdir().unwrap();
     let env = settings(scratch.path());
