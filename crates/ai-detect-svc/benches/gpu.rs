@@ -79,6 +79,8 @@ fn settings(scratch: &Path) -> HashMap<String, String> {
         ("STORAGE_URL", format!("file://{}", scratch.display())),
         ("EXECUTION_PROVIDER", "cuda".into()),
         ("MAX_BATCH_SIZE", "32".into()),
+        // Room for the concurrency-32 row (the default sheds load at 20).
+        ("MAX_CONCURRENT_REQUESTS", "64".into()),
     ];
     for (key, value) in defaults {
         env.entry(key.into()).or_insert(value);

@@ -9,6 +9,7 @@
 //! while an inference runs share the next one.
 
 use std::{
+    ops::{Deref, Range},
     sync::{
         Arc,
         atomic::{AtomicUsize, Ordering},
@@ -38,13 +39,29 @@ pub enum Engine {
 #[derive(Debug)]
 pub struct Inference {
     /// `[4 + classes, anchors]` for this image.
-    pub output: Vec<f32>,
+    pub output: ImageOutput,
     pub anchors: usize,
     /// Time of the whole batch's inference.
     pub inference: Duration,
     /// From queueing to the start of the batch.
     pub queued: Duration,
     pub batch_size: usize,
+}
+
+/// One image's rows of a batch's output, read in place (the batch's requests
+/// share it; it goes when the last of them is done).
+#[derive(Clone, Debug)]
+pub struct ImageOutput {
+    batch: Arc<RawOutput>,
+    range: Range<usize>,
+}
+
+impl Deref for ImageOutput {
+    type Target = [f32];
+
+    fn deref(&self) -> &[f32] {
+        &self.batch.data()[self.range.clone()]
+    }
 }
 
 struct Job {
@@ -192,17 +209,21 @@ async fn batch_loop(
             )));
         }
         if !live.is_empty() {
-            run_batch(live, &spec, &engine, &door).await;
+            run_batch(live, &spec, &engine).await;
         }
     }
 }
 
-async fn run_batch(jobs: Vec<Job>, spec: &Arc<ModelSpec>, engine: &Engine, door: &BlockingDoor) {
+async fn run_batch(jobs: Vec<Job>, spec: &Arc<ModelSpec>, engine: &Engine) {
     let started = Instant::now();
     let batch = jobs.len();
     let deadline = jobs.iter().map(|j| j.deadline).max().unwrap_or(started);
     let mut replies = Vec::with_capacity(batch);
-    let mut input = Vec::new();
+    let mut input = Vec::with_capacity(if batch == 1 {
+        0
+    } else {
+        batch * spec.image_len()
+    });
     let requests: Vec<tracing::Span> = jobs.iter().map(|j| j.span.clone()).collect();
     let backend = match engine {
         Engine::Onnx(_) => "onnxruntime",
@@ -218,7 +239,7 @@ async fn run_batch(jobs: Vec<Job>, spec: &Arc<ModelSpec>, engine: &Engine, door:
             input.extend_from_slice(&job.input);
         }
     }
-    let result = infer(engine, spec, door, input, batch, deadline)
+    let result = infer(engine, spec, input, batch, deadline)
         .instrument(span.clone())
         .await;
     match &result {
@@ -235,11 +256,16 @@ async fn run_batch(jobs: Vec<Job>, spec: &Arc<ModelSpec>, engine: &Engine, door:
     }
     let outcome = result.and_then(|(raw, inference)| {
         let anchors = check_shape(&raw, spec, batch)?;
-        Ok((raw.data, anchors, inference))
+        Ok((Arc::new(raw), anchors, inference))
     });
     match outcome {
-        Ok((data, anchors, inference)) => {
-            let reply = |(reply, queued): (oneshot::Sender<_>, Duration), output| {
+        Ok((raw, anchors, inference)) => {
+            let per_image = raw.data().len() / batch;
+            for (i, (reply, queued)) in replies.into_iter().enumerate() {
+                let output = ImageOutput {
+                    batch: raw.clone(),
+                    range: i * per_image..(i + 1) * per_image,
+                };
                 let _ = reply.send(Ok(Inference {
                     output,
                     anchors,
@@ -247,18 +273,6 @@ async fn run_batch(jobs: Vec<Job>, spec: &Arc<ModelSpec>, engine: &Engine, door:
                     queued,
                     batch_size: batch,
                 }));
-            };
-            if batch == 1 {
-                // The whole output is the one image's: no copy (2.8 MB for
-                // YOLO11n at 640x640).
-                if let Some(r) = replies.into_iter().next() {
-                    reply(r, data);
-                }
-            } else {
-                let per_image = data.len() / batch;
-                for (r, output) in replies.into_iter().zip(data.chunks_exact(per_image)) {
-                    reply(r, output.to_vec());
-                }
             }
         }
         Err(err) => {
@@ -279,22 +293,22 @@ const IDLE_RELEASE_WAIT: Duration = Duration::from_secs(5);
 /// batches of eight) until a run asks it to shrink ([`OnnxModel::settle`]), and
 /// glibc keeps freed pages until trimmed. Paid once per quiet spell.
 async fn release_idle(engine: &Engine, spec: &ModelSpec, door: &BlockingDoor) {
-    let model = match engine {
-        Engine::Onnx(model) => Some(model.clone()),
-        Engine::Triton(_) => None,
-    };
     let (name, h, w) = (spec.name.clone(), spec.input_height, spec.input_width);
-    let released = door
-        .run(Instant::now() + IDLE_RELEASE_WAIT, move || match model {
-            Some(model) => {
+    let released = match engine {
+        Engine::Onnx(model) => model
+            .on_thread(move |model| {
                 if let Err(error) = model.settle(h, w) {
                     tracing::warn!(model = %name, %error, "idle: the arena-shrinking run failed");
                 }
-            }
-            None => memory::release_freed(),
-        })
-        .await;
-    if released.is_ok() {
+            })
+            .await
+            .is_ok(),
+        Engine::Triton(_) => door
+            .run(Instant::now() + IDLE_RELEASE_WAIT, memory::release_freed)
+            .await
+            .is_ok(),
+    };
+    if released {
         imageflow_telemetry::global_metric!(
             counter_vec,
             "ai_model_idle_releases_total",
@@ -309,23 +323,23 @@ async fn release_idle(engine: &Engine, spec: &ModelSpec, door: &BlockingDoor) {
 async fn infer(
     engine: &Engine,
     spec: &Arc<ModelSpec>,
-    door: &BlockingDoor,
     input: Vec<f32>,
     batch: usize,
     deadline: Instant,
 ) -> Result<(RawOutput, Duration), ServiceError> {
     match engine {
         Engine::Onnx(model) => {
-            let model = model.clone();
             let (h, w) = (spec.input_height, spec.input_width);
-            door.run(deadline, move || {
-                let started = Instant::now();
-                model
-                    .run(&input, batch, h, w)
-                    .map(|raw| (raw, started.elapsed()))
-            })
-            .await?
-            .map_err(ServiceError::Internal)
+            model
+                .on_thread(move |model| {
+                    let started = Instant::now();
+                    model
+                        .run(&input, batch, h, w)
+                        .map(|raw| (raw, started.elapsed()))
+                })
+                .await
+                .map_err(ServiceError::Internal)?
+                .map_err(ServiceError::Internal)
         }
         Engine::Triton(client) => {
             let started = Instant::now();
@@ -347,14 +361,14 @@ fn check_shape(raw: &RawOutput, spec: &ModelSpec, batch: usize) -> Result<usize,
             if *n == batch as i64
                 && *r == rows as i64
                 && *anchors > 0
-                && raw.data.len() == batch * rows * *anchors as usize =>
+                && raw.data().len() == batch * rows * *anchors as usize =>
         {
             Ok(*anchors as usize)
         }
         other => Err(ServiceError::Internal(format!(
             "model {} answered shape {other:?} with {} values; expected [{batch}, {rows}, anchors] (a YOLOv8/YOLO11 detection head with {} classes)",
             spec.name,
-            raw.data.len(),
+            raw.data().len(),
             spec.class_names.len()
         ))),
     }
@@ -397,17 +411,11 @@ mod tests {
 
     #[test]
     fn output_shape_is_checked() {
-        let raw = RawOutput {
-            data: vec![0.0; 2 * 6 * 3],
-            shape: vec![2, 6, 3],
-        };
+        let raw = RawOutput::new(vec![0.0; 2 * 6 * 3], vec![2, 6, 3]);
         assert_eq!(check_shape(&raw, &spec(2), 2).unwrap(), 3);
         assert!(check_shape(&raw, &spec(3), 2).is_err());
         assert!(check_shape(&raw, &spec(2), 1).is_err());
-        let short = RawOutput {
-            data: vec![0.0; 5],
-            shape: vec![2, 6, 3],
-        };
+        let short = RawOutput::new(vec![0.0; 5], vec![2, 6, 3]);
         assert!(check_shape(&short, &spec(2), 2).is_err());
     }
 }

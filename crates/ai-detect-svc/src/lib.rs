@@ -104,17 +104,24 @@ pub async fn load_models(
                 let deadline = std::time::Instant::now() + Duration::from_secs(600);
                 let model = runtime
                     .door
-                    .run(deadline, move || {
-                        let model = OnnxModel::load(&load_spec, &config)?;
-                        // The first run allocates and tunes; pay for it now.
-                        model.settle(load_spec.input_height, load_spec.input_width)?;
-                        Ok::<_, String>(model)
-                    })
+                    .run(deadline, move || OnnxModel::load(&load_spec, &config))
                     .await
                     .map_err(|e| e.to_string())??;
+                let model = Arc::new(model);
+                // The first runs allocate and tune; pay for them now, on the
+                // thread that will run the model's batches.
+                let (name, h, w, max_batch) = (
+                    spec.name.clone(),
+                    spec.input_height,
+                    spec.input_width,
+                    detect.max_batch,
+                );
+                model
+                    .on_thread(move |model| model.warm_up(&name, h, w, max_batch))
+                    .await??;
                 let backend = format!("onnx/{}", model.provider);
                 tracing::info!(model = %spec.name, path = %spec.path.display(), classes = spec.class_names.len(), %backend, "model loaded");
-                (Engine::Onnx(Arc::new(model)), backend)
+                (Engine::Onnx(model), backend)
             }
             Backend::Triton { url } => {
                 let client = TritonClient::new(url, service.max_message_bytes)?;

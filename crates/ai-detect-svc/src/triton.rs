@@ -194,9 +194,6 @@ impl TritonClient {
                 .map(|c| c.fp32_contents.clone())
                 .unwrap_or_default(),
         };
-        Ok(RawOutput {
-            data,
-            shape: output.shape.clone(),
-        })
+        Ok(RawOutput::new(data, output.shape.clone()))
     }
 }
