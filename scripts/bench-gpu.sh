@@ -128,7 +128,7 @@ EOF
     export PYTHONPATH="$root/site${PYTHONPATH:+:$PYTHONPATH}"
     export IMAGEFLOW_REPO_ROOT="$repo" MODEL_DIR="$root/models"
     export ORT_DYLIB_PATH="$root/site/onnxruntime/capi/libonnxruntime.so"
-    export GPU_BENCH_PYTHON="$python" RUST_LOG="${RUST_LOG:-warn}"
+    export GPU_BENCH_PYTHON="$python" RUST_LOG="${RUST_LOG:-warn,ai_detect_svc=info}"
 
     # Both parts run even when one fails: device time is scarce, and the
     # log says what went wrong.
