@@ -219,10 +219,16 @@ async fn run_batch(jobs: Vec<Job>, spec: &Arc<ModelSpec>, engine: &Engine) {
     let batch = jobs.len();
     let deadline = jobs.iter().map(|j| j.deadline).max().unwrap_or(started);
     let mut replies = Vec::with_capacity(batch);
-    let mut input = Vec::with_capacity(if batch == 1 {
+    // The batch size the engine runs these images at (on CUDA, padded to a
+    // fixed shape).
+    let shape = match engine {
+        Engine::Onnx(model) => model.batch_shape(batch),
+        Engine::Triton(_) => batch,
+    };
+    let mut input = Vec::with_capacity(if shape == 1 {
         0
     } else {
-        batch * spec.image_len()
+        shape * spec.image_len()
     });
     let requests: Vec<tracing::Span> = jobs.iter().map(|j| j.span.clone()).collect();
     let backend = match engine {
@@ -233,13 +239,14 @@ async fn run_batch(jobs: Vec<Job>, spec: &Arc<ModelSpec>, engine: &Engine) {
     drop(requests);
     for job in jobs {
         replies.push((job.reply, started.saturating_duration_since(job.enqueued)));
-        if batch == 1 {
+        if shape == 1 {
             input = job.input;
         } else {
             input.extend_from_slice(&job.input);
         }
     }
-    let result = infer(engine, spec, input, batch, deadline)
+    input.resize(shape * spec.image_len(), 0.0);
+    let result = infer(engine, spec, input, shape, deadline)
         .instrument(span.clone())
         .await;
     match &result {
@@ -255,12 +262,12 @@ async fn run_batch(jobs: Vec<Job>, spec: &Arc<ModelSpec>, engine: &Engine) {
         Err(err) => imageflow_telemetry::spans::record_error(&span, err),
     }
     let outcome = result.and_then(|(raw, inference)| {
-        let anchors = check_shape(&raw, spec, batch)?;
+        let anchors = check_shape(&raw, spec, shape)?;
         Ok((Arc::new(raw), anchors, inference))
     });
     match outcome {
         Ok((raw, anchors, inference)) => {
-            let per_image = raw.data().len() / batch;
+            let per_image = raw.data().len() / shape;
             for (i, (reply, queued)) in replies.into_iter().enumerate() {
                 let output = ImageOutput {
                     batch: raw.clone(),

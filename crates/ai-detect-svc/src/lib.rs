@@ -110,14 +110,9 @@ pub async fn load_models(
                 let model = Arc::new(model);
                 // The first runs allocate and tune; pay for them now, on the
                 // thread that will run the model's batches.
-                let (name, h, w, max_batch) = (
-                    spec.name.clone(),
-                    spec.input_height,
-                    spec.input_width,
-                    detect.max_batch,
-                );
+                let (name, h, w) = (spec.name.clone(), spec.input_height, spec.input_width);
                 model
-                    .on_thread(move |model| model.warm_up(&name, h, w, max_batch))
+                    .on_thread(move |model| model.warm_up(&name, h, w))
                     .await??;
                 let backend = format!("onnx/{}", model.provider);
                 tracing::info!(model = %spec.name, path = %spec.path.display(), classes = spec.class_names.len(), %backend, "model loaded");

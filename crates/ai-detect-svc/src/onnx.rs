@@ -50,10 +50,16 @@ fn environment(dylib: &Path) -> Result<&'static Environment, String> {
 
 /// One loaded model. `Session::run` takes `&mut self` (ONNX Runtime's EP
 /// allocators are not thread-safe); the batcher runs one batch at a time per
-/// model anyway, so the lock is never contended.
+/// model anyway, so the locks are never contended.
 #[derive(Debug)]
 pub struct OnnxModel {
-    session: Mutex<Session>,
+    /// On the CPU, one session for every batch size. On CUDA, one session per
+    /// batch shape ([`batch_shapes`]), each only ever run at its shape: ONNX
+    /// Runtime's CUDA convolutions (cuDNN 9's frontend) keep the plan of the
+    /// last input shape only and build a new one, with its algorithm search,
+    /// whenever the shape changes. Batches of changing sizes on one session
+    /// took 1.4 s each on an H200 instead of 8 ms.
+    sessions: Vec<Shaped>,
     input_name: String,
     output_name: String,
     /// The provider in use: `CPUExecutionProvider` or `CUDAExecutionProvider`.
@@ -64,10 +70,33 @@ pub struct OnnxModel {
 
 type Job = Box<dyn FnOnce() + Send>;
 
+#[derive(Debug)]
+struct Shaped {
+    /// The batch size this session runs; `None`: any.
+    batch: Option<usize>,
+    session: Mutex<Session>,
+}
+
+/// The batch shapes a CUDA model is run at: powers of two up to `max_batch`,
+/// and `max_batch` itself. A batch runs at the smallest shape that holds it,
+/// padded with zeros: at most twice the images' work, on a GPU that has it
+/// to spare, against a new cuDNN plan for every new size.
+pub fn batch_shapes(max_batch: usize) -> Vec<usize> {
+    let max_batch = max_batch.max(1);
+    let mut shapes: Vec<usize> = std::iter::successors(Some(1usize), |n| n.checked_mul(2))
+        .take_while(|&n| n < max_batch)
+        .collect();
+    shapes.push(max_batch);
+    shapes
+}
+
 /// What one inference returns: the output tensor and its shape.
 pub struct RawOutput {
     data: OutputData,
     pub shape: Vec<i64>,
+    /// How many values belong to the images asked about (fewer than the
+    /// tensor holds when the batch was padded).
+    len: usize,
 }
 
 enum OutputData {
@@ -80,19 +109,33 @@ enum OutputData {
 impl RawOutput {
     pub fn new(data: Vec<f32>, shape: Vec<i64>) -> Self {
         Self {
+            len: data.len(),
             data: OutputData::Owned(data),
             shape,
         }
     }
 
     pub fn data(&self) -> &[f32] {
-        match &self.data {
+        let all = match &self.data {
             OutputData::Owned(data) => data,
             // Checked to be f32 when it was made.
             OutputData::Ort(value) => value
                 .try_extract_tensor::<f32>()
-                .map_or(&[], |(_, data)| data),
+                .map_or(&[][..], |(_, data)| data),
+        };
+        &all[..self.len.min(all.len())]
+    }
+
+    /// Keeps the first `images` of a padded batch.
+    fn first(mut self, images: usize) -> Self {
+        if let Some(&rows) = self.shape.first()
+            && rows > 0
+            && (images as i64) < rows
+        {
+            self.len = self.len / rows as usize * images;
+            self.shape[0] = images as i64;
         }
+        self
     }
 }
 
@@ -110,22 +153,26 @@ impl OnnxModel {
     pub fn load(spec: &ModelSpec, config: &DetectConfig) -> Result<Self, String> {
         let env = environment(&config.ort_dylib_path)?;
         let fail = |e: ort::Error| format!("model {}: {e}", spec.path.display());
-        let (session, provider) = match config.execution_provider {
+        let (sessions, provider) = match config.execution_provider {
             ExecutionProvider::Cpu => (
-                cpu_session(env, spec, config).map_err(fail)?,
+                vec![Shaped::any(cpu_session(env, spec, config).map_err(fail)?)],
                 "CPUExecutionProvider",
             ),
-            ExecutionProvider::Cuda => match cuda_session(env, spec, config) {
-                Ok(session) => (session, "CUDAExecutionProvider"),
+            ExecutionProvider::Cuda => match cuda_sessions(env, spec, config) {
+                Ok(sessions) => (sessions, "CUDAExecutionProvider"),
                 Err(reason) => {
                     tracing::warn!(model = %spec.name, %reason, "CUDA execution provider unavailable; falling back to the CPU");
                     (
-                        cpu_session(env, spec, config).map_err(fail)?,
+                        vec![Shaped::any(cpu_session(env, spec, config).map_err(fail)?)],
                         "CPUExecutionProvider",
                     )
                 }
             },
         };
+        let session = sessions[0]
+            .session
+            .lock()
+            .map_err(|_| "a session lock was poisoned while loading".to_string())?;
         let input_name = session
             .inputs()
             .first()
@@ -136,6 +183,7 @@ impl OnnxModel {
             .first()
             .map(|o| o.name().to_string())
             .ok_or_else(|| format!("model {}: no output", spec.name))?;
+        drop(session);
         let (thread, jobs) = mpsc::channel::<Job>();
         std::thread::Builder::new()
             .name(format!("infer-{}", spec.name))
@@ -148,7 +196,7 @@ impl OnnxModel {
             })
             .map_err(|e| format!("model {}: inference thread: {e}", spec.name))?;
         Ok(Self {
-            session: Mutex::new(session),
+            sessions,
             input_name,
             output_name,
             provider,
@@ -177,36 +225,33 @@ impl OnnxModel {
             .map_err(|_| "the inference panicked".to_string())
     }
 
-    /// Readies the model before it serves. On the CPU that is [`Self::settle`].
-    /// The CUDA provider also picks its convolution algorithms per input
-    /// shape on the first run of each, so every batch size up to `max_batch`
-    /// runs once here, not in a request's time.
-    pub fn warm_up(
-        &self,
-        name: &str,
-        height: u32,
-        width: u32,
-        max_batch: usize,
-    ) -> Result<(), String> {
+    /// Readies the model before it serves: [`Self::settle`], whose run is the
+    /// first of every session (on CUDA, one per batch shape, each building its
+    /// convolution plans), so no request pays for it.
+    pub fn warm_up(&self, name: &str, height: u32, width: u32) -> Result<(), String> {
         let started = Instant::now();
-        let batches = if self.provider == "CUDAExecutionProvider" {
-            max_batch.max(1)
-        } else {
-            1
-        };
-        if batches > 1 {
-            let zeros = vec![0.0; batches * 3 * height as usize * width as usize];
-            for batch in 2..=batches {
-                let len = batch * 3 * height as usize * width as usize;
-                self.run(&zeros[..len], batch, height, width)?;
-            }
-        }
         self.settle(height, width)?;
-        tracing::info!(model = %name, provider = self.provider, batch_sizes = batches, elapsed_ms = started.elapsed().as_secs_f64() * 1000.0, "model warmed up");
+        let shapes: Vec<usize> = self.sessions.iter().filter_map(|s| s.batch).collect();
+        tracing::info!(model = %name, provider = self.provider, batch_shapes = ?shapes, elapsed_ms = started.elapsed().as_secs_f64() * 1000.0, "model warmed up");
         Ok(())
     }
 
-    /// Runs a `[batch, 3, height, width]` input (blocking).
+    /// The batch size `images` images run at: the same on the CPU, the
+    /// smallest batch shape that holds them on CUDA. The caller pads its input
+    /// to it with zeros; [`Self::run`] pads otherwise.
+    pub fn batch_shape(&self, images: usize) -> usize {
+        self.shaped(images).batch.unwrap_or(images)
+    }
+
+    fn shaped(&self, images: usize) -> &Shaped {
+        self.sessions
+            .iter()
+            .find(|s| s.batch.is_none_or(|b| b >= images))
+            .unwrap_or_else(|| &self.sessions[self.sessions.len() - 1])
+    }
+
+    /// Runs a `[batch, 3, height, width]` input (blocking) and returns the
+    /// output of those `batch` images.
     pub fn run(
         &self,
         input: &[f32],
@@ -214,26 +259,72 @@ impl OnnxModel {
         height: u32,
         width: u32,
     ) -> Result<RawOutput, String> {
-        self.run_with(input, batch, height, width, None)
+        let shaped = self.shaped(batch);
+        let shape = shaped.batch.unwrap_or(batch);
+        if shape < batch {
+            return Err(format!(
+                "a batch of {batch} is more than the largest this model was loaded for ({shape}; MAX_BATCH_SIZE)"
+            ));
+        }
+        if shape == batch {
+            return run_session(
+                shaped,
+                &self.input_name,
+                &self.output_name,
+                input,
+                batch,
+                height,
+                width,
+                None,
+            );
+        }
+        let mut padded = vec![0.0; input.len() / batch.max(1) * shape];
+        padded[..input.len()].copy_from_slice(input);
+        run_session(
+            shaped,
+            &self.input_name,
+            &self.output_name,
+            &padded,
+            shape,
+            height,
+            width,
+            None,
+        )
+        .map(|raw| raw.first(batch))
     }
 
-    /// One inference on zeros that hands the activation arena back when it ends
-    /// (ONNX Runtime's arena shrinkage). At start it is the warm-up: everything
-    /// the first run sets up (kernels chosen, weights prepacked) stays, and an idle
-    /// service holds the model, not a 640x640 image's intermediate tensors. After
-    /// a quiet spell it returns what the last burst's batches grew. Then glibc's
-    /// heap is trimmed, or the freed arena would stay resident there. The next
-    /// request grows the arena again.
+    /// One inference on zeros per session that hands the activation arenas
+    /// back when it ends (ONNX Runtime's arena shrinkage). At start it is the
+    /// warm-up: everything the first run sets up (kernels chosen, weights
+    /// prepacked, cuDNN plans built) stays, and an idle service holds the
+    /// model, not a 640x640 image's intermediate tensors. After a quiet spell
+    /// it returns what the last burst's batches grew. Then glibc's heap is
+    /// trimmed, or the freed arena would stay resident there. The next request
+    /// grows the arena again.
     pub fn settle(&self, height: u32, width: u32) -> Result<(), String> {
-        let zeros = vec![0.0; 3 * height as usize * width as usize];
         let mut options = RunOptions::new().map_err(|e| format!("run options: {e}"))?;
         options
             .set("memory.enable_memory_arena_shrinkage", self.arena_device())
             .map_err(|e| format!("run options: {e}"))?;
-        let ran = self
-            .run_with(&zeros, 1, height, width, Some(&options))
-            .map(|_| ());
-        drop(zeros);
+        let mut ran = Ok(());
+        for shaped in &self.sessions {
+            // Each session at its own shape: another would rebuild its plans.
+            let batch = shaped.batch.unwrap_or(1);
+            let zeros = vec![0.0; batch * 3 * height as usize * width as usize];
+            ran = ran.and(
+                run_session(
+                    shaped,
+                    &self.input_name,
+                    &self.output_name,
+                    &zeros,
+                    batch,
+                    height,
+                    width,
+                    Some(&options),
+                )
+                .map(|_| ()),
+            );
+        }
         crate::memory::release_freed();
         ran
     }
@@ -246,39 +337,52 @@ impl OnnxModel {
             "cpu:0"
         }
     }
+}
 
-    fn run_with(
-        &self,
-        input: &[f32],
-        batch: usize,
-        height: u32,
-        width: u32,
-        options: Option<&RunOptions>,
-    ) -> Result<RawOutput, String> {
-        let shape = vec![batch as i64, 3, i64::from(height), i64::from(width)];
-        let tensor =
-            TensorRef::from_array_view((shape, input)).map_err(|e| format!("input tensor: {e}"))?;
-        let mut session = self
-            .session
-            .lock()
-            .map_err(|_| "a previous inference panicked".to_string())?;
-        let inputs = ort::inputs![self.input_name.as_str() => tensor];
-        let mut outputs = match options {
-            Some(options) => session.run_with_options(inputs, options),
-            None => session.run(inputs),
+impl Shaped {
+    fn any(session: Session) -> Self {
+        Self {
+            batch: None,
+            session: Mutex::new(session),
         }
-        .map_err(|e| format!("inference: {e}"))?;
-        let output = outputs
-            .remove(&self.output_name)
-            .ok_or_else(|| format!("output {} missing", self.output_name))?;
-        let (shape, _) = output
-            .try_extract_tensor::<f32>()
-            .map_err(|e| format!("output {}: {e}", self.output_name))?;
-        Ok(RawOutput {
-            shape: shape.iter().copied().collect(),
-            data: OutputData::Ort(output),
-        })
     }
+}
+
+#[allow(clippy::too_many_arguments)] // one inference's whole description
+fn run_session(
+    shaped: &Shaped,
+    input_name: &str,
+    output_name: &str,
+    input: &[f32],
+    batch: usize,
+    height: u32,
+    width: u32,
+    options: Option<&RunOptions>,
+) -> Result<RawOutput, String> {
+    let shape = vec![batch as i64, 3, i64::from(height), i64::from(width)];
+    let tensor =
+        TensorRef::from_array_view((shape, input)).map_err(|e| format!("input tensor: {e}"))?;
+    let mut session = shaped
+        .session
+        .lock()
+        .map_err(|_| "a previous inference panicked".to_string())?;
+    let inputs = ort::inputs![input_name => tensor];
+    let mut outputs = match options {
+        Some(options) => session.run_with_options(inputs, options),
+        None => session.run(inputs),
+    }
+    .map_err(|e| format!("inference: {e}"))?;
+    let output = outputs
+        .remove(output_name)
+        .ok_or_else(|| format!("output {output_name} missing"))?;
+    let (shape, data) = output
+        .try_extract_tensor::<f32>()
+        .map_err(|e| format!("output {output_name}: {e}"))?;
+    Ok(RawOutput {
+        shape: shape.iter().copied().collect(),
+        len: data.len(),
+        data: OutputData::Ort(output),
+    })
 }
 
 fn cpu_session(env: &Environment, spec: &ModelSpec, config: &DetectConfig) -> ort::Result<Session> {
@@ -289,12 +393,13 @@ fn cpu_session(env: &Environment, spec: &ModelSpec, config: &DetectConfig) -> or
         .commit_from_file(&spec.path)
 }
 
+/// One session per batch shape ([`batch_shapes`]).
 #[cfg(feature = "cuda")]
-fn cuda_session(
+fn cuda_sessions(
     env: &Environment,
     spec: &ModelSpec,
     config: &DetectConfig,
-) -> Result<Session, String> {
+) -> Result<Vec<Shaped>, String> {
     use ort::ep::ExecutionProvider as _;
     if !ort::ep::CUDA::is_available().unwrap_or(false) {
         return Err("this ONNX Runtime library has no CUDA execution provider (use the onnxruntime-gpu wheel's library)".into());
@@ -307,10 +412,44 @@ fn cuda_session(
             .with_execution_providers([ort::ep::CUDA::default().build().error_on_failure()])?
             .commit_from_file(&spec.path)
     };
-    build().map_err(|e| e.to_string())
+    batch_shapes(config.max_batch)
+        .into_iter()
+        .map(|batch| {
+            Ok(Shaped {
+                batch: Some(batch),
+                session: Mutex::new(build().map_err(|e| e.to_string())?),
+            })
+        })
+        .collect()
 }
 
 #[cfg(not(feature = "cuda"))]
-fn cuda_session(_: &Environment, _: &ModelSpec, _: &DetectConfig) -> Result<Session, String> {
+fn cuda_sessions(_: &Environment, _: &ModelSpec, _: &DetectConfig) -> Result<Vec<Shaped>, String> {
     Err("this binary was built without the `cuda` feature (cargo build --features cuda)".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batch_shapes_are_powers_of_two_up_to_the_largest_batch() {
+        assert_eq!(batch_shapes(1), [1]);
+        assert_eq!(batch_shapes(8), [1, 2, 4, 8]);
+        assert_eq!(batch_shapes(12), [1, 2, 4, 8, 12]);
+        assert_eq!(batch_shapes(32), [1, 2, 4, 8, 16, 32]);
+        assert_eq!(batch_shapes(0), [1]);
+    }
+
+    #[test]
+    fn a_padded_batch_keeps_the_images_asked_about() {
+        let raw = RawOutput::new((0..4 * 6).map(|v| v as f32).collect(), vec![4, 2, 3]).first(3);
+        assert_eq!(raw.shape, [3, 2, 3]);
+        assert_eq!(
+            raw.data(),
+            &(0..3 * 6).map(|v| v as f32).collect::<Vec<_>>()[..]
+        );
+        let whole = RawOutput::new(vec![0.0; 12], vec![2, 2, 3]).first(2);
+        assert_eq!((whole.shape, whole.data().len()), (vec![2, 2, 3], 12));
+    }
 }
