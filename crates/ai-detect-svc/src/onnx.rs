@@ -451,6 +451,6 @@ mod tests {
             &(0..3 * 6).map(|v| v as f32).collect::<Vec<_>>()[..]
         );
         let whole = RawOutput::new(vec![0.0; 12], vec![2, 2, 3]).first(2);
-        assert_eq!((whole.shape, whole.data().len()), (vec![2, 2, 3], 12));
+        assert_eq!((&whole.shape[..], whole.data().len()), (&[2, 2, 3][..], 12));
     }
 }
