@@ -22,7 +22,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use common::{median, percentile, python_baseline, run_case};
+use common::{PythonBaseline, median, percentile, run_case};
 
 use imageflow_imaging::{
     ImageFormat, Limits, ResizeQuality, ResizeSpec, decode, letterbox_into, resize_encoded,
@@ -134,7 +134,9 @@ fn main() {
                 let mean_batch = batch.iter().sum::<f64>() / batch.len() as f64;
                 let (p50, p95) = (percentile(&latency, 50.0), percentile(&latency, 95.0));
                 let (pre, queue, infer, post) = (median(&mut pre), median(&mut queue), median(&mut infer), median(&mut post));
-                let py = python_baseline(&venv_python(), &repo_root(), &model, &tensor_file, requests, concurrency, "cpu", 1);
+                let (python, root) = (venv_python(), repo_root());
+                let baseline = PythonBaseline { python: &python, root: &root, model: &model, tensor: &tensor_file };
+                let py = baseline.run(requests, concurrency, "cpu", 1);
                 let (py50, py95, pyrps) = match &py {
                     Some(run) => {
                         let mut lat = run.latencies_ms.clone();

@@ -38,7 +38,7 @@ use std::{
 };
 
 use ai_detect_svc::{catalog::Catalog, config::DetectConfig, onnx::OnnxModel};
-use common::{median, percentile, python_baseline, run_case};
+use common::{PythonBaseline, median, percentile, run_case};
 use imageflow_imaging::{Limits, decode, letterbox_into};
 use imageflow_proto::v1::{
     DetectionRequest, ImageBytes, ai_detection_service_client::AiDetectionServiceClient,
@@ -191,16 +191,14 @@ fn model_alone(model: &OnnxModel, path: &Path, scratch: &Path, height: u32, widt
             .collect();
         rust.sort_by(f64::total_cmp);
         let (r50, r95) = (percentile(&rust, 50.0), percentile(&rust, 95.0));
-        let (p50, p95) = match python_baseline(
-            &python,
-            &repo_root(),
-            path,
-            &tensor_file,
-            runs,
-            1,
-            "cuda",
-            batch,
-        ) {
+        let root = repo_root();
+        let baseline = PythonBaseline {
+            python: &python,
+            root: &root,
+            model: path,
+            tensor: &tensor_file,
+        };
+        let (p50, p95) = match baseline.run(runs, 1, "cuda", batch) {
             Some(mut py) => {
                 version = py.version;
                 py.latencies_ms.sort_by(f64::total_cmp);

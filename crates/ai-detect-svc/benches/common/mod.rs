@@ -95,44 +95,56 @@ pub struct PythonRun {
     pub version: String,
 }
 
-/// Bare `session.run` in Python on `tensor` (a raw little-endian f32 file of
-/// one 3x640x640 image), stacked `batch` times, on `provider` (cpu or cuda),
-/// by the script in the checkout at `root`. None, with the reason on stderr,
-/// when Python fails.
-pub fn python_baseline(
-    python: &Path,
-    root: &Path,
-    model: &Path,
-    tensor: &Path,
-    requests: usize,
-    concurrency: usize,
-    provider: &str,
-    batch: usize,
-) -> Option<PythonRun> {
-    let output = Command::new(python)
-        .arg(root.join("crates/ai-detect-svc/benches/ort_baseline.py"))
-        .arg(model)
-        .arg(tensor)
-        .args(["640", "640"])
-        .args([requests, concurrency].map(|n| n.to_string()))
-        .args([provider, &batch.to_string()])
-        .output()
-        .ok()?;
-    if !output.status.success() {
-        eprintln!(
-            "python baseline failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        return None;
+/// Bare `session.run` in Python, by `benches/ort_baseline.py` in the checkout
+/// at `root`, on `tensor` (a raw little-endian f32 file of one 3x640x640 image).
+pub struct PythonBaseline<'a> {
+    pub python: &'a Path,
+    pub root: &'a Path,
+    pub model: &'a Path,
+    pub tensor: &'a Path,
+}
+
+impl PythonBaseline<'_> {
+    /// The tensor stacked `batch` times, on `provider` (cpu or cuda). None, with
+    /// the reason on stderr, when Python fails.
+    pub fn run(
+        &self,
+        requests: usize,
+        concurrency: usize,
+        provider: &str,
+        batch: usize,
+    ) -> Option<PythonRun> {
+        let Self {
+            python,
+            root,
+            model,
+            tensor,
+        } = self;
+        let output = Command::new(python)
+            .arg(root.join("crates/ai-detect-svc/benches/ort_baseline.py"))
+            .arg(model)
+            .arg(tensor)
+            .args(["640", "640"])
+            .args([requests, concurrency].map(|n| n.to_string()))
+            .args([provider, &batch.to_string()])
+            .output()
+            .ok()?;
+        if !output.status.success() {
+            eprintln!(
+                "python baseline failed: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+            return None;
+        }
+        let value: serde_json::Value = serde_json::from_slice(&output.stdout).ok()?;
+        Some(PythonRun {
+            latencies_ms: value["latencies_ms"]
+                .as_array()?
+                .iter()
+                .filter_map(serde_json::Value::as_f64)
+                .collect(),
+            wall_s: value["wall_s"].as_f64()?,
+            version: value["onnxruntime"].as_str()?.to_string(),
+        })
     }
-    let value: serde_json::Value = serde_json::from_slice(&output.stdout).ok()?;
-    Some(PythonRun {
-        latencies_ms: value["latencies_ms"]
-            .as_array()?
-            .iter()
-            .filter_map(serde_json::Value::as_f64)
-            .collect(),
-        wall_s: value["wall_s"].as_f64()?,
-        version: value["onnxruntime"].as_str()?.to_string(),
-    })
 }
