@@ -267,31 +267,19 @@ impl OnnxModel {
                 "a batch of {batch} is more than the largest this model was loaded for ({shape}; MAX_BATCH_SIZE)"
             ));
         }
-        if shape == batch {
-            return run_session(
-                shaped,
-                &self.input_name,
-                &self.output_name,
+        let padded;
+        let input = if shape == batch {
+            input
+        } else {
+            padded = [
                 input,
-                batch,
-                height,
-                width,
-                None,
-            );
-        }
-        let mut padded = vec![0.0; input.len() / batch.max(1) * shape];
-        padded[..input.len()].copy_from_slice(input);
-        run_session(
-            shaped,
-            &self.input_name,
-            &self.output_name,
-            &padded,
-            shape,
-            height,
-            width,
-            None,
-        )
-        .map(|raw| raw.first(batch))
+                &vec![0.0; input.len() / batch.max(1) * (shape - batch)],
+            ]
+            .concat();
+            &padded
+        };
+        self.run_on(shaped, input, shape, height, width, None)
+            .map(|raw| raw.first(batch))
     }
 
     /// One inference on zeros per session that hands the activation arenas
@@ -313,17 +301,8 @@ impl OnnxModel {
             let batch = shaped.batch.unwrap_or(1);
             let zeros = vec![0.0; batch * 3 * height as usize * width as usize];
             ran = ran.and(
-                run_session(
-                    shaped,
-                    &self.input_name,
-                    &self.output_name,
-                    &zeros,
-                    batch,
-                    height,
-                    width,
-                    Some(&options),
-                )
-                .map(|_| ()),
+                self.run_on(shaped, &zeros, batch, height, width, Some(&options))
+                    .map(|_| ()),
             );
         }
         crate::memory::release_freed();
@@ -338,6 +317,42 @@ impl OnnxModel {
             "cpu:0"
         }
     }
+
+    /// One `session.run` of `shaped`'s session on `input`, at `batch`.
+    fn run_on(
+        &self,
+        shaped: &Shaped,
+        input: &[f32],
+        batch: usize,
+        height: u32,
+        width: u32,
+        options: Option<&RunOptions>,
+    ) -> Result<RawOutput, String> {
+        let shape = vec![batch as i64, 3, i64::from(height), i64::from(width)];
+        let tensor =
+            TensorRef::from_array_view((shape, input)).map_err(|e| format!("input tensor: {e}"))?;
+        let mut session = shaped
+            .session
+            .lock()
+            .map_err(|_| "a previous inference panicked".to_string())?;
+        let inputs = ort::inputs![self.input_name.as_str() => tensor];
+        let mut outputs = match options {
+            Some(options) => session.run_with_options(inputs, options),
+            None => session.run(inputs),
+        }
+        .map_err(|e| format!("inference: {e}"))?;
+        let output = outputs
+            .remove(&self.output_name)
+            .ok_or_else(|| format!("output {} missing", self.output_name))?;
+        let (shape, data) = output
+            .try_extract_tensor::<f32>()
+            .map_err(|e| format!("output {}: {e}", self.output_name))?;
+        Ok(RawOutput {
+            shape: shape.iter().copied().collect(),
+            len: data.len(),
+            data: OutputData::Ort(output),
+        })
+    }
 }
 
 impl Shaped {
@@ -347,43 +362,6 @@ impl Shaped {
             session: Mutex::new(session),
         }
     }
-}
-
-#[allow(clippy::too_many_arguments)] // one inference's whole description
-fn run_session(
-    shaped: &Shaped,
-    input_name: &str,
-    output_name: &str,
-    input: &[f32],
-    batch: usize,
-    height: u32,
-    width: u32,
-    options: Option<&RunOptions>,
-) -> Result<RawOutput, String> {
-    let shape = vec![batch as i64, 3, i64::from(height), i64::from(width)];
-    let tensor =
-        TensorRef::from_array_view((shape, input)).map_err(|e| format!("input tensor: {e}"))?;
-    let mut session = shaped
-        .session
-        .lock()
-        .map_err(|_| "a previous inference panicked".to_string())?;
-    let inputs = ort::inputs![input_name => tensor];
-    let mut outputs = match options {
-        Some(options) => session.run_with_options(inputs, options),
-        None => session.run(inputs),
-    }
-    .map_err(|e| format!("inference: {e}"))?;
-    let output = outputs
-        .remove(output_name)
-        .ok_or_else(|| format!("output {output_name} missing"))?;
-    let (shape, data) = output
-        .try_extract_tensor::<f32>()
-        .map_err(|e| format!("output {output_name}: {e}"))?;
-    Ok(RawOutput {
-        shape: shape.iter().copied().collect(),
-        len: data.len(),
-        data: OutputData::Ort(output),
-    })
 }
 
 fn cpu_session(env: &Environment, spec: &ModelSpec, config: &DetectConfig) -> ort::Result<Session> {
