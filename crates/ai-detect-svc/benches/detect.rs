@@ -22,12 +22,11 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use common::{PythonBaseline, median, percentile, run_case};
+use common::{PythonBaseline, median, percentile, run_case, serve};
 
 use imageflow_imaging::{
     ImageFormat, Limits, ResizeQuality, ResizeSpec, decode, letterbox_into, resize_encoded,
 };
-use imageflow_proto::v1::ai_detection_service_client::AiDetectionServiceClient;
 use imageflow_service::ServiceConfig;
 
 fn repo_root() -> PathBuf {
@@ -93,18 +92,8 @@ fn main() {
         .build()
         .unwrap();
     runtime.block_on(async move {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(ai_detect_svc::run(config, detect, listener, async {
-            let _ = stopped.await;
-        }));
-        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
-        let client = AiDetectionServiceClient::new(channel).max_encoding_message_size(64 << 20);
+        let service = serve(config, detect).await;
+        let client = service.client.clone();
         println!(
             "ai-detect-svc benchmark: YOLO11n, ONNX Runtime CPU, {threads} intra-op threads, {} CPUs, {requests} requests per case",
             std::thread::available_parallelism().map_or(1, |n| n.get())
@@ -157,7 +146,6 @@ fn main() {
              (infer is the whole batch's session.run, batch = mean images per inference); py: bare onnxruntime \
              session.run on the same letterboxed tensor, batch 1, same concurrency; overhead = pre + post (ms)."
         );
-        let _ = stop.send(());
-        let _ = server.await;
+        service.stop().await;
     });
 }

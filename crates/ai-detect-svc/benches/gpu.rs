@@ -38,7 +38,7 @@ use std::{
 };
 
 use ai_detect_svc::{catalog::Catalog, config::DetectConfig, onnx::OnnxModel};
-use common::{PythonBaseline, median, percentile, run_case};
+use common::{PythonBaseline, median, percentile, run_case, serve};
 use imageflow_imaging::{Limits, decode, letterbox_into};
 use imageflow_proto::v1::{
     DetectionRequest, ImageBytes, ai_detection_service_client::AiDetectionServiceClient,
@@ -250,18 +250,9 @@ fn model_alone(model: &OnnxModel, path: &Path, scratch: &Path, height: u32, widt
 /// Parts 2 and 3 (or the fallback's check): the service over gRPC. Returns
 /// whether the detections matched the CPU's recording.
 async fn through_the_service(service: ServiceConfig, detect: DetectConfig, fallback: bool) -> bool {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(ai_detect_svc::run(service, detect, listener, async {
-        let _ = stopped.await;
-    }));
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .connect_timeout(std::time::Duration::from_secs(1))
-        .connect_lazy();
-    let client = AiDetectionServiceClient::new(channel).max_encoding_message_size(64 << 20);
-    // The model loads and warms up before the port answers detections.
+    let started = Instant::now();
+    let service = serve(service, detect).await;
+    let client = service.client.clone();
     let photo = fixture(PHOTO);
     let request = DetectionRequest {
         input: Some(Input::InputBytes(ImageBytes {
@@ -270,20 +261,13 @@ async fn through_the_service(service: ServiceConfig, detect: DetectConfig, fallb
         })),
         ..Default::default()
     };
-    let started = Instant::now();
-    let first = loop {
-        match client.clone().detect_objects(request.clone()).await {
-            Ok(response) => break response.into_inner(),
-            Err(_) if server.is_finished() => panic!("the service stopped: {:?}", server.await),
-            Err(status) => {
-                assert!(
-                    started.elapsed().as_secs() < 600,
-                    "the service did not start: {status:?}"
-                );
-                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-            }
-        }
-    };
+    // The model loads and warms up before the first detection is answered.
+    let first = client
+        .clone()
+        .detect_objects(request)
+        .await
+        .unwrap()
+        .into_inner();
     println!(
         "The service's first answer came {:.1} s after its start (model loaded and warmed up), from backend {}.\n",
         started.elapsed().as_secs_f64(),
@@ -331,8 +315,7 @@ async fn through_the_service(service: ServiceConfig, detect: DetectConfig, fallb
     );
 
     let matched = same_detections_as_the_cpu(&client).await;
-    let _ = stop.send(());
-    let _ = server.await;
+    service.stop().await;
     matched
 }
 

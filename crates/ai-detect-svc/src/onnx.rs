@@ -271,11 +271,9 @@ impl OnnxModel {
         let input = if shape == batch {
             input
         } else {
-            padded = [
-                input,
-                &vec![0.0; input.len() / batch.max(1) * (shape - batch)],
-            ]
-            .concat();
+            let mut zeros_after = input.to_vec();
+            zeros_after.resize(input.len() / batch.max(1) * shape, 0.0);
+            padded = zeros_after;
             &padded
         };
         self.run_on(shaped, input, shape, height, width, None)
@@ -295,16 +293,27 @@ impl OnnxModel {
         options
             .set("memory.enable_memory_arena_shrinkage", self.arena_device())
             .map_err(|e| format!("run options: {e}"))?;
+        let image = 3 * height as usize * width as usize;
+        let largest = self.sessions.iter().map(|s| s.batch.unwrap_or(1)).max();
+        // One buffer of zeros for every shape, freed before the heap is trimmed.
+        let zeros = vec![0.0; largest.unwrap_or(1) * image];
         let mut ran = Ok(());
         for shaped in &self.sessions {
             // Each session at its own shape: another would rebuild its plans.
             let batch = shaped.batch.unwrap_or(1);
-            let zeros = vec![0.0; batch * 3 * height as usize * width as usize];
             ran = ran.and(
-                self.run_on(shaped, &zeros, batch, height, width, Some(&options))
-                    .map(|_| ()),
+                self.run_on(
+                    shaped,
+                    &zeros[..batch * image],
+                    batch,
+                    height,
+                    width,
+                    Some(&options),
+                )
+                .map(|_| ()),
             );
         }
+        drop(zeros);
         crate::memory::release_freed();
         ran
     }

@@ -1,15 +1,54 @@
-//! What the detection benchmarks share: statistics, a load of gRPC requests at
-//! a concurrency, and bare Python onnxruntime on the same tensor.
+//! What the detection benchmarks share: the service in process, statistics, a
+//! load of gRPC requests at a concurrency, and bare Python onnxruntime on the
+//! same tensor.
 
 #![allow(dead_code)] // each benchmark uses a part
 
 use std::{collections::HashMap, path::Path, process::Command, time::Instant};
 
+use ai_detect_svc::config::DetectConfig;
 use imageflow_proto::v1::{
     DetectionRequest, ImageBytes, ai_detection_service_client::AiDetectionServiceClient,
     detection_request::Input,
 };
-use tonic::transport::Channel;
+use imageflow_service::{ServeError, ServiceConfig};
+use tokio::{sync::oneshot, task::JoinHandle};
+use tonic::transport::{Channel, Endpoint};
+
+/// ai-detect-svc served in this process on a loopback port.
+pub struct InProcess {
+    pub client: AiDetectionServiceClient<Channel>,
+    stop: oneshot::Sender<()>,
+    server: JoinHandle<Result<(), ServeError>>,
+}
+
+/// Starts the service and connects a client to it; a service that fails to
+/// start (a model that does not load) panics here with its reason.
+pub async fn serve(config: ServiceConfig, detect: DetectConfig) -> InProcess {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let mut server = tokio::spawn(ai_detect_svc::run(config, detect, listener, async {
+        let _ = stopped.await;
+    }));
+    let endpoint = Endpoint::from_shared(format!("http://{addr}")).unwrap();
+    let channel = tokio::select! {
+        channel = endpoint.connect() => channel.unwrap(),
+        stopped = &mut server => panic!("the service stopped: {stopped:?}"),
+    };
+    InProcess {
+        client: AiDetectionServiceClient::new(channel).max_encoding_message_size(64 << 20),
+        stop,
+        server,
+    }
+}
+
+impl InProcess {
+    pub async fn stop(self) {
+        let _ = self.stop.send(());
+        let _ = self.server.await;
+    }
+}
 
 pub fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
