@@ -45,6 +45,12 @@ const IDLE_RELEASE_SECS: Setting = Setting::new(
     "after this long without a request, a model hands back the memory its last burst grew (0: never)",
 );
 
+const CPU_MEMORY_ARENA: Setting = Setting::new(
+    "CPU_MEMORY_ARENA",
+    "false",
+    "true keeps ONNX Runtime's CPU memory arena: about 10% less CPU per batch of 8 (no page faults for its activations), but 8 MB more resident when idle and the largest batch's working set held until IDLE_RELEASE_SECS",
+);
+
 /// Where inference runs.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Backend {
@@ -81,6 +87,13 @@ pub struct DetectConfig {
     pub max_batch: usize,
     /// How long a model idles before handing memory back; `None`: never.
     pub idle_release: Option<Duration>,
+    /// ONNX Runtime's CPU arena. Off by default: with it, an idle service
+    /// held 68 MB instead of 60, and 590–630 MB instead of 220–240 after a
+    /// burst (the arena keeps the largest batch's working set until the idle
+    /// release; glibc unmaps a block over 32 MB when it is freed). The arena
+    /// saves the page faults of those large blocks: about 10% of the CPU of
+    /// a batch of 8, none at batch 1.
+    pub cpu_memory_arena: bool,
 }
 
 /// The detection settings, listed in `--help` after the shared ones.
@@ -107,6 +120,7 @@ pub const SETTINGS: &[Setting] = &[
     BATCH_WINDOW_MS,
     MAX_BATCH_SIZE,
     IDLE_RELEASE_SECS,
+    CPU_MEMORY_ARENA,
 ];
 
 impl DetectConfig {
@@ -162,6 +176,7 @@ impl DetectConfig {
                 0.0..=86_400.0,
             )?)
             .filter(|d| !d.is_zero()),
+            cpu_memory_arena: env.flag(CPU_MEMORY_ARENA.name, false)?,
         })
     }
 
@@ -193,6 +208,15 @@ mod tests {
         assert_eq!(config.batch_window, Duration::from_millis(2));
         assert_eq!(config.max_batch, 8);
         assert_eq!(config.idle_release, Some(Duration::from_secs(30)));
+        assert!(!config.cpu_memory_arena);
+    }
+
+    #[test]
+    fn the_cpu_arena_is_a_flag_that_names_itself_when_wrong() {
+        let on = DetectConfig::from_env(&env(&[("CPU_MEMORY_ARENA", "on")])).unwrap();
+        assert!(on.cpu_memory_arena);
+        let err = DetectConfig::from_env(&env(&[("CPU_MEMORY_ARENA", "maybe")])).unwrap_err();
+        assert!(err.to_string().contains("CPU_MEMORY_ARENA"), "{err}");
     }
 
     #[test]

@@ -64,6 +64,11 @@ pub struct OnnxModel {
     output_name: String,
     /// The provider in use: `CPUExecutionProvider` or `CUDAExecutionProvider`.
     pub provider: &'static str,
+    /// The devices whose arenas [`Self::settle`] shrinks (ONNX Runtime's
+    /// `memory.enable_memory_arena_shrinkage` list); `None` when the session
+    /// has no arena (`CPU_MEMORY_ARENA=false`), which ONNX Runtime refuses to
+    /// shrink.
+    arenas: Option<&'static str>,
     /// The model's own thread ([`OnnxModel::on_thread`]).
     thread: mpsc::Sender<Job>,
 }
@@ -153,18 +158,22 @@ impl OnnxModel {
     pub fn load(spec: &ModelSpec, config: &DetectConfig) -> Result<Self, String> {
         let env = environment(&config.ort_dylib_path)?;
         let fail = |e: ort::Error| format!("model {}: {e}", spec.path.display());
-        let (sessions, provider) = match config.execution_provider {
+        let cpu_arenas = config.cpu_memory_arena.then_some("cpu:0");
+        let (sessions, provider, arenas) = match config.execution_provider {
             ExecutionProvider::Cpu => (
                 vec![Shaped::any(cpu_session(env, spec, config).map_err(fail)?)],
                 "CPUExecutionProvider",
+                cpu_arenas,
             ),
             ExecutionProvider::Cuda => match cuda_sessions(env, spec, config) {
-                Ok(sessions) => (sessions, "CUDAExecutionProvider"),
+                // The CUDA sessions keep ONNX Runtime's default arenas.
+                Ok(sessions) => (sessions, "CUDAExecutionProvider", Some("cpu:0;gpu:0")),
                 Err(reason) => {
                     tracing::warn!(model = %spec.name, %reason, "CUDA execution provider unavailable; falling back to the CPU");
                     (
                         vec![Shaped::any(cpu_session(env, spec, config).map_err(fail)?)],
                         "CPUExecutionProvider",
+                        cpu_arenas,
                     )
                 }
             },
@@ -200,6 +209,7 @@ impl OnnxModel {
             input_name,
             output_name,
             provider,
+            arenas,
             thread,
         })
     }
@@ -281,18 +291,24 @@ impl OnnxModel {
     }
 
     /// One inference on zeros per session that hands the activation arenas
-    /// back when it ends (ONNX Runtime's arena shrinkage). At start it is the
-    /// warm-up: everything the first run sets up (kernels chosen, weights
-    /// prepacked, cuDNN plans built) stays, and an idle service holds the
-    /// model, not a 640x640 image's intermediate tensors. After a quiet spell
-    /// it returns what the last burst's batches grew. Then glibc's heap is
-    /// trimmed, or the freed arena would stay resident there. The next request
-    /// grows the arena again.
+    /// back when it ends (ONNX Runtime's arena shrinkage, where there is an
+    /// arena). At start it is the warm-up: everything the first run sets up
+    /// (kernels chosen, weights prepacked, cuDNN plans built) stays, and an
+    /// idle service holds the model, not a 640x640 image's intermediate
+    /// tensors. After a quiet spell it returns what the last burst's batches
+    /// grew. Then glibc's heap is trimmed, or the freed activations would
+    /// stay resident there. The next request grows them again.
     pub fn settle(&self, height: u32, width: u32) -> Result<(), String> {
-        let mut options = RunOptions::new().map_err(|e| format!("run options: {e}"))?;
-        options
-            .set("memory.enable_memory_arena_shrinkage", self.arena_device())
-            .map_err(|e| format!("run options: {e}"))?;
+        let options = match self.arenas {
+            Some(devices) => {
+                let mut options = RunOptions::new().map_err(|e| format!("run options: {e}"))?;
+                options
+                    .set("memory.enable_memory_arena_shrinkage", devices)
+                    .map_err(|e| format!("run options: {e}"))?;
+                Some(options)
+            }
+            None => None,
+        };
         let image = 3 * height as usize * width as usize;
         let largest = self.sessions.iter().map(|s| s.batch.unwrap_or(1)).max();
         // One buffer of zeros for every shape, freed before the heap is trimmed.
@@ -308,7 +324,7 @@ impl OnnxModel {
                     batch,
                     height,
                     width,
-                    Some(&options),
+                    options.as_ref(),
                 )
                 .map(|_| ()),
             );
@@ -316,15 +332,6 @@ impl OnnxModel {
         drop(zeros);
         crate::memory::release_freed();
         ran
-    }
-
-    /// The arena shrinkage setting's name for this model's device.
-    fn arena_device(&self) -> &'static str {
-        if self.provider == "CUDAExecutionProvider" {
-            "cpu:0;gpu:0"
-        } else {
-            "cpu:0"
-        }
     }
 
     /// One `session.run` of `shaped`'s session on `input`, at `batch`.
@@ -374,10 +381,12 @@ impl Shaped {
 }
 
 fn cpu_session(env: &Environment, spec: &ModelSpec, config: &DetectConfig) -> ort::Result<Session> {
+    let cpu = ort::ep::CPU::default().with_arena_allocator(config.cpu_memory_arena);
     Session::builder(env)?
         .with_log_level(LogLevel::Warning)?
         .with_optimization_level(GraphOptimizationLevel::All)?
         .with_intra_threads(config.intra_op_threads)?
+        .with_execution_providers([cpu.build()])?
         .commit_from_file(&spec.path)
 }
 
