@@ -92,7 +92,8 @@ pub struct DetectConfig {
     /// burst (the arena keeps the largest batch's working set until the idle
     /// release; glibc unmaps a block over 32 MB when it is freed). The arena
     /// saves the page faults of those large blocks: about 10% of the CPU of
-    /// a batch of 8, none at batch 1.
+    /// a batch of 8, none at batch 1. CUDA sessions keep their arenas; this
+    /// is for the CPU's, including a CUDA model's fallback.
     pub cpu_memory_arena: bool,
 }
 
@@ -180,6 +181,16 @@ impl DetectConfig {
         })
     }
 
+    /// Whether models run on the CPU through glibc's allocator (no ONNX
+    /// Runtime arena): then `main` puts every thread on glibc's main heap
+    /// ([`crate::memory::one_heap`]). Not on CUDA, whose many decoding threads
+    /// were measured with their own arenas.
+    pub fn cpu_without_arena(&self) -> bool {
+        self.backend == Backend::Onnx
+            && self.execution_provider == ExecutionProvider::Cpu
+            && !self.cpu_memory_arena
+    }
+
     /// The settings block of `--help`.
     pub fn help() -> String {
         format!(
@@ -209,12 +220,16 @@ mod tests {
         assert_eq!(config.max_batch, 8);
         assert_eq!(config.idle_release, Some(Duration::from_secs(30)));
         assert!(!config.cpu_memory_arena);
+        assert!(config.cpu_without_arena());
     }
 
     #[test]
     fn the_cpu_arena_is_a_flag_that_names_itself_when_wrong() {
         let on = DetectConfig::from_env(&env(&[("CPU_MEMORY_ARENA", "on")])).unwrap();
         assert!(on.cpu_memory_arena);
+        assert!(!on.cpu_without_arena());
+        let cuda = DetectConfig::from_env(&env(&[("EXECUTION_PROVIDER", "cuda")])).unwrap();
+        assert!(!cuda.cpu_without_arena());
         let err = DetectConfig::from_env(&env(&[("CPU_MEMORY_ARENA", "maybe")])).unwrap_err();
         assert!(err.to_string().contains("CPU_MEMORY_ARENA"), "{err}");
     }

@@ -6,7 +6,7 @@ fn main() -> ExitCode {
     let env = std::env::vars().collect();
     // Read before the shared settings so a bad detection setting is also one line.
     let detect = ai_detect_svc::Config::from_env(&env);
-    if detect.as_ref().is_ok_and(|d| !d.cpu_memory_arena) {
+    if detect.as_ref().is_ok_and(|d| d.cpu_without_arena()) {
         // Still the only thread: see memory::one_heap.
         ai_detect_svc::memory::one_heap();
     }

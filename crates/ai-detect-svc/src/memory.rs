@@ -14,9 +14,9 @@
 //! without it, on the 2-core VM). [`one_heap`] puts every thread on the
 //! main heap when ONNX Runtime's CPU arena is off.
 //!
-//! `malloc_trim` is called at quiet points only: at the end of `OnnxModel::settle` (the
-//! warm-up before SERVING, and the batch loop's `release_idle` once a model
-//! has had no request for `IDLE_RELEASE_SECS`). glibc locks each arena while
+//! `malloc_trim` is called at quiet points only: at the end of
+//! `OnnxModel::settle` (the warm-up before SERVING, and the batch loop's
+//! `release_idle` once a model has had no request for `IDLE_RELEASE_SECS`). glibc locks each arena while
 //! it walks it, and the next inference page-faults its buffers in again, so it
 //! is never called between requests.
 
