@@ -38,11 +38,10 @@ use std::{
 };
 
 use ai_detect_svc::{catalog::Catalog, config::DetectConfig, onnx::OnnxModel};
-use common::{PythonBaseline, median, percentile, run_case, serve};
+use common::{PythonBaseline, bytes_request, median, percentile, run_case, serve};
 use imageflow_imaging::{Limits, decode, letterbox_into};
 use imageflow_proto::v1::{
-    DetectionRequest, ImageBytes, ai_detection_service_client::AiDetectionServiceClient,
-    detection_request::Input,
+    DetectionRequest, ai_detection_service_client::AiDetectionServiceClient,
 };
 use imageflow_service::ServiceConfig;
 
@@ -254,13 +253,7 @@ async fn through_the_service(service: ServiceConfig, detect: DetectConfig, fallb
     let service = serve(service, detect).await;
     let client = service.client.clone();
     let photo = fixture(PHOTO);
-    let request = DetectionRequest {
-        input: Some(Input::InputBytes(ImageBytes {
-            data: photo.clone(),
-            ..Default::default()
-        })),
-        ..Default::default()
-    };
+    let request = bytes_request(photo.clone());
     // The model loads and warms up before the first detection is answered.
     let first = client
         .clone()
@@ -330,12 +323,8 @@ async fn same_detections_as_the_cpu(
     let mut differences = Vec::new();
     for (file, want) in compare::FILES.iter().zip(&want) {
         let request = DetectionRequest {
-            input: Some(Input::InputBytes(ImageBytes {
-                data: fixture(file),
-                ..Default::default()
-            })),
             confidence_threshold: compare::CONFIDENCE,
-            ..Default::default()
+            ..bytes_request(fixture(file))
         };
         let response = client
             .clone()

@@ -16,9 +16,9 @@
 //!
 //! `malloc_trim` is called at quiet points only: at the end of
 //! `OnnxModel::settle` (the warm-up before SERVING, and the batch loop's
-//! `release_idle` once a model has had no request for `IDLE_RELEASE_SECS`). glibc locks each arena while
-//! it walks it, and the next inference page-faults its buffers in again, so it
-//! is never called between requests.
+//! `release_idle` once a model has had no request for `IDLE_RELEASE_SECS`).
+//! glibc locks each arena while it walks it, and the next inference
+//! page-faults its buffers in again, so it is never called between requests.
 
 /// Asks the C allocator to return its free pages to the system. Elsewhere
 /// than glibc it does nothing: musl's allocator returns large blocks itself.

@@ -299,16 +299,15 @@ impl OnnxModel {
     /// grew. Then glibc's heap is trimmed, or the freed activations would
     /// stay resident there. The next request grows them again.
     pub fn settle(&self, height: u32, width: u32) -> Result<(), String> {
-        let options = match self.arenas {
-            Some(devices) => {
-                let mut options = RunOptions::new().map_err(|e| format!("run options: {e}"))?;
-                options
-                    .set("memory.enable_memory_arena_shrinkage", devices)
-                    .map_err(|e| format!("run options: {e}"))?;
-                Some(options)
-            }
-            None => None,
-        };
+        let options = self
+            .arenas
+            .map(|devices| {
+                let mut options = RunOptions::new()?;
+                options.set("memory.enable_memory_arena_shrinkage", devices)?;
+                Ok::<_, ort::Error>(options)
+            })
+            .transpose()
+            .map_err(|e| format!("run options: {e}"))?;
         let image = 3 * height as usize * width as usize;
         let largest = self.sessions.iter().map(|s| s.batch.unwrap_or(1)).max();
         // One buffer of zeros for every shape, freed before the heap is trimmed.

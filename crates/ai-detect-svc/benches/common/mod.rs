@@ -50,6 +50,17 @@ impl InProcess {
     }
 }
 
+/// A detection of `data` sent by bytes, with the service's defaults.
+pub fn bytes_request(data: Vec<u8>) -> DetectionRequest {
+    DetectionRequest {
+        input: Some(Input::InputBytes(ImageBytes {
+            data,
+            ..Default::default()
+        })),
+        ..Default::default()
+    }
+}
+
 pub fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
@@ -77,13 +88,7 @@ pub async fn run_case(
     requests: usize,
     concurrency: usize,
 ) -> (Vec<Sample>, f64) {
-    let request = DetectionRequest {
-        input: Some(Input::InputBytes(ImageBytes {
-            data: image.to_vec(),
-            ..Default::default()
-        })),
-        ..Default::default()
-    };
+    let request = bytes_request(image.to_vec());
     load(client, &request, concurrency.max(3), concurrency).await;
     let started = Instant::now();
     let samples = load(client, &request, requests, concurrency).await;
