@@ -10,7 +10,7 @@ use imageflow_imaging::{
     EncodeOptions, FilterKind, FilterSpec, ImageFormat, Limits, ResizeQuality, ResizeSpec,
     apply_filter, decode, decode_at_least, encode, filter_encoded, filter_encoded_rgb,
     letterbox_encoded, letterbox_into, resize, resize_encoded, resize_encoded_full_decode,
-    resize_encoded_rgb,
+    resize_encoded_rgb, resize_encoded_whole_planes,
 };
 
 fn photo() -> Vec<u8> {
@@ -32,8 +32,11 @@ fn resize_benches(c: &mut Criterion) {
         output_format: None,
     };
     let mut g = c.benchmark_group("resize_1920x1080_jpeg_to_800x450_good");
-    g.bench_function("resize_encoded (planes, DCT 1/2 decode)", |b| {
+    g.bench_function("resize_encoded (streamed planes, DCT 1/2 decode)", |b| {
         b.iter(|| resize_encoded(black_box(&data), &limits, &spec))
+    });
+    g.bench_function("resize_encoded_whole_planes (DCT 1/2 decode)", |b| {
+        b.iter(|| resize_encoded_whole_planes(black_box(&data), &limits, &spec))
     });
     g.bench_function("resize_encoded_rgb (DCT 1/2 decode)", |b| {
         b.iter(|| resize_encoded_rgb(black_box(&data), &limits, &spec))

@@ -106,7 +106,11 @@ impl Header {
         let format = sniff_format(data).ok_or(ImagingError::UnsupportedFormat)?;
         let (width, height, jpeg) = match format {
             ImageFormat::Jpeg => {
-                let h = with_decompressor(|d| d.read_header(data)).map_err(|e| {
+                // A fresh instance, not this thread's: for data with no frame header
+                // before its end (a cut after the first few markers), TurboJPEG
+                // returns success without updating the sizes, and a reused instance
+                // would report the previous image's.
+                let h = turbojpeg::read_header(data).map_err(|e| {
                     ImagingError::Corrupt(format!("JPEG header could not be read: {e}"))
                 })?;
                 let w = u32::try_from(h.width).unwrap_or(u32::MAX);
@@ -161,12 +165,7 @@ impl Header {
         min_width: u32,
         min_height: u32,
     ) -> Result<Planes, ImagingError> {
-        let scale = if min_width == 0 && min_height == 0 {
-            ScalingFactor::ONE
-        } else {
-            choose_scale(jpeg.width, jpeg.height, min_width, min_height)
-        };
-        planes::decode_planes(data, jpeg, scale)
+        planes::decode_planes(data, jpeg, plane_scale(jpeg, min_width, min_height))
     }
 
     /// Decodes the pixels (JPEG possibly DCT-scaled so the displayed result is at least
@@ -215,6 +214,20 @@ impl Header {
             original_width,
             original_height,
         })
+    }
+}
+
+/// The DCT reduction [`Header::decode_planes`] decodes a plane JPEG at: the largest
+/// that keeps luma at least `min_width` x `min_height` (0, 0: none).
+pub(crate) fn plane_scale(
+    jpeg: &DecompressHeader,
+    min_width: u32,
+    min_height: u32,
+) -> ScalingFactor {
+    if min_width == 0 && min_height == 0 {
+        ScalingFactor::ONE
+    } else {
+        choose_scale(jpeg.width, jpeg.height, min_width, min_height)
     }
 }
 
@@ -317,11 +330,15 @@ fn check_decompress(result: turbojpeg::Result<()>) -> Result<(), ImagingError> {
     match result {
         Ok(()) => Ok(()),
         Err(turbojpeg::Error::TurboJpegError(msg)) if is_harmless_jpeg_warning(&msg) => Ok(()),
-        Err(e) => Err(ImagingError::Corrupt(format!(
-            "JPEG data could not be decoded (truncated or damaged?): {}",
-            strip_tj_prefix(&e)
-        ))),
+        Err(e) => Err(jpeg_damage(&strip_tj_prefix(&e))),
     }
+}
+
+/// libjpeg's message about damaged data as this crate reports it.
+pub(crate) fn jpeg_damage(msg: &str) -> ImagingError {
+    ImagingError::Corrupt(format!(
+        "JPEG data could not be decoded (truncated or damaged?): {msg}"
+    ))
 }
 
 fn strip_tj_prefix(e: &turbojpeg::Error) -> String {
@@ -332,7 +349,7 @@ fn strip_tj_prefix(e: &turbojpeg::Error) -> String {
 }
 
 /// libjpeg warnings after which every pixel was still decoded.
-fn is_harmless_jpeg_warning(msg: &str) -> bool {
+pub(crate) fn is_harmless_jpeg_warning(msg: &str) -> bool {
     const HARMLESS: [&str; 4] = [
         "extraneous bytes before marker",
         "Warning: unknown JFIF revision",

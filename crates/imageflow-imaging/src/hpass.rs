@@ -239,18 +239,18 @@ fn window(pass: &HorizontalPass, row: &[u8], x: usize) -> i64 {
 }
 
 /// A filter's weight at a distance in source pixels (scaled by the reduction).
-type Kernel = fn(f64) -> f64;
+pub(crate) type Kernel = fn(f64) -> f64;
 
 /// The taps of one output pixel: the first source pixel and the normalised weights.
-struct Window {
-    start: usize,
-    values: Vec<f64>,
+pub(crate) struct Window {
+    pub(crate) start: usize,
+    pub(crate) values: Vec<f64>,
 }
 
 /// `fast_image_resize`'s `precompute_coefficients` (convolution/mod.rs, 6.1) for a whole
 /// row without cropping and with the adaptive kernel size of `ResizeAlg::Convolution`:
 /// the same arithmetic in the same order, so the weights come out identical.
-fn coefficients(src: u32, dst: u32, kernel: Kernel, support: f64) -> Vec<Window> {
+pub(crate) fn coefficients(src: u32, dst: u32, kernel: Kernel, support: f64) -> Vec<Window> {
     let scale = f64::from(src) / f64::from(dst);
     let filter_scale = scale.max(1.0);
     let radius = support * filter_scale;
@@ -291,7 +291,7 @@ fn coefficients(src: u32, dst: u32, kernel: Kernel, support: f64) -> Vec<Window>
 
 /// `fast_image_resize`'s `Normalizer16` precision: the most fraction bits that keep the
 /// largest weight within i16.
-fn precision_for(max_weight: f64) -> u8 {
+pub(crate) fn precision_for(max_weight: f64) -> u8 {
     let mut precision = 0u8;
     for candidate in 0..PRECISION_BITS {
         precision = candidate;
@@ -305,7 +305,7 @@ fn precision_for(max_weight: f64) -> u8 {
 
 /// The filters [`crate::ResizeQuality`] uses, as `fast_image_resize` defines them
 /// (convolution/filters.rs, 6.1), with their support. Others go the library's way.
-fn filter_function(filter: FilterType) -> Option<(Kernel, f64)> {
+pub(crate) fn filter_function(filter: FilterType) -> Option<(Kernel, f64)> {
     match filter {
         FilterType::Bilinear => Some((bilinear, 1.0)),
         FilterType::CatmullRom => Some((catmull_rom, 2.0)),

@@ -6,9 +6,9 @@
 //!   downscaling), PNG and WebP, with [`Limits`] checked from the header before any pixel
 //!   buffer is allocated, and EXIF orientation applied.
 //! * [`resize`] (`fast_image_resize`) and [`fit_dimensions`]; [`resize_encoded`] is the
-//!   whole resize-svc hot path (a YCbCr JPEG is resized plane by plane, luma and chroma
-//!   on two threads, with an AVX2 horizontal pass of our own that gives the library's
-//!   pixels bit for bit).
+//!   whole resize-svc hot path (a YCbCr JPEG is resized plane by plane, with passes of
+//!   our own that give the library's pixels bit for bit; a baseline 4:2:0 JPEG is
+//!   streamed: resampled and encoded band by band on a second core while it decodes).
 //! * [`apply_filter`] with the filters of [`FilterKind`]; [`filter_encoded`] is the
 //!   filter-svc hot path.
 //! * [`encode`]: JPEG (libjpeg-turbo), PNG, lossless WebP.
@@ -29,10 +29,16 @@ mod helper;
 #[cfg(target_arch = "x86_64")]
 mod hpass;
 mod image;
+#[cfg(target_arch = "x86_64")]
+mod jpeg_rows;
 mod limits;
 mod orientation;
 mod planes;
 mod resize;
+#[cfg(target_arch = "x86_64")]
+mod stream;
+#[cfg(target_arch = "x86_64")]
+mod vpass;
 
 pub use crate::decode::{Decoded, ImageInfo, decode, decode_at_least, probe};
 pub use crate::detect::{
@@ -50,5 +56,5 @@ pub use crate::limits::Limits;
 pub use crate::orientation::{Orientation, apply_orientation, read_orientation};
 pub use crate::resize::{
     ResizeQuality, ResizeSpec, fit_dimensions, resize, resize_encoded, resize_encoded_full_decode,
-    resize_encoded_rgb,
+    resize_encoded_rgb, resize_encoded_streamed, resize_encoded_whole_planes,
 };

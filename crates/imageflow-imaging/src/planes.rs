@@ -99,12 +99,12 @@ pub(crate) fn decode_planes(
     let luma = if (luma_w, luma_h) == (width, height) {
         buffer
     } else {
-        buffer
-            .chunks_exact(luma_w)
-            .take(height)
-            .flat_map(|row| &row[..width])
-            .copied()
-            .collect()
+        // Row by row: a byte-wise iterator here cost as much as resampling the plane.
+        let mut luma = Vec::with_capacity(width * height);
+        for row in buffer.chunks_exact(luma_w).take(height) {
+            luma.extend_from_slice(&row[..width]);
+        }
+        luma
     };
     Ok(Planes {
         y: plane(width, height, luma),

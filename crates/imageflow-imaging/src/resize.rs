@@ -201,7 +201,9 @@ pub struct ResizeSpec {
 /// A YCbCr JPEG made into a JPEG takes the plane path ([`crate::planes`]): decoded to
 /// its Y, Cb and Cr planes, each resampled on its own (luma and chroma on two threads),
 /// and encoded 4:2:0 from the planes, with no colour conversion or chroma resampling in
-/// between. Anything else is decoded to RGB(A) as in [`resize_encoded_rgb`].
+/// between. A baseline 4:2:0 one is streamed ([`crate::stream`]): resampled and encoded
+/// band by band on a second core while it decodes, with the same bytes as a result.
+/// Anything else is decoded to RGB(A) as in [`resize_encoded_rgb`].
 pub fn resize_encoded(
     data: &[u8],
     limits: &Limits,
@@ -232,11 +234,72 @@ pub fn resize_encoded_full_decode(
     resize_encoded_with(data, limits, spec, Route::RgbFullDecode)
 }
 
+/// Like [`resize_encoded`] but a YCbCr JPEG's planes are decoded whole before they are
+/// resampled, never streamed: the reference the streamed path is compared with (byte
+/// for byte) in tests and benchmarks.
+pub fn resize_encoded_whole_planes(
+    data: &[u8],
+    limits: &Limits,
+    spec: &ResizeSpec,
+) -> Result<Encoded, ImagingError> {
+    resize_encoded_with(data, limits, spec, Route::WholePlanes)
+}
+
+/// The streamed path of [`resize_encoded`] alone: `Ok(None)` where it does not apply
+/// (not a baseline 4:2:0 JPEG made into a JPEG, a pass only the library has, or no
+/// AVX2), so tests and benchmarks can tell that it ran.
+pub fn resize_encoded_streamed(
+    data: &[u8],
+    limits: &Limits,
+    spec: &ResizeSpec,
+) -> Result<Option<Encoded>, ImagingError> {
+    let header = Header::read(data, limits)?;
+    let (src_w, src_h) = header.oriented_size();
+    let (width, height) = fit_dimensions(src_w, src_h, spec.width, spec.height, spec.keep_aspect)?;
+    limits.check_dimensions(width, height)?;
+    let format = spec.output_format.unwrap_or(header.format);
+    let Some(jpeg) = header.plane_jpeg().filter(|_| format == ImageFormat::Jpeg) else {
+        return Ok(None);
+    };
+    Ok(
+        streamed(data, &jpeg, (width, height), spec.quality)?.map(|data| Encoded {
+            data,
+            format,
+            width,
+            height,
+            original_width: src_w,
+            original_height: src_h,
+        }),
+    )
+}
+
+/// [`crate::stream::resize_streamed`] at the plane path's DCT scale, where it is built.
+fn streamed(
+    data: &[u8],
+    jpeg: &turbojpeg::DecompressHeader,
+    size: (u32, u32),
+    quality: ResizeQuality,
+) -> Result<Option<Vec<u8>>, ImagingError> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let scale = crate::decode::plane_scale(jpeg, size.0, size.1);
+        crate::stream::resize_streamed(data, jpeg, scale, size, quality)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (data, jpeg, size, quality);
+        Ok(None)
+    }
+}
+
 /// How [`resize_encoded_with`] gets from the source to the output pixels.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Route {
-    /// YCbCr planes where the source allows, else RGB with DCT scaling.
+    /// Streamed band by band for a baseline 4:2:0 JPEG ([`crate::stream`]), else as
+    /// [`Route::WholePlanes`].
     Planes,
+    /// YCbCr planes where the source allows, else RGB with DCT scaling.
+    WholePlanes,
     /// RGB with DCT scaling.
     Rgb,
     /// RGB from the full-size source.
@@ -254,7 +317,20 @@ fn resize_encoded_with(
     let (width, height) = fit_dimensions(src_w, src_h, spec.width, spec.height, spec.keep_aspect)?;
     limits.check_dimensions(width, height)?;
     let format = spec.output_format.unwrap_or(header.format);
-    if let (Route::Planes, ImageFormat::Jpeg, Some(jpeg)) = (route, format, header.plane_jpeg()) {
+    let planes = matches!(route, Route::Planes | Route::WholePlanes);
+    if let (true, ImageFormat::Jpeg, Some(jpeg)) = (planes, format, header.plane_jpeg()) {
+        if route == Route::Planes
+            && let Some(data) = streamed(data, &jpeg, (width, height), spec.quality)?
+        {
+            return Ok(Encoded {
+                data,
+                format,
+                width,
+                height,
+                original_width: src_w,
+                original_height: src_h,
+            });
+        }
         let Planes { y, cb, cr } = header.decode_planes(data, &jpeg, width, height)?;
         let (chroma_w, chroma_h) = chroma_420(width, height);
         let quality = spec.quality;

@@ -66,6 +66,16 @@ fn truncated_jpeg_is_refused() {
 }
 
 #[test]
+fn a_cut_header_after_a_good_one_is_refused_not_given_its_sizes() {
+    // TurboJPEG reports success for data that ends before any frame header; a reused
+    // decoder instance then still held the previous image's sizes.
+    let data = fixture("photo-1920x1080.jpg");
+    assert_eq!(probe(&data, &Limits::default()).unwrap().width, 1920);
+    let err = probe(&data[..40], &Limits::default()).unwrap_err();
+    assert!(matches!(err, ImagingError::Corrupt(_)), "{err:?}");
+}
+
+#[test]
 fn truncated_png_is_refused() {
     let data = fixture("chelsea.png");
     for cut in [data.len() / 2, 33, 20, 9] {

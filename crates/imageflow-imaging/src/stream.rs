@@ -1,0 +1,336 @@
+//! The streamed resize: a baseline 4:2:0 JPEG decoded, resampled and encoded band by
+//! band, with the decode on one core and the resampling and encoding on another.
+//!
+//! The whole-image plane path ([`crate::planes`]) decodes every row before it resamples
+//! one, then encodes after the last. The decode is sequential (Huffman decoding, about
+//! two thirds of it), so at one request at a time the second core idled through it.
+//! Here the caller decodes ([`crate::jpeg_rows`]) and sends each band of rows to a
+//! helper thread ([`crate::helper::join`]), which resamples every output row as soon
+//! as its source rows have arrived ([`crate::vpass`], then [`crate::hpass`]) and hands
+//! each 16 output rows to the encoder. When the decode ends, only the last band is
+//! left to do. Under load, when no helper is free, the caller does the second half
+//! itself after the decode: the same work, in the same order as before.
+//!
+//! The pixels and the JPEG bytes are those of the whole-image plane path: the same
+//! decoder settings, the library's resampling arithmetic, the same encoder settings
+//! and edge padding. Tests compare the two byte for byte.
+
+use std::ops::Range;
+use std::rc::Rc;
+use std::sync::mpsc;
+
+use fast_image_resize::FilterType;
+use turbojpeg::{DecompressHeader, ScalingFactor, Subsamp};
+
+use crate::decode::jpeg_damage;
+use crate::error::ImagingError;
+use crate::helper::join;
+use crate::hpass::HorizontalPass;
+use crate::jpeg_rows::{BandLayout, RowDecoder, RowEncoder, Start};
+use crate::planes::chroma_420;
+use crate::resize::ResizeQuality;
+use crate::vpass::VerticalPass;
+
+thread_local! {
+    /// One raw decoder and encoder per thread, as for the whole-image codecs; dropped
+    /// after an error so no state from a damaged stream reaches the next image.
+    static DECODER: std::cell::RefCell<Option<RowDecoder>> = const { std::cell::RefCell::new(None) };
+    static ENCODER: std::cell::RefCell<Option<RowEncoder>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Decoded rows of the three planes, cropped to the planes' widths.
+struct Rows {
+    y: Vec<u8>,
+    cb: Vec<u8>,
+    cr: Vec<u8>,
+}
+
+/// One plane's resampling: the source and output sizes and the passes they need.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Geometry {
+    src: (u32, u32),
+    dst: (u32, u32),
+    filter: FilterType,
+}
+
+impl Geometry {
+    /// Whether this crate's passes can do it (else the whole-image path's library
+    /// fallback must): a width change needs [`HorizontalPass`].
+    fn supported(&self) -> bool {
+        let vertical = self.src.1 == self.dst.1
+            || VerticalPass::cached(self.src.1, self.dst.1, self.filter).is_some();
+        let horizontal = self.src.0 == self.dst.0
+            || HorizontalPass::cached(self.src.0, self.dst.0, self.filter).is_some();
+        vertical && horizontal
+    }
+}
+
+/// Resizes `data` (a JPEG the caller has checked against its limits) to `width` x
+/// `height` through the decode at `scale`, and encodes it as a 4:2:0 JPEG at
+/// `quality`'s JPEG quality. `Ok(None)`: this JPEG or this resize cannot be streamed
+/// (not baseline 4:2:0, or a pass the library must do), so the caller takes the
+/// whole-image path.
+pub(crate) fn resize_streamed(
+    data: &[u8],
+    jpeg: &DecompressHeader,
+    scale: ScalingFactor,
+    (width, height): (u32, u32),
+    quality: ResizeQuality,
+) -> Result<Option<Vec<u8>>, ImagingError> {
+    if jpeg.subsamp != Subsamp::Sub2x2 || jpeg.is_lossless || 8 % scale.denom() != 0 {
+        return Ok(None);
+    }
+    let scale_eighths = (scale.num() * 8 / scale.denom()) as u32;
+    // Both sides are at most the header's, which passed the u32 limits check.
+    let luma_src = (
+        scale.scale(jpeg.width) as u32,
+        scale.scale(jpeg.height) as u32,
+    );
+    let filter = quality.filter();
+    let luma = Geometry {
+        src: luma_src,
+        dst: (width, height),
+        filter,
+    };
+    let chroma = Geometry {
+        src: chroma_420(luma_src.0, luma_src.1),
+        dst: chroma_420(width, height),
+        filter,
+    };
+    if !(luma.supported() && chroma.supported()) {
+        return Ok(None);
+    }
+    let jpeg_quality = quality.jpeg_quality();
+    with_decoder(|decoder| {
+        let mut decoding = match decoder.start(data, scale_eighths) {
+            Ok(Start::Started(decoding)) => decoding,
+            Ok(Start::Unsupported) => return Ok(None),
+            Err(msg) => return Err(jpeg_damage(&msg)),
+        };
+        let layout = decoding.layout();
+        if (layout.width, layout.height) != (luma_src.0 as usize, luma_src.1 as usize) {
+            return Err(ImagingError::Encode(format!(
+                "the row decoder gives {}x{} at {scale_eighths}/8, the header says {}x{}",
+                layout.width, layout.height, luma_src.0, luma_src.1
+            )));
+        }
+        let (bands, rows) = mpsc::channel();
+        let (decoded, encoded) = join(
+            move || {
+                let decoded = send_bands(&mut decoding, layout, &bands);
+                // The encoder side learns of the end (or of a failure) from the close.
+                drop(bands);
+                decoded.and_then(|()| decoding.finish().map_err(|msg| jpeg_damage(&msg)))
+            },
+            move || resample_and_encode(&rows, luma, chroma, jpeg_quality),
+        );
+        // A decode failure explains the encoder side's, so it is the one reported.
+        match decoded? {
+            Some(warning) if !crate::decode::is_harmless_jpeg_warning(&warning) => {
+                Err(jpeg_damage(&warning))
+            }
+            _ => encoded.map(Some),
+        }
+    })
+}
+
+/// Runs `f` with this thread's row decoder, dropping it after an error.
+fn with_decoder<T>(
+    f: impl FnOnce(&mut RowDecoder) -> Result<T, ImagingError>,
+) -> Result<T, ImagingError> {
+    DECODER.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        let decoder = match slot.as_mut() {
+            Some(d) => d,
+            None => slot.insert(RowDecoder::new()?),
+        };
+        let result = f(decoder);
+        if result.is_err() {
+            *slot = None;
+        }
+        result
+    })
+}
+
+/// Decodes every band and sends its rows, cropped to the planes' sizes. Stops early,
+/// without an error of its own, if the other side has hung up (it has one).
+fn send_bands(
+    decoding: &mut crate::jpeg_rows::Decoding<'_>,
+    layout: BandLayout,
+    bands: &mpsc::Sender<Rows>,
+) -> Result<(), ImagingError> {
+    let (width, height) = (layout.width, layout.height);
+    let (chroma_w, chroma_h) = (width.div_ceil(2), height.div_ceil(2));
+    let chroma_rows = layout.luma_rows / 2;
+    let crop = |band: &[u8], stride: usize, keep_w: usize, rows: usize| -> Vec<u8> {
+        let mut out = Vec::with_capacity(keep_w * rows);
+        for row in band.chunks_exact(stride).take(rows) {
+            out.extend_from_slice(&row[..keep_w]);
+        }
+        out
+    };
+    let mut sent = 0;
+    while sent < height {
+        let band = decoding.next_band().map_err(|msg| jpeg_damage(&msg))?;
+        let luma_rows = layout.luma_rows.min(height - sent);
+        let first_chroma = sent / 2;
+        let chroma = chroma_rows.min(chroma_h.saturating_sub(first_chroma));
+        let rows = Rows {
+            y: crop(band.y, layout.luma_stride, width, luma_rows),
+            cb: crop(band.cb, layout.chroma_stride, chroma_w, chroma),
+            cr: crop(band.cr, layout.chroma_stride, chroma_w, chroma),
+        };
+        sent += luma_rows;
+        if bands.send(rows).is_err() {
+            return Ok(());
+        }
+    }
+    Ok(())
+}
+
+/// One plane on the receiving side: the rows so far and the passes to resample them.
+struct PlaneStream {
+    geometry: Geometry,
+    rows: Vec<u8>,
+    vertical: Option<Rc<VerticalPass>>,
+    horizontal: Option<Rc<HorizontalPass>>,
+    /// Scratch: vertical output, horizontal output, accumulators.
+    between: Vec<u8>,
+    out: Vec<u8>,
+    acc: Vec<i32>,
+}
+
+impl PlaneStream {
+    fn new(geometry: Geometry) -> Result<Self, ImagingError> {
+        let Geometry { src, dst, filter } = geometry;
+        let missing = || ImagingError::Encode(format!("no resampling pass for {src:?} -> {dst:?}"));
+        let vertical = if src.1 == dst.1 {
+            None
+        } else {
+            Some(VerticalPass::cached(src.1, dst.1, filter).ok_or_else(missing)?)
+        };
+        let horizontal = if src.0 == dst.0 {
+            None
+        } else {
+            Some(HorizontalPass::cached(src.0, dst.0, filter).ok_or_else(missing)?)
+        };
+        Ok(Self {
+            geometry,
+            rows: Vec::with_capacity(src.0 as usize * src.1 as usize),
+            vertical,
+            horizontal,
+            between: Vec::new(),
+            out: Vec::new(),
+            acc: Vec::new(),
+        })
+    }
+
+    fn received(&self) -> usize {
+        self.rows.len() / self.geometry.src.0 as usize
+    }
+
+    /// Source rows that output rows up to `end` (exclusive) need.
+    fn needed(&self, end: usize) -> usize {
+        match (&self.vertical, end) {
+            (_, 0) => 0,
+            (Some(pass), _) => pass.rows_needed(end - 1),
+            (None, _) => end,
+        }
+    }
+
+    /// Output rows `rows` into `band` (rows of `stride` bytes), each padded by
+    /// repeating its last sample; band rows past `rows` repeat the last output row,
+    /// as the whole-image encoder pads a partial last band.
+    fn fill(&mut self, rows: Range<usize>, band: &mut [u8], stride: usize) {
+        let (src_w, dst_w) = (self.geometry.src.0 as usize, self.geometry.dst.0 as usize);
+        let count = rows.len();
+        let vertical: &[u8] = match &self.vertical {
+            Some(pass) => {
+                self.between.resize(count * src_w, 0);
+                pass.run(&self.rows, src_w, rows, &mut self.between, &mut self.acc);
+                &self.between
+            }
+            None => &self.rows[rows.start * src_w..rows.end * src_w],
+        };
+        let resampled: &[u8] = match &self.horizontal {
+            Some(pass) => {
+                self.out.resize(count * dst_w, 0);
+                pass.run(vertical, &mut self.out);
+                &self.out
+            }
+            None => vertical,
+        };
+        let mut last: &[u8] = &[];
+        for (i, out) in band.chunks_exact_mut(stride).enumerate() {
+            if let Some(row) = resampled.chunks_exact(dst_w).nth(i) {
+                last = row;
+            }
+            out[..dst_w].copy_from_slice(last);
+            let edge = last[dst_w - 1];
+            out[dst_w..].fill(edge);
+        }
+    }
+}
+
+/// The receiving side: resamples each plane as its rows arrive and encodes every 16
+/// output rows. Fails if the rows stop before the image's end (the decode failed and
+/// reports why).
+fn resample_and_encode(
+    bands: &mpsc::Receiver<Rows>,
+    luma: Geometry,
+    chroma: Geometry,
+    quality: u8,
+) -> Result<Vec<u8>, ImagingError> {
+    let mut y = PlaneStream::new(luma)?;
+    let mut cb = PlaneStream::new(chroma)?;
+    let mut cr = PlaneStream::new(chroma)?;
+    let (width, height) = luma.dst;
+    let chroma_h = chroma.dst.1 as usize;
+    with_encoder(|encoder| {
+        let (luma_stride, chroma_stride) = encoder.start(width, height, quality)?;
+        let band_rows = RowEncoder::BAND_ROWS;
+        let mut y_band = vec![0u8; band_rows * luma_stride];
+        let mut cb_band = vec![0u8; band_rows / 2 * chroma_stride];
+        let mut cr_band = cb_band.clone();
+        for first in (0..height as usize).step_by(band_rows) {
+            let luma_rows = first..(first + band_rows).min(height as usize);
+            let chroma_first = first / 2;
+            let chroma_rows = chroma_first..(chroma_first + band_rows / 2).min(chroma_h);
+            while y.received() < y.needed(luma_rows.end)
+                || cb.received() < cb.needed(chroma_rows.end)
+            {
+                let Ok(rows) = bands.recv() else {
+                    return Err(ImagingError::Encode(
+                        "the JPEG decode stopped before the last row".to_owned(),
+                    ));
+                };
+                y.rows.extend_from_slice(&rows.y);
+                cb.rows.extend_from_slice(&rows.cb);
+                cr.rows.extend_from_slice(&rows.cr);
+            }
+            y.fill(luma_rows, &mut y_band, luma_stride);
+            cb.fill(chroma_rows.clone(), &mut cb_band, chroma_stride);
+            cr.fill(chroma_rows, &mut cr_band, chroma_stride);
+            encoder.write(&y_band, &cb_band, &cr_band)?;
+        }
+        encoder.finish()
+    })
+}
+
+/// Runs `f` with this thread's row encoder, dropping it after an error.
+fn with_encoder<T>(
+    f: impl FnOnce(&mut RowEncoder) -> Result<T, ImagingError>,
+) -> Result<T, ImagingError> {
+    ENCODER.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        let encoder = match slot.as_mut() {
+            Some(e) => e,
+            None => slot.insert(RowEncoder::new()?),
+        };
+        let result = f(encoder);
+        if result.is_err() {
+            *slot = None;
+        }
+        result
+    })
+}
