@@ -1,9 +1,14 @@
 //! Any bytes through the header probe and the decoder, with limits small enough that a
 //! decompression bomb is refused from its header: never a panic, never an image larger
-//! than the limits, and a decoded image always agrees with what the probe said.
+//! than the limits, and a decoded image always agrees with what the probe said. The
+//! streamed resize (libjpeg's row-band API through a C wrapper) must give the bytes of
+//! the whole-image plane path, and fail where it fails.
 #![no_main]
 
-use imageflow_imaging::{Limits, decode, decode_at_least, probe};
+use imageflow_imaging::{
+    Limits, ResizeQuality, ResizeSpec, decode, decode_at_least, probe, resize_encoded_streamed,
+    resize_encoded_whole_planes,
+};
 use libfuzzer_sys::fuzz_target;
 
 const LIMITS: Limits = Limits {
@@ -12,7 +17,29 @@ const LIMITS: Limits = Limits {
     max_dimension: 4096,
 };
 
+const THUMBNAIL: ResizeSpec = ResizeSpec {
+    width: 64,
+    height: 64,
+    keep_aspect: true,
+    quality: ResizeQuality::Good,
+    output_format: None,
+};
+
 fuzz_target!(|data: &[u8]| {
+    match (
+        resize_encoded_streamed(data, &LIMITS, &THUMBNAIL),
+        resize_encoded_whole_planes(data, &LIMITS, &THUMBNAIL),
+    ) {
+        (Ok(Some(streamed)), Ok(whole)) => {
+            assert!(
+                streamed.data == whole.data,
+                "streamed and whole-image bytes differ"
+            )
+        }
+        (Ok(Some(_)), Err(e)) => panic!("streamed a JPEG the whole-image path refuses: {e}"),
+        (Err(e), Ok(_)) => panic!("refused a JPEG the whole-image path resizes: {e}"),
+        _ => {}
+    }
     let probed = probe(data, &LIMITS);
     if let Ok(decoded) = decode(data, &LIMITS) {
         let image = &decoded.image;
