@@ -188,10 +188,14 @@ fn send_bands(
     Ok(())
 }
 
-/// One plane on the receiving side: the rows so far and the passes to resample them.
+/// One plane on the receiving side: the source rows still needed and the passes to
+/// resample them.
 struct PlaneStream {
     geometry: Geometry,
+    /// Source rows `first..first + rows.len() / width`: rows no later output row reads
+    /// are dropped, so this stays a few dozen rows, in cache, whatever the image size.
     rows: Vec<u8>,
+    first: usize,
     vertical: Option<Rc<VerticalPass>>,
     horizontal: Option<Rc<HorizontalPass>>,
     /// Scratch: vertical output, horizontal output, accumulators.
@@ -216,7 +220,8 @@ impl PlaneStream {
         };
         Ok(Self {
             geometry,
-            rows: Vec::with_capacity(src.0 as usize * src.1 as usize),
+            rows: Vec::new(),
+            first: 0,
             vertical,
             horizontal,
             between: Vec::new(),
@@ -225,8 +230,9 @@ impl PlaneStream {
         })
     }
 
+    /// Source rows received so far (dropped ones included).
     fn received(&self) -> usize {
-        self.rows.len() / self.geometry.src.0 as usize
+        self.first + self.rows.len() / self.geometry.src.0 as usize
     }
 
     /// Source rows that output rows up to `end` (exclusive) need.
@@ -238,19 +244,41 @@ impl PlaneStream {
         }
     }
 
+    /// Drops the source rows that no output row from `next` on reads.
+    fn forget_before(&mut self, next: usize) {
+        let keep_from = match &self.vertical {
+            Some(pass) => pass.first_row(next),
+            None => next,
+        }
+        .min(self.received());
+        if keep_from > self.first {
+            let width = self.geometry.src.0 as usize;
+            self.rows.drain(..(keep_from - self.first) * width);
+            self.first = keep_from;
+        }
+    }
+
     /// Output rows `rows` into `band` (rows of `stride` bytes), each padded by
     /// repeating its last sample; band rows past `rows` repeat the last output row,
     /// as the whole-image encoder pads a partial last band.
     fn fill(&mut self, rows: Range<usize>, band: &mut [u8], stride: usize) {
         let (src_w, dst_w) = (self.geometry.src.0 as usize, self.geometry.dst.0 as usize);
         let count = rows.len();
+        let next = rows.end;
         let vertical: &[u8] = match &self.vertical {
             Some(pass) => {
                 self.between.resize(count * src_w, 0);
-                pass.run(&self.rows, src_w, rows, &mut self.between, &mut self.acc);
+                pass.run(
+                    &self.rows,
+                    self.first,
+                    src_w,
+                    rows,
+                    &mut self.between,
+                    &mut self.acc,
+                );
                 &self.between
             }
-            None => &self.rows[rows.start * src_w..rows.end * src_w],
+            None => &self.rows[(rows.start - self.first) * src_w..(rows.end - self.first) * src_w],
         };
         let resampled: &[u8] = match &self.horizontal {
             Some(pass) => {
@@ -269,6 +297,7 @@ impl PlaneStream {
             let edge = last[dst_w - 1];
             out[dst_w..].fill(edge);
         }
+        self.forget_before(next);
     }
 }
 

@@ -32,6 +32,9 @@ pub(crate) struct VerticalPass {
     precision: u8,
     /// Per output row: its first source row and its weights.
     taps: Vec<(usize, Vec<i16>)>,
+    /// Per output row: the lowest source row it or any later row reads. (Zero weights
+    /// are trimmed from a window's start, so the starts alone need not be monotonic.)
+    keep_from: Vec<usize>,
 }
 
 impl VerticalPass {
@@ -77,8 +80,21 @@ impl VerticalPass {
                     .collect();
                 (w.start, weights)
             })
+            .collect::<Vec<_>>();
+        let mut keep_from: Vec<usize> = taps
+            .iter()
+            .rev()
+            .scan(usize::MAX, |low, &(start, _)| {
+                *low = (*low).min(start);
+                Some(*low)
+            })
             .collect();
-        Some(Self { precision, taps })
+        keep_from.reverse();
+        Some(Self {
+            precision,
+            taps,
+            keep_from,
+        })
     }
 
     /// How many source rows output row `row` needs to have arrived.
@@ -88,12 +104,19 @@ impl VerticalPass {
             .map_or(0, |(start, weights)| start + weights.len())
     }
 
-    /// Output rows `rows` from `src` (rows of `width`, at least [`Self::rows_needed`]
-    /// of the last one) into `dst` (as many rows of `width` as `rows` has). `acc` is
-    /// scratch, reused between calls.
+    /// The lowest source row that output row `row` or a later one reads (`usize::MAX`
+    /// past the last).
+    pub(crate) fn first_row(&self, row: usize) -> usize {
+        self.keep_from.get(row).copied().unwrap_or(usize::MAX)
+    }
+
+    /// Output rows `rows` from `src` (rows of `width`, source rows `first..`, up to at
+    /// least [`Self::rows_needed`] of the last output row) into `dst` (as many rows of
+    /// `width` as `rows` has). `acc` is scratch, reused between calls.
     pub(crate) fn run(
         &self,
         src: &[u8],
+        first: usize,
         width: usize,
         rows: std::ops::Range<usize>,
         dst: &mut [u8],
@@ -103,6 +126,7 @@ impl VerticalPass {
         let job = Rows {
             pass: self,
             src,
+            first,
             width,
             rows,
             dst,
@@ -119,6 +143,7 @@ impl VerticalPass {
 struct Rows<'a> {
     pass: &'a VerticalPass,
     src: &'a [u8],
+    first: usize,
     width: usize,
     rows: std::ops::Range<usize>,
     dst: &'a mut [u8],
@@ -135,7 +160,7 @@ impl Rows<'_> {
         for ((start, weights), out) in self.pass.taps[self.rows].iter().zip(out_rows) {
             self.acc.fill(initial);
             for (k, &w) in weights.iter().enumerate() {
-                let row = &self.src[(start + k) * width..][..width];
+                let row = &self.src[(start + k - self.first) * width..][..width];
                 for (a, &p) in self.acc.iter_mut().zip(row) {
                     *a += i32::from(p) * i32::from(w);
                 }
@@ -177,7 +202,7 @@ mod tests {
             for dst_h in [450u32, 270, 135, 67, 539, 600, 1080, 1] {
                 let pass = VerticalPass::new(h as u32, dst_h, filter).unwrap();
                 let mut ours = vec![0u8; w * dst_h as usize];
-                pass.run(&src, w, 0..dst_h as usize, &mut ours, &mut Vec::new());
+                pass.run(&src, 0, w, 0..dst_h as usize, &mut ours, &mut Vec::new());
                 let image = ImageRef::new(w as u32, h as u32, &src, PixelType::U8).unwrap();
                 let mut library = FirImage::new(w as u32, dst_h, PixelType::U8);
                 Resizer::new()
@@ -200,10 +225,14 @@ mod tests {
         let src: Vec<u8> = (0..w * h).map(|i| (i * 31 % 251) as u8).collect();
         let pass = VerticalPass::new(h as u32, 83, FilterType::CatmullRom).unwrap();
         let mut whole = vec![0u8; w * 83];
-        pass.run(&src, w, 0..83, &mut whole, &mut Vec::new());
+        pass.run(&src, 0, w, 0..83, &mut whole, &mut Vec::new());
+        // Only the rows the band reads: from the first row of its first output row to
+        // what its last one needs.
         let mut band = vec![0u8; w * 10];
-        let needed = pass.rows_needed(49);
-        pass.run(&src[..needed * w], w, 40..50, &mut band, &mut Vec::new());
+        let (first, needed) = (pass.first_row(40), pass.rows_needed(49));
+        assert!(first > 0 && needed < h);
+        let rows = &src[first * w..needed * w];
+        pass.run(rows, first, w, 40..50, &mut band, &mut Vec::new());
         assert_eq!(band, whole[40 * w..50 * w]);
     }
 }
