@@ -152,8 +152,14 @@ fn with_decoder<T>(
     })
 }
 
-/// Decodes every band and sends its rows, cropped to the planes' sizes. Stops early,
-/// without an error of its own, if the other side has hung up (it has one).
+/// Luma rows sent to the other side at a time: each send can wake it, and a wake-up
+/// costs about what resampling a few rows does, so decoder bands (8 rows at 1/2 scale)
+/// go in fours. The encoder takes 16 rows a band, so this keeps it fed.
+const SEND_ROWS: usize = 32;
+
+/// Decodes every band and sends its rows, cropped to the planes' sizes, in batches of
+/// [`SEND_ROWS`]. Stops early, without an error of its own, if the other side has hung
+/// up (it has one).
 fn send_bands(
     decoding: &mut crate::jpeg_rows::Decoding<'_>,
     layout: BandLayout,
@@ -162,26 +168,43 @@ fn send_bands(
     let (width, height) = (layout.width, layout.height);
     let (chroma_w, chroma_h) = (width.div_ceil(2), height.div_ceil(2));
     let chroma_rows = layout.luma_rows / 2;
-    let crop = |band: &[u8], stride: usize, keep_w: usize, rows: usize| -> Vec<u8> {
-        let mut out = Vec::with_capacity(keep_w * rows);
+    let crop = |out: &mut Vec<u8>, band: &[u8], stride: usize, keep_w: usize, rows: usize| {
         for row in band.chunks_exact(stride).take(rows) {
             out.extend_from_slice(&row[..keep_w]);
         }
-        out
     };
+    let batch = |rows: usize| Rows {
+        y: Vec::with_capacity(width * rows),
+        cb: Vec::with_capacity(chroma_w * rows / 2),
+        cr: Vec::with_capacity(chroma_w * rows / 2),
+    };
+    let mut pending = batch(SEND_ROWS);
     let mut sent = 0;
     while sent < height {
         let band = decoding.next_band().map_err(|msg| jpeg_damage(&msg))?;
         let luma_rows = layout.luma_rows.min(height - sent);
-        let first_chroma = sent / 2;
-        let chroma = chroma_rows.min(chroma_h.saturating_sub(first_chroma));
-        let rows = Rows {
-            y: crop(band.y, layout.luma_stride, width, luma_rows),
-            cb: crop(band.cb, layout.chroma_stride, chroma_w, chroma),
-            cr: crop(band.cr, layout.chroma_stride, chroma_w, chroma),
-        };
+        let chroma = chroma_rows.min(chroma_h.saturating_sub(sent / 2));
+        crop(&mut pending.y, band.y, layout.luma_stride, width, luma_rows);
+        crop(
+            &mut pending.cb,
+            band.cb,
+            layout.chroma_stride,
+            chroma_w,
+            chroma,
+        );
+        crop(
+            &mut pending.cr,
+            band.cr,
+            layout.chroma_stride,
+            chroma_w,
+            chroma,
+        );
         sent += luma_rows;
-        if bands.send(rows).is_err() {
+        if (pending.y.len() >= SEND_ROWS * width || sent == height)
+            && bands
+                .send(std::mem::replace(&mut pending, batch(SEND_ROWS)))
+                .is_err()
+        {
             return Ok(());
         }
     }
