@@ -117,10 +117,14 @@ pub(crate) fn resize_streamed(
         let (bands, rows) = mpsc::channel();
         let (decoded, encoded) = join(
             move || {
-                let decoded = send_bands(&mut decoding, layout, &bands);
                 // The encoder side learns of the end (or of a failure) from the close.
+                let sent_all = send_bands(&mut decoding, layout, &bands)?;
                 drop(bands);
-                decoded.and_then(|()| decoding.finish().map_err(|msg| jpeg_damage(&msg)))
+                if !sent_all {
+                    // The encoder side stopped first; its error is the one to report.
+                    return Ok(None);
+                }
+                decoding.finish().map_err(|msg| jpeg_damage(&msg))
             },
             move || resample_and_encode(&rows, luma, chroma, jpeg_quality),
         );
@@ -158,13 +162,13 @@ fn with_decoder<T>(
 const SEND_ROWS: usize = 32;
 
 /// Decodes every band and sends its rows, cropped to the planes' sizes, in batches of
-/// [`SEND_ROWS`]. Stops early, without an error of its own, if the other side has hung
-/// up (it has one).
+/// [`SEND_ROWS`]. `Ok(false)`: it stopped early because the other side hung up (which
+/// has an error of its own).
 fn send_bands(
     decoding: &mut crate::jpeg_rows::Decoding<'_>,
     layout: BandLayout,
     bands: &mpsc::Sender<Rows>,
-) -> Result<(), ImagingError> {
+) -> Result<bool, ImagingError> {
     let (width, height) = (layout.width, layout.height);
     let (chroma_w, chroma_h) = (width.div_ceil(2), height.div_ceil(2));
     let chroma_rows = layout.luma_rows / 2;
@@ -205,10 +209,10 @@ fn send_bands(
                 .send(std::mem::replace(&mut pending, batch(SEND_ROWS)))
                 .is_err()
         {
-            return Ok(());
+            return Ok(false);
         }
     }
-    Ok(())
+    Ok(true)
 }
 
 /// One plane on the receiving side: the source rows still needed and the passes to
