@@ -253,24 +253,61 @@ pub fn resize_encoded_streamed(
     limits: &Limits,
     spec: &ResizeSpec,
 ) -> Result<Option<Encoded>, ImagingError> {
-    let header = Header::read(data, limits)?;
-    let (src_w, src_h) = header.oriented_size();
-    let (width, height) = fit_dimensions(src_w, src_h, spec.width, spec.height, spec.keep_aspect)?;
-    limits.check_dimensions(width, height)?;
-    let format = spec.output_format.unwrap_or(header.format);
-    let Some(jpeg) = header.plane_jpeg().filter(|_| format == ImageFormat::Jpeg) else {
+    let target = Target::of(data, limits, spec)?;
+    let Some(jpeg) = target.plane_jpeg() else {
         return Ok(None);
     };
-    Ok(
-        streamed(data, &jpeg, (width, height), spec.quality)?.map(|data| Encoded {
-            data,
-            format,
+    Ok(streamed(data, &jpeg, target.size(), spec.quality)?.map(|data| target.encoded(data)))
+}
+
+/// What every route starts from: the header, and the output's size (checked against
+/// the limits before any pixel is decoded) and format.
+struct Target {
+    header: Header,
+    width: u32,
+    height: u32,
+    format: ImageFormat,
+}
+
+impl Target {
+    fn of(data: &[u8], limits: &Limits, spec: &ResizeSpec) -> Result<Self, ImagingError> {
+        let header = Header::read(data, limits)?;
+        let (src_w, src_h) = header.oriented_size();
+        let (width, height) =
+            fit_dimensions(src_w, src_h, spec.width, spec.height, spec.keep_aspect)?;
+        limits.check_dimensions(width, height)?;
+        let format = spec.output_format.unwrap_or(header.format);
+        Ok(Self {
+            header,
             width,
             height,
-            original_width: src_w,
-            original_height: src_h,
-        }),
-    )
+            format,
+        })
+    }
+
+    fn size(&self) -> (u32, u32) {
+        (self.width, self.height)
+    }
+
+    /// The source's JPEG header when the plane path can make this output from it.
+    fn plane_jpeg(&self) -> Option<turbojpeg::DecompressHeader> {
+        self.header
+            .plane_jpeg()
+            .filter(|_| self.format == ImageFormat::Jpeg)
+    }
+
+    /// `data`, encoded in this target's format and size, as the result.
+    fn encoded(&self, data: Vec<u8>) -> Encoded {
+        let (original_width, original_height) = self.header.oriented_size();
+        Encoded {
+            data,
+            format: self.format,
+            width: self.width,
+            height: self.height,
+            original_width,
+            original_height,
+        }
+    }
 }
 
 /// [`crate::stream::resize_streamed`] at the plane path's DCT scale, where it is built.
@@ -312,26 +349,16 @@ fn resize_encoded_with(
     spec: &ResizeSpec,
     route: Route,
 ) -> Result<Encoded, ImagingError> {
-    let header = Header::read(data, limits)?;
-    let (src_w, src_h) = header.oriented_size();
-    let (width, height) = fit_dimensions(src_w, src_h, spec.width, spec.height, spec.keep_aspect)?;
-    limits.check_dimensions(width, height)?;
-    let format = spec.output_format.unwrap_or(header.format);
+    let target = Target::of(data, limits, spec)?;
+    let (width, height) = target.size();
     let planes = matches!(route, Route::Planes | Route::WholePlanes);
-    if let (true, ImageFormat::Jpeg, Some(jpeg)) = (planes, format, header.plane_jpeg()) {
+    if let (true, Some(jpeg)) = (planes, target.plane_jpeg()) {
         if route == Route::Planes
             && let Some(data) = streamed(data, &jpeg, (width, height), spec.quality)?
         {
-            return Ok(Encoded {
-                data,
-                format,
-                width,
-                height,
-                original_width: src_w,
-                original_height: src_h,
-            });
+            return Ok(target.encoded(data));
         }
-        let Planes { y, cb, cr } = header.decode_planes(data, &jpeg, width, height)?;
+        let Planes { y, cb, cr } = target.header.decode_planes(data, &jpeg, width, height)?;
         let (chroma_w, chroma_h) = chroma_420(width, height);
         let quality = spec.quality;
         let (y, chroma) = join(
@@ -344,15 +371,14 @@ fn resize_encoded_with(
             },
         );
         let (y, (cb, cr)) = (y?, chroma?);
-        return Ok(Encoded {
-            data: encode_planes_420(&y, &cb, &cr, spec.quality.jpeg_quality())?,
-            format,
-            width,
-            height,
-            original_width: src_w,
-            original_height: src_h,
-        });
+        return Ok(target.encoded(encode_planes_420(
+            &y,
+            &cb,
+            &cr,
+            spec.quality.jpeg_quality(),
+        )?));
     }
+    let Target { header, format, .. } = target;
     let decoded = if route != Route::RgbFullDecode {
         header.decode(data, width, height)?
     } else {
