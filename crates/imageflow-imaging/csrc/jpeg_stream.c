@@ -242,8 +242,11 @@ int ifc_decoder_finish(ifc_decoder *d)
 
 /* ---- encoder ---- */
 
-/* The encoder writes into a buffer it keeps between images (its capacity reused),
- * not jpeg_mem_dest's, whose pointer is only valid after a successful finish. */
+/* The encoder writes into a buffer it keeps between images (its capacity reused, up
+ * to IFC_KEPT_OUTPUT), not jpeg_mem_dest's, whose pointer is only valid after a
+ * successful finish. */
+#define IFC_FIRST_OUTPUT (64 * 1024)
+#define IFC_KEPT_OUTPUT (4 * 1024 * 1024)
 struct ifc_dest {
   struct jpeg_destination_mgr pub;
   unsigned char *buf;
@@ -292,7 +295,7 @@ ifc_encoder *ifc_encoder_new(void)
   /* volatile: read again after a longjmp. */
   ifc_encoder *volatile e = calloc(1, sizeof(ifc_encoder));
   if (e == NULL) return NULL;
-  e->dest.cap = 64 * 1024;
+  e->dest.cap = IFC_FIRST_OUTPUT;
   e->dest.buf = malloc(e->dest.cap);
   if (e->dest.buf == NULL) {
     free(e);
@@ -334,6 +337,15 @@ int ifc_encoder_start(ifc_encoder *e, unsigned int width, unsigned int height, i
   e->err.message[0] = '\0';
   e->err.warnings = 0;
   e->started = 0;
+  if (e->dest.cap > IFC_KEPT_OUTPUT) {
+    /* One huge image must not pin its output's size on this thread for good. */
+    unsigned char *small = malloc(IFC_FIRST_OUTPUT);
+    if (small != NULL) {
+      free(e->dest.buf);
+      e->dest.buf = small;
+      e->dest.cap = IFC_FIRST_OUTPUT;
+    }
+  }
   if (setjmp(e->err.jump)) {
     jpeg_abort_compress(&e->cinfo);
     return -1;
