@@ -15,6 +15,7 @@
 //! decoder settings, the library's resampling arithmetic, the same encoder settings
 //! and edge padding. Tests compare the two byte for byte.
 
+use std::cell::RefCell;
 use std::ops::Range;
 use std::rc::Rc;
 use std::sync::mpsc;
@@ -22,11 +23,11 @@ use std::sync::mpsc;
 use fast_image_resize::FilterType;
 use turbojpeg::{DecompressHeader, ScalingFactor, Subsamp};
 
-use crate::decode::jpeg_damage;
+use crate::decode::{is_harmless_jpeg_warning, jpeg_damage};
 use crate::error::ImagingError;
 use crate::helper::join;
 use crate::hpass::HorizontalPass;
-use crate::jpeg_rows::{BandLayout, RowDecoder, RowEncoder, Start};
+use crate::jpeg_rows::{BandLayout, Decoding, RowDecoder, RowEncoder, Start};
 use crate::planes::chroma_420;
 use crate::resize::ResizeQuality;
 use crate::vpass::VerticalPass;
@@ -34,8 +35,8 @@ use crate::vpass::VerticalPass;
 thread_local! {
     /// One raw decoder and encoder per thread, as for the whole-image codecs; dropped
     /// after an error so no state from a damaged stream reaches the next image.
-    static DECODER: std::cell::RefCell<Option<RowDecoder>> = const { std::cell::RefCell::new(None) };
-    static ENCODER: std::cell::RefCell<Option<RowEncoder>> = const { std::cell::RefCell::new(None) };
+    static DECODER: RefCell<Option<RowDecoder>> = const { RefCell::new(None) };
+    static ENCODER: RefCell<Option<RowEncoder>> = const { RefCell::new(None) };
 }
 
 /// Decoded rows of the three planes, cropped to the planes' widths.
@@ -130,9 +131,7 @@ pub(crate) fn resize_streamed(
         );
         // A decode failure explains the encoder side's, so it is the one reported.
         match decoded? {
-            Some(warning) if !crate::decode::is_harmless_jpeg_warning(&warning) => {
-                Err(jpeg_damage(&warning))
-            }
+            Some(warning) if !is_harmless_jpeg_warning(&warning) => Err(jpeg_damage(&warning)),
             _ => encoded.map(Some),
         }
     })
@@ -165,7 +164,7 @@ const SEND_ROWS: usize = 32;
 /// [`SEND_ROWS`]. `Ok(false)`: it stopped early because the other side hung up (which
 /// has an error of its own).
 fn send_bands(
-    decoding: &mut crate::jpeg_rows::Decoding<'_>,
+    decoding: &mut Decoding<'_>,
     layout: BandLayout,
     bands: &mpsc::Sender<Rows>,
 ) -> Result<bool, ImagingError> {
