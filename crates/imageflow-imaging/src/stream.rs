@@ -19,6 +19,7 @@ use std::cell::RefCell;
 use std::ops::Range;
 use std::rc::Rc;
 use std::sync::mpsc;
+use std::thread::LocalKey;
 
 use fast_image_resize::FilterType;
 use turbojpeg::{DecompressHeader, ScalingFactor, Subsamp};
@@ -33,8 +34,8 @@ use crate::resize::ResizeQuality;
 use crate::vpass::VerticalPass;
 
 thread_local! {
-    /// One raw decoder and encoder per thread, as for the whole-image codecs; dropped
-    /// after an error so no state from a damaged stream reaches the next image.
+    /// One raw decoder and encoder per thread, as for the whole-image codecs
+    /// ([`with_instance`]).
     static DECODER: RefCell<Option<RowDecoder>> = const { RefCell::new(None) };
     static ENCODER: RefCell<Option<RowEncoder>> = const { RefCell::new(None) };
 }
@@ -102,7 +103,7 @@ pub(crate) fn resize_streamed(
         return Ok(None);
     }
     let jpeg_quality = quality.jpeg_quality();
-    with_decoder(|decoder| {
+    with_instance(&DECODER, RowDecoder::new, |decoder| {
         let mut decoding = match decoder.start(data, scale_eighths) {
             Ok(Start::Started(decoding)) => decoding,
             Ok(Start::Unsupported) => return Ok(None),
@@ -137,17 +138,21 @@ pub(crate) fn resize_streamed(
     })
 }
 
-/// Runs `f` with this thread's row decoder, dropping it after an error.
-fn with_decoder<T>(
-    f: impl FnOnce(&mut RowDecoder) -> Result<T, ImagingError>,
+/// Runs `f` with this thread's instance in `cell` (made by `new` when there is none),
+/// and drops the instance after an error, so no state from a damaged stream reaches
+/// the next image.
+fn with_instance<C: 'static, T>(
+    cell: &'static LocalKey<RefCell<Option<C>>>,
+    new: fn() -> Result<C, ImagingError>,
+    f: impl FnOnce(&mut C) -> Result<T, ImagingError>,
 ) -> Result<T, ImagingError> {
-    DECODER.with(|cell| {
+    cell.with(|cell| {
         let mut slot = cell.borrow_mut();
-        let decoder = match slot.as_mut() {
-            Some(d) => d,
-            None => slot.insert(RowDecoder::new()?),
+        let instance = match slot.as_mut() {
+            Some(instance) => instance,
+            None => slot.insert(new()?),
         };
-        let result = f(decoder);
+        let result = f(instance);
         if result.is_err() {
             *slot = None;
         }
@@ -341,7 +346,7 @@ fn resample_and_encode(
     let mut cr = PlaneStream::new(chroma)?;
     let (width, height) = luma.dst;
     let chroma_h = chroma.dst.1 as usize;
-    with_encoder(|encoder| {
+    with_instance(&ENCODER, RowEncoder::new, |encoder| {
         let (luma_stride, chroma_stride) = encoder.start(width, height, quality)?;
         let band_rows = RowEncoder::BAND_ROWS;
         let mut y_band = vec![0u8; band_rows * luma_stride];
@@ -369,23 +374,5 @@ fn resample_and_encode(
             encoder.write(&y_band, &cb_band, &cr_band)?;
         }
         encoder.finish()
-    })
-}
-
-/// Runs `f` with this thread's row encoder, dropping it after an error.
-fn with_encoder<T>(
-    f: impl FnOnce(&mut RowEncoder) -> Result<T, ImagingError>,
-) -> Result<T, ImagingError> {
-    ENCODER.with(|cell| {
-        let mut slot = cell.borrow_mut();
-        let encoder = match slot.as_mut() {
-            Some(e) => e,
-            None => slot.insert(RowEncoder::new()?),
-        };
-        let result = f(encoder);
-        if result.is_err() {
-            *slot = None;
-        }
-        result
     })
 }
