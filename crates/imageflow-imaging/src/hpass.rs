@@ -32,15 +32,47 @@ const WINDOW: usize = 8;
 /// the weights are i16 and the sums leave room for 8 bits of pixel and 2 of overshoot.
 const PRECISION_BITS: u8 = 32 - 8 - 2;
 const MAX_COEFFS_PRECISION: u8 = 16 - 1;
-/// Passes (or "does not apply") remembered per thread: see [`HorizontalPass::cached`].
-const CACHED: usize = 4;
-
-/// Source width, output width and filter: what a pass is built from.
-type Key = (u32, u32, FilterType);
 
 thread_local! {
-    static PASSES: RefCell<Vec<(Key, Option<Rc<HorizontalPass>>)>> =
-        const { RefCell::new(Vec::new()) };
+    static PASSES: PassCache<HorizontalPass> = const { PassCache::new() };
+}
+
+/// Source size, output size and filter: what a pass is built from.
+pub(crate) type PassKey = (u32, u32, FilterType);
+
+/// A one-plane pass (or the finding that none applies) remembered per thread for the
+/// last few sizes: a service resizes the same sizes over and over, and building the
+/// weights costs about as much as resampling a band of rows. Used for this module's
+/// passes and [`crate::vpass`]'s.
+#[derive(Debug)]
+pub(crate) struct PassCache<P> {
+    /// Oldest first.
+    passes: RefCell<Vec<(PassKey, Option<Rc<P>>)>>,
+}
+
+impl<P> PassCache<P> {
+    /// Sizes remembered.
+    const KEPT: usize = 4;
+
+    pub(crate) const fn new() -> Self {
+        Self {
+            passes: RefCell::new(Vec::new()),
+        }
+    }
+
+    /// The pass for `key`, built by `build` the first time it is asked for.
+    pub(crate) fn get(&self, key: PassKey, build: impl FnOnce() -> Option<P>) -> Option<Rc<P>> {
+        let mut passes = self.passes.borrow_mut();
+        if let Some((_, pass)) = passes.iter().find(|(k, _)| *k == key) {
+            return pass.clone();
+        }
+        let pass = build().map(Rc::new);
+        if passes.len() == Self::KEPT {
+            passes.remove(0);
+        }
+        passes.push((key, pass.clone()));
+        pass
+    }
 }
 
 /// The weights of one horizontal resampling, laid out for the AVX2 loop.
@@ -59,23 +91,14 @@ pub(crate) struct HorizontalPass {
 }
 
 impl HorizontalPass {
-    /// [`Self::new`], remembered on this thread for the last few keys. A service
-    /// resizes the same sizes over and over, and a photo's two chroma planes share one
-    /// pass, so the weights (and the finding that none applies, as for a Lanczos3
-    /// reduction) are worked out once, not for every plane.
+    /// [`Self::new`], remembered on this thread ([`PassCache`]). A photo's two chroma
+    /// planes share one pass, so the weights (and the finding that none applies, as for
+    /// a Lanczos3 reduction) are worked out once, not for every plane.
     pub(crate) fn cached(src_width: u32, dst_width: u32, filter: FilterType) -> Option<Rc<Self>> {
-        let key = (src_width, dst_width, filter);
         PASSES.with(|passes| {
-            let mut passes = passes.borrow_mut();
-            if let Some((_, pass)) = passes.iter().find(|(k, _)| *k == key) {
-                return pass.clone();
-            }
-            let pass = Self::new(src_width, dst_width, filter).map(Rc::new);
-            if passes.len() == CACHED {
-                passes.remove(0);
-            }
-            passes.push((key, pass.clone()));
-            pass
+            passes.get((src_width, dst_width, filter), || {
+                Self::new(src_width, dst_width, filter)
+            })
         })
     }
 

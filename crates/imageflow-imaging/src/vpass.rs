@@ -7,23 +7,15 @@
 //! at the same precision, the same rounding and clamping), so the rows are bit-identical
 //! to its vertical pass; a test holds it to that.
 
-use std::cell::RefCell;
 use std::rc::Rc;
 
 use fast_image_resize::FilterType;
 use pulp::x86::V3;
 
-use crate::hpass::{coefficients, filter_function, precision_for};
-
-/// Passes remembered per thread: see [`VerticalPass::cached`].
-const CACHED: usize = 4;
-
-/// Source height, output height and filter.
-type Key = (u32, u32, FilterType);
+use crate::hpass::{PassCache, coefficients, filter_function, precision_for};
 
 thread_local! {
-    static PASSES: RefCell<Vec<(Key, Option<Rc<VerticalPass>>)>> =
-        const { RefCell::new(Vec::new()) };
+    static PASSES: PassCache<VerticalPass> = const { PassCache::new() };
 }
 
 /// The weights of one vertical resampling.
@@ -38,21 +30,12 @@ pub(crate) struct VerticalPass {
 }
 
 impl VerticalPass {
-    /// [`Self::new`], remembered on this thread for the last few keys (building the
-    /// weights costs about as much as resampling a band of rows).
+    /// [`Self::new`], remembered on this thread ([`PassCache`]).
     pub(crate) fn cached(src_height: u32, dst_height: u32, filter: FilterType) -> Option<Rc<Self>> {
-        let key = (src_height, dst_height, filter);
         PASSES.with(|passes| {
-            let mut passes = passes.borrow_mut();
-            if let Some((_, pass)) = passes.iter().find(|(k, _)| *k == key) {
-                return pass.clone();
-            }
-            let pass = Self::new(src_height, dst_height, filter).map(Rc::new);
-            if passes.len() == CACHED {
-                passes.remove(0);
-            }
-            passes.push((key, pass.clone()));
-            pass
+            passes.get((src_height, dst_height, filter), || {
+                Self::new(src_height, dst_height, filter)
+            })
         })
     }
 

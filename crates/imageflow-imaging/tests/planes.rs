@@ -5,9 +5,9 @@
 
 mod common;
 
-use common::{fixture, psnr};
+use common::{fixture, psnr, resize_spec as spec};
 use imageflow_imaging::{
-    FilterKind, FilterSpec, ImageFormat, Limits, ResizeQuality, ResizeSpec, decode, filter_encoded,
+    FilterKind, FilterSpec, ImageFormat, Limits, ResizeQuality, decode, filter_encoded,
     filter_encoded_rgb, resize_encoded, resize_encoded_rgb,
 };
 
@@ -19,16 +19,6 @@ const JPEGS: [&str; 5] = [
     "coffee.jpg",
     "rocket.jpg",
 ];
-
-fn spec(width: u32, height: u32, keep_aspect: bool, quality: ResizeQuality) -> ResizeSpec {
-    ResizeSpec {
-        width,
-        height,
-        keep_aspect,
-        quality,
-        output_format: None,
-    }
-}
 
 /// Both encodings decoded, compared: equal sizes, PSNR at least `min_db`.
 fn assert_close(what: &str, planes: &[u8], rgb: &[u8], min_db: f64) {

@@ -5,21 +5,11 @@
 
 mod common;
 
-use common::fixture;
+use common::{fixture, resize_spec as spec};
 use imageflow_imaging::{
     ImageFormat, ImagingError, Limits, ResizeQuality, ResizeSpec, encode, resize_encoded,
     resize_encoded_streamed, resize_encoded_whole_planes,
 };
-
-fn spec(width: u32, height: u32, keep_aspect: bool, quality: ResizeQuality) -> ResizeSpec {
-    ResizeSpec {
-        width,
-        height,
-        keep_aspect,
-        quality,
-        output_format: None,
-    }
-}
 
 /// Sizes that cover the edges of the band logic: the usual 800x450 (a partial last
 /// encoder band), odd sides (padded chroma and luma), a width or a height alone

@@ -1,11 +1,27 @@
 //! Shared helpers for the integration tests: fixtures and image statistics.
 #![allow(dead_code)]
 
-use imageflow_imaging::{Image, Limits, decode};
+use imageflow_imaging::{Image, Limits, ResizeQuality, ResizeSpec, decode};
 
 pub fn fixture(name: &str) -> Vec<u8> {
     let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
     std::fs::read(&path).unwrap_or_else(|e| panic!("reading {path}: {e}"))
+}
+
+/// A resize to `width` x `height` in the input's format.
+pub fn resize_spec(
+    width: u32,
+    height: u32,
+    keep_aspect: bool,
+    quality: ResizeQuality,
+) -> ResizeSpec {
+    ResizeSpec {
+        width,
+        height,
+        keep_aspect,
+        quality,
+        output_format: None,
+    }
 }
 
 pub fn decode_fixture(name: &str) -> Image {
