@@ -2,12 +2,13 @@
 //! decompression bomb is refused from its header: never a panic, never an image larger
 //! than the limits, and a decoded image always agrees with what the probe said. The
 //! streamed resize (libjpeg's row-band API through a C wrapper) must give the bytes of
-//! the whole-image plane path, and fail where it fails.
+//! the whole-image plane path, and the streamed letterbox (its RGB rows) the whole-image
+//! path's tensor, and each fail where its whole-image path fails.
 #![no_main]
 
 use imageflow_imaging::{
-    Limits, ResizeQuality, ResizeSpec, decode, decode_at_least, probe, resize_encoded_streamed,
-    resize_encoded_whole_planes,
+    Limits, ResizeQuality, ResizeSpec, decode, decode_at_least, letterbox_encoded_streamed,
+    letterbox_encoded_whole, probe, resize_encoded_streamed, resize_encoded_whole_planes,
 };
 use libfuzzer_sys::fuzz_target;
 
@@ -38,6 +39,18 @@ fuzz_target!(|data: &[u8]| {
         }
         (Ok(Some(_)), Err(e)) => panic!("streamed a JPEG the whole-image path refuses: {e}"),
         (Err(e), Ok(_)) => panic!("refused a JPEG the whole-image path resizes: {e}"),
+        _ => {}
+    }
+    // A small model input keeps each run short.
+    match (
+        letterbox_encoded_streamed(data, &LIMITS, 64, 64),
+        letterbox_encoded_whole(data, &LIMITS, 64, 64),
+    ) {
+        (Ok(Some(streamed)), Ok(whole)) => {
+            assert!(streamed == whole, "streamed and whole-image tensors differ")
+        }
+        (Ok(Some(_)), Err(e)) => panic!("streamed a JPEG the whole-image letterbox refuses: {e}"),
+        (Err(e), Ok(_)) => panic!("refused a JPEG the whole-image letterbox takes: {e}"),
         _ => {}
     }
     let probed = probe(data, &LIMITS);

@@ -65,7 +65,8 @@ struct Prepared {
 }
 
 /// Decode and letterbox. With nothing to draw, straight into the tensor at a reduced
-/// JPEG scale (the YCbCr plane path for photos); to draw, the full picture is kept.
+/// JPEG scale (streamed for photos: resampled on a second core as it decodes); to draw,
+/// the full picture is kept.
 fn prepare(
     data: &[u8],
     limits: &Limits,
@@ -73,23 +74,17 @@ fn prepare(
     keep_picture: bool,
 ) -> Result<Prepared, ImagingError> {
     let started = Instant::now();
-    let mut tensor = vec![0.0; spec.image_len()];
     if !keep_picture {
-        let (letterbox, format) = letterbox_encoded(
-            data,
-            limits,
-            spec.input_width,
-            spec.input_height,
-            &mut tensor,
-        )?;
+        let made = letterbox_encoded(data, limits, spec.input_width, spec.input_height)?;
         return Ok(Prepared {
-            tensor,
-            letterbox,
-            format,
+            tensor: made.tensor,
+            letterbox: made.letterbox,
+            format: made.format,
             picture: None,
             elapsed: started.elapsed(),
         });
     }
+    let mut tensor = vec![0.0; spec.image_len()];
     let decoded = decode(data, limits)?;
     let letterbox = letterbox_into(
         &decoded.image,

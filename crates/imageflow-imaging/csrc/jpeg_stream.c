@@ -1,6 +1,7 @@
 /*
  * Row-band access to libjpeg-turbo's raw (YCbCr plane) decoder and encoder, for the
- * streamed resize in src/stream.rs.
+ * streamed resize in src/stream.rs, and to its RGB decoder a few rows at a time, for
+ * the streamed letterbox in src/detect/stream.rs.
  *
  * TurboJPEG's API decodes or encodes a whole image per call, so a resize has to wait
  * for the last row before it can start. libjpeg's own API hands out one iMCU row at
@@ -225,6 +226,71 @@ int ifc_decoder_read(ifc_decoder *d, const unsigned char *planes[3])
   planes[1] = d->rows[1][0];
   planes[2] = d->rows[2][0];
   return 0;
+}
+
+/*
+ * Reads the header of `data` and starts decoding it to interleaved RGB at
+ * scale_num/8, with TurboJPEG 3's settings for tj3Decompress8 to TJPF_RGB (for the
+ * streamed letterbox in src/detect/stream.rs). Returns 0 when started, 1 when this
+ * JPEG is not a single-scan 8-bit YCbCr image (the caller takes the whole-image path),
+ * -1 on an error. out[0], out[1]: width and height at the scale.
+ */
+int ifc_decoder_start_rgb(ifc_decoder *d, const unsigned char *data, size_t len,
+                          int scale_num, unsigned int out[2])
+{
+  ifc_decoder_reset(d);
+  if (setjmp(d->err.jump)) {
+    jpeg_abort_decompress(&d->cinfo);
+    return -1;
+  }
+  jpeg_mem_src(&d->cinfo, data, (unsigned long)len);
+  jpeg_read_header(&d->cinfo, TRUE);
+  if (d->cinfo.num_components != 3 || d->cinfo.jpeg_color_space != JCS_YCbCr ||
+      d->cinfo.data_precision != 8 || d->cinfo.progressive_mode ||
+      jpeg_has_multiple_scans(&d->cinfo)) {
+    jpeg_abort_decompress(&d->cinfo);
+    return 1;
+  }
+  d->cinfo.out_color_space = JCS_EXT_RGB;
+  d->cinfo.do_fancy_upsampling = TRUE;
+  d->cinfo.dct_method = JDCT_ISLOW;
+  d->cinfo.scale_num = (unsigned int)scale_num;
+  d->cinfo.scale_denom = 8;
+  jpeg_start_decompress(&d->cinfo);
+  out[0] = d->cinfo.output_width;
+  out[1] = d->cinfo.output_height;
+  d->started = 1;
+  return 0;
+}
+
+/*
+ * Decodes up to max_rows RGB rows into `rows` (rows of `stride` bytes, at least
+ * 3 * width). Returns how many it decoded (0 after the last row), or -1 on an error.
+ * After the last row, ifc_decoder_finish.
+ */
+int ifc_decoder_read_rgb(ifc_decoder *d, unsigned char *rows, size_t stride,
+                         unsigned int max_rows)
+{
+  /* volatile for -Wclobbered: it changes between setjmp and a possible longjmp
+   * (though it is not read after one). */
+  volatile unsigned int done = 0;
+  JSAMPROW pointers[16];
+  if (!d->started) {
+    strcpy(d->err.message, "decoder not started");
+    return -1;
+  }
+  if (setjmp(d->err.jump)) {
+    jpeg_abort_decompress(&d->cinfo);
+    d->started = 0;
+    return -1;
+  }
+  while (done < max_rows && d->cinfo.output_scanline < d->cinfo.output_height) {
+    unsigned int i, want = max_rows - done;
+    if (want > 16) want = 16;
+    for (i = 0; i < want; i++) pointers[i] = rows + (size_t)(done + i) * stride;
+    done += jpeg_read_scanlines(&d->cinfo, pointers, want);
+  }
+  return (int)done;
 }
 
 /* Ends the decode (reads to the end of the stream). 0, or -1 on an error. */

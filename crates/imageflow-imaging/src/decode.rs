@@ -149,11 +149,17 @@ impl Header {
         self.orientation.oriented(self.width, self.height)
     }
 
+    /// The JPEG header when this source is a JPEG shown as stored (no EXIF rotation or
+    /// mirroring), so its rows can be used as they decode.
+    pub(crate) fn upright_jpeg(&self) -> Option<DecompressHeader> {
+        self.jpeg
+            .filter(|_| self.orientation == Orientation::Normal)
+    }
+
     /// The JPEG header when this source can take the YCbCr plane path
     /// ([`crate::planes`]): a plane-friendly JPEG shown as stored.
     pub(crate) fn plane_jpeg(&self) -> Option<DecompressHeader> {
-        self.jpeg
-            .filter(|j| self.orientation == Orientation::Normal && planes::plane_source(j))
+        self.upright_jpeg().filter(planes::plane_source)
     }
 
     /// Decodes a [`Self::plane_jpeg`] source to its planes at the largest DCT reduction

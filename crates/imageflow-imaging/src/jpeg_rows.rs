@@ -1,9 +1,11 @@
-//! libjpeg-turbo's raw decoder and encoder one band of rows at a time, through the C
-//! wrapper in `csrc/jpeg_stream.c` (built by `build.rs` against turbojpeg-sys's library).
+//! libjpeg-turbo's raw decoder and encoder one band of rows at a time, and its RGB
+//! decoder a few rows at a time, through the C wrapper in `csrc/jpeg_stream.c` (built by
+//! `build.rs` against turbojpeg-sys's library).
 //!
 //! TurboJPEG decodes or encodes a whole image per call. The streamed resize
-//! ([`crate::stream`]) needs the rows as they come, so that resampling and encoding can
-//! run beside the decode instead of after it. libjpeg's error handling (`longjmp`) stays
+//! ([`crate::stream`]) and the streamed letterbox ([`crate::detect::stream`]) need the
+//! rows as they come, so that resampling (and encoding) can run beside the decode
+//! instead of after it. libjpeg's error handling (`longjmp`) stays
 //! inside the C wrapper: every call returns a status and a message, and no `longjmp`
 //! crosses a Rust frame.
 //!
@@ -42,6 +44,19 @@ unsafe extern "C" {
         out: *mut [c_uint; 5],
     ) -> c_int;
     fn ifc_decoder_read(d: *mut RawDecoder, planes: *mut [*const u8; 3]) -> c_int;
+    fn ifc_decoder_start_rgb(
+        d: *mut RawDecoder,
+        data: *const u8,
+        len: usize,
+        scale_num: c_int,
+        out: *mut [c_uint; 2],
+    ) -> c_int;
+    fn ifc_decoder_read_rgb(
+        d: *mut RawDecoder,
+        rows: *mut u8,
+        stride: usize,
+        max_rows: c_uint,
+    ) -> c_int;
     fn ifc_decoder_finish(d: *mut RawDecoder) -> c_int;
 
     fn ifc_encoder_new() -> *mut RawEncoder;
@@ -70,7 +85,8 @@ fn message(raw: *const c_char) -> String {
         .into_owned()
 }
 
-/// A libjpeg decompressor that reads raw YCbCr planes band by band.
+/// A libjpeg decompressor that reads raw YCbCr planes band by band, or RGB rows a few
+/// at a time.
 #[derive(Debug)]
 pub(crate) struct RowDecoder {
     raw: NonNull<RawDecoder>,
@@ -105,12 +121,23 @@ pub(crate) struct Decoding<'a> {
     _data: PhantomData<&'a [u8]>,
 }
 
-/// The outcome of [`RowDecoder::start`].
+/// The outcome of [`RowDecoder::start`] ([`Decoding`]) and [`RowDecoder::start_rgb`]
+/// ([`RgbDecoding`]).
 #[derive(Debug)]
-pub(crate) enum Start<'a> {
-    Started(Decoding<'a>),
-    /// Not a baseline 8-bit 4:2:0 YCbCr JPEG: the whole-image path handles it.
+pub(crate) enum Start<D> {
+    Started(D),
+    /// Not a JPEG this decode takes (see each start): the whole-image path handles it.
     Unsupported,
+}
+
+/// An RGB decode in progress: borrows the decoder and the JPEG bytes it reads.
+#[derive(Debug)]
+pub(crate) struct RgbDecoding<'a> {
+    decoder: &'a mut RowDecoder,
+    /// Width and height at the chosen scale.
+    width: usize,
+    height: usize,
+    _data: PhantomData<&'a [u8]>,
 }
 
 impl RowDecoder {
@@ -127,13 +154,14 @@ impl RowDecoder {
         message(unsafe { ifc_decoder_message(self.raw.as_ptr()) })
     }
 
-    /// Reads the header of `data` and starts decoding at `scale_eighths`/8 (1, 2, 4
-    /// or 8). An `Err` carries libjpeg's message.
+    /// Reads the header of `data` and starts decoding its planes at `scale_eighths`/8
+    /// (1, 2, 4 or 8). Only a baseline 8-bit 4:2:0 YCbCr JPEG is started. An `Err`
+    /// carries libjpeg's message.
     pub(crate) fn start<'a>(
         &'a mut self,
         data: &'a [u8],
         scale_eighths: u32,
-    ) -> Result<Start<'a>, String> {
+    ) -> Result<Start<Decoding<'a>>, String> {
         let mut out = [0 as c_uint; 5];
         // SAFETY: `data` outlives the returned `Decoding` (the lifetime ties them), and
         // the C side only reads it; `out` is a live array of five.
@@ -165,6 +193,54 @@ impl RowDecoder {
             1 => Ok(Start::Unsupported),
             _ => Err(self.message()),
         }
+    }
+}
+
+impl RowDecoder {
+    /// Reads the header of `data` and starts decoding it to RGB at `scale_eighths`/8
+    /// (1 to 8), as TurboJPEG's whole-image RGB decode does. Only a single-scan 8-bit
+    /// YCbCr JPEG is started, whatever its chroma subsampling. An `Err` carries
+    /// libjpeg's message.
+    pub(crate) fn start_rgb<'a>(
+        &'a mut self,
+        data: &'a [u8],
+        scale_eighths: u32,
+    ) -> Result<Start<RgbDecoding<'a>>, String> {
+        let mut out = [0 as c_uint; 2];
+        // SAFETY: as in `start`: `data` outlives the returned decoding and is only
+        // read; `out` is a live array of two.
+        let status = unsafe {
+            ifc_decoder_start_rgb(
+                self.raw.as_ptr(),
+                data.as_ptr(),
+                data.len(),
+                scale_eighths as c_int,
+                &mut out,
+            )
+        };
+        match status {
+            0 => Ok(Start::Started(RgbDecoding {
+                decoder: self,
+                width: out[0] as usize,
+                height: out[1] as usize,
+                _data: PhantomData,
+            })),
+            1 => Ok(Start::Unsupported),
+            _ => Err(self.message()),
+        }
+    }
+
+    /// The end of either decode ([`Decoding::finish`], [`RgbDecoding::finish`]).
+    fn finish(&mut self) -> Result<Option<String>, String> {
+        let raw = self.raw.as_ptr();
+        // SAFETY: `raw` is a live instance.
+        let status = unsafe { ifc_decoder_finish(raw) };
+        if status != 0 {
+            return Err(self.message());
+        }
+        // SAFETY: as above.
+        let warnings = unsafe { ifc_decoder_warnings(raw) };
+        Ok((warnings > 0).then(|| self.message()))
     }
 }
 
@@ -204,18 +280,41 @@ impl Decoding<'_> {
         })
     }
 
+    /// See [`RgbDecoding::finish`].
+    pub(crate) fn finish(self) -> Result<Option<String>, String> {
+        self.decoder.finish()
+    }
+}
+
+impl RgbDecoding<'_> {
+    /// Width and height at the chosen scale.
+    pub(crate) fn size(&self) -> (usize, usize) {
+        (self.width, self.height)
+    }
+
+    /// Decodes the next rows into `rows` (whole rows of `3 * width` bytes, as many as
+    /// fit) and returns how many it wrote: fewer only at the image's end, 0 after it.
+    pub(crate) fn next_rows(&mut self, rows: &mut [u8]) -> Result<usize, String> {
+        let stride = 3 * self.width;
+        let max_rows = c_uint::try_from(rows.len() / stride.max(1)).unwrap_or(c_uint::MAX);
+        // SAFETY: `raw` is a live, started instance; `rows` holds `max_rows` rows of
+        // `stride` bytes, each at least the decoder's output row, and the C side writes
+        // only those, during this call.
+        let status = unsafe {
+            ifc_decoder_read_rgb(
+                self.decoder.raw.as_ptr(),
+                rows.as_mut_ptr(),
+                stride,
+                max_rows,
+            )
+        };
+        usize::try_from(status).map_err(|_| self.decoder.message())
+    }
+
     /// Reads to the end of the stream. `Ok` carries the first warning, if libjpeg gave
     /// any (a truncated stream is a warning: the missing rows came out grey).
     pub(crate) fn finish(self) -> Result<Option<String>, String> {
-        let raw = self.decoder.raw.as_ptr();
-        // SAFETY: `raw` is a live instance.
-        let status = unsafe { ifc_decoder_finish(raw) };
-        if status != 0 {
-            return Err(self.decoder.message());
-        }
-        // SAFETY: as above.
-        let warnings = unsafe { ifc_decoder_warnings(raw) };
-        Ok((warnings > 0).then(|| self.decoder.message()))
+        self.decoder.finish()
     }
 }
 

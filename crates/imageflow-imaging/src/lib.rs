@@ -42,8 +42,9 @@ mod vpass;
 
 pub use crate::decode::{Decoded, ImageInfo, decode, decode_at_least, probe};
 pub use crate::detect::{
-    Annotation, BoxDetection, LETTERBOX_PAD, Letterbox, decode_yolo, draw_detections, iou,
-    letterbox_encoded, letterbox_into, non_max_suppression,
+    Annotation, BoxDetection, LETTERBOX_PAD, Letterbox, Letterboxed, decode_yolo, draw_detections,
+    iou, letterbox_encoded, letterbox_encoded_streamed, letterbox_encoded_whole, letterbox_into,
+    non_max_suppression,
 };
 pub use crate::encode::{EncodeOptions, Encoded, encode};
 pub use crate::error::ImagingError;

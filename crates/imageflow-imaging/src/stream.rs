@@ -36,7 +36,7 @@ use crate::vpass::VerticalPass;
 thread_local! {
     /// One raw decoder and encoder per thread, as for the whole-image codecs
     /// ([`with_instance`]).
-    static DECODER: RefCell<Option<RowDecoder>> = const { RefCell::new(None) };
+    pub(crate) static DECODER: RefCell<Option<RowDecoder>> = const { RefCell::new(None) };
     static ENCODER: RefCell<Option<RowEncoder>> = const { RefCell::new(None) };
 }
 
@@ -49,16 +49,16 @@ struct Rows {
 
 /// One plane's resampling: the source and output sizes and the passes they need.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Geometry {
-    src: (u32, u32),
-    dst: (u32, u32),
-    filter: FilterType,
+pub(crate) struct Geometry {
+    pub(crate) src: (u32, u32),
+    pub(crate) dst: (u32, u32),
+    pub(crate) filter: FilterType,
 }
 
 impl Geometry {
     /// Whether this crate's passes can do it (else the whole-image path's library
     /// fallback must): a width change needs [`HorizontalPass`].
-    fn supported(&self) -> bool {
+    pub(crate) fn supported(&self) -> bool {
         let vertical = self.src.1 == self.dst.1
             || VerticalPass::cached(self.src.1, self.dst.1, self.filter).is_some();
         let horizontal = self.src.0 == self.dst.0
@@ -141,7 +141,7 @@ pub(crate) fn resize_streamed(
 /// Runs `f` with this thread's instance in `cell` (made by `new` when there is none),
 /// and drops the instance after an error, so no state from a damaged stream reaches
 /// the next image.
-fn with_instance<C: 'static, T>(
+pub(crate) fn with_instance<C: 'static, T>(
     cell: &'static LocalKey<RefCell<Option<C>>>,
     new: fn() -> Result<C, ImagingError>,
     f: impl FnOnce(&mut C) -> Result<T, ImagingError>,
@@ -163,7 +163,7 @@ fn with_instance<C: 'static, T>(
 /// Luma rows sent to the other side at a time: each send can wake it, and a wake-up
 /// costs about what resampling a few rows does, so decoder bands (8 rows at 1/2 scale)
 /// go in fours. The encoder takes 16 rows a band, so this keeps it fed.
-const SEND_ROWS: usize = 32;
+pub(crate) const SEND_ROWS: usize = 32;
 
 /// Decodes every band and sends its rows, cropped to the planes' sizes, in batches of
 /// [`SEND_ROWS`]. `Ok(false)`: it stopped early because the other side hung up (which
@@ -221,7 +221,7 @@ fn send_bands(
 
 /// One plane on the receiving side: the source rows still needed and the passes to
 /// resample them.
-struct PlaneStream {
+pub(crate) struct PlaneStream {
     geometry: Geometry,
     /// Source rows `first..first + rows.len() / width`: rows no later output row reads
     /// are dropped, so this stays a few dozen rows, in cache, whatever the image size.
@@ -236,7 +236,7 @@ struct PlaneStream {
 }
 
 impl PlaneStream {
-    fn new(geometry: Geometry) -> Result<Self, ImagingError> {
+    pub(crate) fn new(geometry: Geometry) -> Result<Self, ImagingError> {
         let Geometry { src, dst, filter } = geometry;
         let missing = || ImagingError::Encode(format!("no resampling pass for {src:?} -> {dst:?}"));
         let vertical = if src.1 == dst.1 {
@@ -261,13 +261,18 @@ impl PlaneStream {
         })
     }
 
+    /// Appends source rows (whole rows of the source width).
+    pub(crate) fn push(&mut self, rows: &[u8]) {
+        self.rows.extend_from_slice(rows);
+    }
+
     /// Source rows received so far (dropped ones included).
-    fn received(&self) -> usize {
+    pub(crate) fn received(&self) -> usize {
         self.first + self.rows.len() / self.geometry.src.0 as usize
     }
 
     /// Source rows that output rows up to `end` (exclusive) need.
-    fn needed(&self, end: usize) -> usize {
+    pub(crate) fn needed(&self, end: usize) -> usize {
         match (&self.vertical, end) {
             (_, 0) => 0,
             (Some(pass), _) => pass.rows_needed(end - 1),
@@ -276,7 +281,7 @@ impl PlaneStream {
     }
 
     /// Drops the source rows that no output row from `next` on reads.
-    fn forget_before(&mut self, next: usize) {
+    pub(crate) fn forget_before(&mut self, next: usize) {
         let keep_from = match &self.vertical {
             Some(pass) => pass.first_row(next),
             None => next,
@@ -293,9 +298,27 @@ impl PlaneStream {
     /// repeating its last sample; band rows past `rows` repeat the last output row,
     /// as the whole-image encoder pads a partial last band.
     fn fill(&mut self, rows: Range<usize>, band: &mut [u8], stride: usize) {
+        let dst_w = self.geometry.dst.0 as usize;
+        let next = rows.end;
+        let resampled = self.resample(rows);
+        let mut last: &[u8] = &[];
+        for (i, out) in band.chunks_exact_mut(stride).enumerate() {
+            if let Some(row) = resampled.chunks_exact(dst_w).nth(i) {
+                last = row;
+            }
+            out[..dst_w].copy_from_slice(last);
+            let edge = last[dst_w - 1];
+            out[dst_w..].fill(edge);
+        }
+        self.forget_before(next);
+    }
+
+    /// Output rows `rows` (all of whose source rows have arrived), as rows of the
+    /// output width. Rows before them must not be asked for again: call
+    /// [`Self::forget_before`] with `rows.end` once done with them.
+    pub(crate) fn resample(&mut self, rows: Range<usize>) -> &[u8] {
         let (src_w, dst_w) = (self.geometry.src.0 as usize, self.geometry.dst.0 as usize);
         let count = rows.len();
-        let next = rows.end;
         let vertical: &[u8] = match &self.vertical {
             Some(pass) => {
                 self.between.resize(count * src_w, 0);
@@ -311,24 +334,14 @@ impl PlaneStream {
             }
             None => &self.rows[(rows.start - self.first) * src_w..(rows.end - self.first) * src_w],
         };
-        let resampled: &[u8] = match &self.horizontal {
+        match &self.horizontal {
             Some(pass) => {
                 self.out.resize(count * dst_w, 0);
                 pass.run(vertical, &mut self.out);
                 &self.out
             }
             None => vertical,
-        };
-        let mut last: &[u8] = &[];
-        for (i, out) in band.chunks_exact_mut(stride).enumerate() {
-            if let Some(row) = resampled.chunks_exact(dst_w).nth(i) {
-                last = row;
-            }
-            out[..dst_w].copy_from_slice(last);
-            let edge = last[dst_w - 1];
-            out[dst_w..].fill(edge);
         }
-        self.forget_before(next);
     }
 }
 
@@ -364,9 +377,9 @@ fn resample_and_encode(
                         "the JPEG decode stopped before the last row".to_owned(),
                     ));
                 };
-                y.rows.extend_from_slice(&rows.y);
-                cb.rows.extend_from_slice(&rows.cb);
-                cr.rows.extend_from_slice(&rows.cr);
+                y.push(&rows.y);
+                cb.push(&rows.cb);
+                cr.push(&rows.cr);
             }
             y.fill(luma_rows, &mut y_band, luma_stride);
             cb.fill(chroma_rows.clone(), &mut cb_band, chroma_stride);

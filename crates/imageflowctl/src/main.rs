@@ -130,19 +130,11 @@ async fn health(endpoint: &str, service: &str) -> anyhow::Result<()> {
 
 fn tensor(input: &std::path::Path, output: &std::path::Path) -> anyhow::Result<()> {
     use anyhow::Context;
-    use imageflow_imaging::{Limits, decode, letterbox_into};
+    use imageflow_imaging::{Limits, letterbox_encoded};
     const SIDE: u32 = 640;
     let data = std::fs::read(input).with_context(|| format!("reading {}", input.display()))?;
-    let decoded = decode(&data, &Limits::default())?;
-    let mut values = vec![0.0f32; 3 * (SIDE * SIDE) as usize];
-    letterbox_into(
-        &decoded.image,
-        decoded.original_width,
-        decoded.original_height,
-        SIDE,
-        SIDE,
-        &mut values,
-    )?;
-    let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+    // As ai-detect-svc makes it for a request that draws no boxes.
+    let made = letterbox_encoded(&data, &Limits::default(), SIDE, SIDE)?;
+    let bytes: Vec<u8> = made.tensor.iter().flat_map(|v| v.to_le_bytes()).collect();
     std::fs::write(output, bytes).with_context(|| format!("writing {}", output.display()))
 }

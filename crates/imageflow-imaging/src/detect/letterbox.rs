@@ -10,6 +10,17 @@ use crate::resize::{ResizeQuality, resize};
 /// The grey the YOLO family pads with (Ultralytics `LetterBox`).
 pub const LETTERBOX_PAD: u8 = 114;
 
+/// 0..255 to 0..1: one lookup instead of a division per sample.
+const UNIT: [f32; 256] = {
+    let mut table = [0.0; 256];
+    let mut v = 0;
+    while v < 256 {
+        table[v] = v as f32 / 255.0;
+        v += 1;
+    }
+    table
+};
+
 /// Where a source image went inside the model input: `input = source * scale +
 /// pad`. Kept with each request to map boxes back.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -117,8 +128,6 @@ pub fn letterbox_into(
     let (green, blue) = rest.split_at_mut(plane);
     let channels = usize::from(content.channels());
     let row_len = geometry.content_width as usize * channels;
-    // One lookup table instead of a division per sample.
-    let lut: [f32; 256] = std::array::from_fn(|v| v as f32 / 255.0);
     for (y, row) in content.pixels().chunks_exact(row_len).enumerate() {
         let start = (y + geometry.pad_y as usize) * input_width as usize + geometry.pad_x as usize;
         let end = start + geometry.content_width as usize;
@@ -128,44 +137,152 @@ pub fn letterbox_into(
             &mut blue[start..end],
         );
         for (x, px) in row.chunks_exact(channels).enumerate() {
-            r[x] = lut[usize::from(px[0])];
-            g[x] = lut[usize::from(px[1])];
-            b[x] = lut[usize::from(px[2])];
+            r[x] = UNIT[usize::from(px[0])];
+            g[x] = UNIT[usize::from(px[1])];
+            b[x] = UNIT[usize::from(px[2])];
         }
     }
     Ok(geometry)
 }
 
+/// A model input made from an encoded image ([`letterbox_encoded`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Letterboxed {
+    /// The planar `[3, input_height, input_width]` RGB 0..1 tensor.
+    pub tensor: Vec<f32>,
+    /// Where the source went in it.
+    pub letterbox: Letterbox,
+    /// The source's format.
+    pub format: ImageFormat,
+}
+
 /// Decodes `data` into the planar `[3, input_height, input_width]` RGB 0..1 model
-/// input (see [`letterbox_into`]) and returns the geometry and the source format. The
-/// header is read once; a JPEG is decoded at the largest DCT reduction that still
-/// covers the content (1/2 for 1080p into 640x360).
+/// input (see [`letterbox_into`]). The header is read once; a JPEG is decoded at the
+/// largest DCT reduction that still covers the content (1/2 for 1080p into 640x360).
+/// A single-scan YCbCr JPEG shown as stored (almost every camera and web photo) is
+/// streamed ([`super::stream`]): resampled into the tensor on a second core while it
+/// decodes, with the same tensor as [`letterbox_encoded_whole`]'s.
 ///
 /// (A YCbCr plane variant, decoding planes and converting colour straight into the
-/// floats, was measured and dropped: 5.3 ms against 4.2 ms for this path on the 1080p
-/// fixture, because resampling both chroma planes up to the content size costs more
-/// than libjpeg-turbo's SIMD upsampling and colour conversion save.)
+/// floats, was measured and dropped: 5.3 ms against 4.2 ms for the RGB path on the
+/// 1080p fixture, because resampling both chroma planes up to the content size costs
+/// more than libjpeg-turbo's SIMD upsampling and colour conversion save.)
 pub fn letterbox_encoded(
     data: &[u8],
     limits: &Limits,
     input_width: u32,
     input_height: u32,
-    out: &mut [f32],
-) -> Result<(Letterbox, ImageFormat), ImagingError> {
-    let header = Header::read(data, limits)?;
-    let (source_width, source_height) = header.oriented_size();
-    let geometry = Letterbox::new(source_width, source_height, input_width, input_height)?;
-    check_tensor_len(&geometry, out)?;
-    let decoded = header.decode(data, geometry.content_width, geometry.content_height)?;
-    let geometry = letterbox_into(
-        &decoded.image,
-        source_width,
-        source_height,
-        input_width,
-        input_height,
-        out,
-    )?;
-    Ok((geometry, header.format))
+) -> Result<Letterboxed, ImagingError> {
+    let source = Source::read(data, limits, input_width, input_height)?;
+    match source.streamed(data)? {
+        Some(made) => Ok(made),
+        None => source.whole(data),
+    }
+}
+
+/// [`letterbox_encoded`] through the whole-image decode only, never streamed: the
+/// reference the streamed letterbox is tested and benchmarked against.
+pub fn letterbox_encoded_whole(
+    data: &[u8],
+    limits: &Limits,
+    input_width: u32,
+    input_height: u32,
+) -> Result<Letterboxed, ImagingError> {
+    Source::read(data, limits, input_width, input_height)?.whole(data)
+}
+
+/// [`letterbox_encoded`] streamed only: `Ok(None)` where it would take the whole-image
+/// path (not a single-scan YCbCr JPEG shown as stored, or a resampling the library
+/// must do). For tests and benchmarks.
+pub fn letterbox_encoded_streamed(
+    data: &[u8],
+    limits: &Limits,
+    input_width: u32,
+    input_height: u32,
+) -> Result<Option<Letterboxed>, ImagingError> {
+    Source::read(data, limits, input_width, input_height)?.streamed(data)
+}
+
+/// A source's header, checked against the limits, and its place in the model input.
+struct Source {
+    header: Header,
+    letterbox: Letterbox,
+}
+
+impl Source {
+    fn read(
+        data: &[u8],
+        limits: &Limits,
+        input_width: u32,
+        input_height: u32,
+    ) -> Result<Self, ImagingError> {
+        let header = Header::read(data, limits)?;
+        let (source_width, source_height) = header.oriented_size();
+        let letterbox = Letterbox::new(source_width, source_height, input_width, input_height)?;
+        Ok(Self { header, letterbox })
+    }
+
+    fn made(&self, tensor: Vec<f32>) -> Letterboxed {
+        Letterboxed {
+            tensor,
+            letterbox: self.letterbox,
+            format: self.header.format,
+        }
+    }
+
+    fn streamed(&self, data: &[u8]) -> Result<Option<Letterboxed>, ImagingError> {
+        let Some(jpeg) = self.header.upright_jpeg() else {
+            return Ok(None);
+        };
+        Ok(streamed(data, &jpeg, self.letterbox)?.map(|tensor| self.made(tensor)))
+    }
+
+    fn whole(&self, data: &[u8]) -> Result<Letterboxed, ImagingError> {
+        let lb = self.letterbox;
+        let decoded = self
+            .header
+            .decode(data, lb.content_width, lb.content_height)?;
+        let mut tensor = vec![0.0; lb.tensor_len()];
+        letterbox_into(
+            &decoded.image,
+            lb.source_width,
+            lb.source_height,
+            lb.input_width,
+            lb.input_height,
+            &mut tensor,
+        )?;
+        Ok(self.made(tensor))
+    }
+}
+
+/// [`super::stream::letterbox_streamed`] at the whole-image decode's DCT scale.
+fn streamed(
+    data: &[u8],
+    jpeg: &turbojpeg::DecompressHeader,
+    letterbox: Letterbox,
+) -> Result<Option<Vec<f32>>, ImagingError> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let scale = crate::decode::choose_scale(
+            jpeg.width,
+            jpeg.height,
+            letterbox.content_width,
+            letterbox.content_height,
+        );
+        super::stream::letterbox_streamed(data, jpeg, scale, letterbox)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (data, jpeg, letterbox);
+        Ok(None)
+    }
+}
+
+/// 0..255 samples to 0..1 values.
+pub(super) fn to_unit(samples: &[u8], out: &mut [f32]) {
+    for (o, &s) in out.iter_mut().zip(samples) {
+        *o = UNIT[usize::from(s)];
+    }
 }
 
 fn check_tensor_len(geometry: &Letterbox, out: &[f32]) -> Result<(), ImagingError> {
@@ -182,7 +299,7 @@ fn check_tensor_len(geometry: &Letterbox, out: &[f32]) -> Result<(), ImagingErro
 }
 
 /// Grey in every tensor value outside the content rectangle.
-fn fill_padding(geometry: &Letterbox, out: &mut [f32]) {
+pub(super) fn fill_padding(geometry: &Letterbox, out: &mut [f32]) {
     let pad = f32::from(LETTERBOX_PAD) / 255.0;
     let width = geometry.input_width as usize;
     let (left, content) = (geometry.pad_x as usize, geometry.content_width as usize);
@@ -268,21 +385,24 @@ mod tests {
     fn from_encoded_bytes_is_decode_then_letterbox() {
         let jpeg = include_bytes!("../../tests/fixtures/coffee.jpg");
         let limits = Limits::default();
-        let mut direct = vec![0.0; 3 * 64 * 64];
-        let (lb, format) = letterbox_encoded(jpeg, &limits, 64, 64, &mut direct).unwrap();
-        assert_eq!(format, ImageFormat::Jpeg);
-        assert_eq!((lb.source_width, lb.source_height), (600, 400));
         let decoded = crate::decode::decode_at_least(jpeg, &limits, 64, 43).unwrap();
         let mut reference = vec![1.0; 3 * 64 * 64];
         letterbox_into(&decoded.image, 600, 400, 64, 64, &mut reference).unwrap();
-        assert_eq!(direct, reference, "padding included");
-        let mut short = vec![0.0; 10];
+        for made in [
+            letterbox_encoded(jpeg, &limits, 64, 64).unwrap(),
+            letterbox_encoded_whole(jpeg, &limits, 64, 64).unwrap(),
+        ] {
+            assert_eq!(made.format, ImageFormat::Jpeg);
+            let lb = made.letterbox;
+            assert_eq!((lb.source_width, lb.source_height), (600, 400));
+            assert!(made.tensor == reference, "padding included");
+        }
         assert!(matches!(
-            letterbox_encoded(jpeg, &limits, 64, 64, &mut short),
+            letterbox_encoded(jpeg, &limits, 0, 64),
             Err(ImagingError::InvalidParameter(_))
         ));
         assert!(matches!(
-            letterbox_encoded(b"not an image", &limits, 64, 64, &mut direct),
+            letterbox_encoded(b"not an image", &limits, 64, 64),
             Err(ImagingError::UnsupportedFormat)
         ));
     }

@@ -12,7 +12,12 @@
 mod draw;
 mod letterbox;
 mod nms;
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod stream;
 
 pub use draw::{Annotation, draw_detections};
-pub use letterbox::{LETTERBOX_PAD, Letterbox, letterbox_encoded, letterbox_into};
+pub use letterbox::{
+    LETTERBOX_PAD, Letterbox, Letterboxed, letterbox_encoded, letterbox_encoded_streamed,
+    letterbox_encoded_whole, letterbox_into,
+};
 pub use nms::{BoxDetection, decode_yolo, iou, non_max_suppression};
