@@ -379,12 +379,22 @@ impl Shaped {
     }
 }
 
+/// ONNX Runtime's intra-op threads spin between the parallel sections of a run, which
+/// keeps a run fast, and by default also for a while after the run returns: on the
+/// 2-core VM a worker burnt the other core for at least 4 ms after each inference,
+/// the time the next request's decode runs (with its second half on an image helper
+/// thread) and other services on the node want that core. This stops the spinning
+/// when a run returns; a run takes as long as before (YOLO11n, the PyPI wheel's
+/// library, `bench/README.md`).
+const FORCE_SPINNING_STOP: (&str, &str) = ("session.force_spinning_stop", "1");
+
 fn cpu_session(env: &Environment, spec: &ModelSpec, config: &DetectConfig) -> ort::Result<Session> {
     let cpu = ort::ep::CPU::default().with_arena_allocator(config.cpu_memory_arena);
     Session::builder(env)?
         .with_log_level(LogLevel::Warning)?
         .with_optimization_level(GraphOptimizationLevel::All)?
         .with_intra_threads(config.intra_op_threads)?
+        .with_config_entry(FORCE_SPINNING_STOP.0, FORCE_SPINNING_STOP.1)?
         .with_execution_providers([cpu.build()])?
         .commit_from_file(&spec.path)
 }
@@ -405,6 +415,7 @@ fn cuda_sessions(
             .with_log_level(LogLevel::Warning)?
             .with_optimization_level(GraphOptimizationLevel::All)?
             .with_intra_threads(config.intra_op_threads)?
+            .with_config_entry(FORCE_SPINNING_STOP.0, FORCE_SPINNING_STOP.1)?
             .with_execution_providers([ort::ep::CUDA::default().build().error_on_failure()])?
             .commit_from_file(&spec.path)
     };
