@@ -21,6 +21,9 @@ const UNIT: [f32; 256] = {
     table
 };
 
+/// [`LETTERBOX_PAD`] in the tensor.
+pub(super) const PAD_VALUE: f32 = UNIT[LETTERBOX_PAD as usize];
+
 /// Where a source image went inside the model input: `input = source * scale +
 /// pad`. Kept with each request to map boxes back.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -299,8 +302,8 @@ fn check_tensor_len(geometry: &Letterbox, out: &[f32]) -> Result<(), ImagingErro
 }
 
 /// Grey in every tensor value outside the content rectangle.
-pub(super) fn fill_padding(geometry: &Letterbox, out: &mut [f32]) {
-    let pad = f32::from(LETTERBOX_PAD) / 255.0;
+fn fill_padding(geometry: &Letterbox, out: &mut [f32]) {
+    let pad = PAD_VALUE;
     let width = geometry.input_width as usize;
     let (left, content) = (geometry.pad_x as usize, geometry.content_width as usize);
     let top = geometry.pad_y as usize;

@@ -6,7 +6,7 @@
 //! sequential (Huffman decoding), so at one request at a time the second core idled
 //! through it. Here, as in the streamed resize ([`crate::stream`]), the caller decodes
 //! ([`crate::jpeg_rows`], TurboJPEG's RGB settings) and sends each 32 rows to a helper
-//! ([`crate::helper::join`]). The helper allocates the tensor and fills its padding
+//! ([`crate::helper::join`]). The helper fills the tensor with the padding's grey
 //! while the first rows decode, then runs the library's bilinear vertical pass on the
 //! interleaved rows ([`crate::vpass`]), splits the channels, runs the horizontal pass on
 //! each ([`crate::hpass`]) and writes the floats. When the decode ends, only the last
@@ -22,7 +22,7 @@ use std::sync::mpsc;
 use fast_image_resize::FilterType;
 use turbojpeg::{DecompressHeader, ScalingFactor};
 
-use super::letterbox::{Letterbox, fill_padding, to_unit};
+use super::letterbox::{Letterbox, PAD_VALUE, to_unit};
 use crate::decode::{is_harmless_jpeg_warning, jpeg_damage};
 use crate::error::ImagingError;
 use crate::helper::join;
@@ -73,6 +73,10 @@ pub(crate) fn letterbox_streamed(
                 decoding.size()
             )));
         }
+        // Allocated here, where it is freed after the last request's (in process, the
+        // same thread's heap keeps it warm: no page faults, unlike a helper's), and
+        // filled on the helper (nothing is zeroed on the way).
+        let tensor = Vec::with_capacity(geometry.tensor_len());
         let (batches, rows) = mpsc::channel();
         let (decoded, tensor) = join(
             move || {
@@ -85,7 +89,7 @@ pub(crate) fn letterbox_streamed(
                 }
                 decoding.finish().map_err(|msg| jpeg_damage(&msg))
             },
-            move || resample_into_tensor(&rows, src, geometry),
+            move || resample_into_tensor(&rows, src, geometry, tensor),
         );
         // A decode failure explains the helper's, so it is the one reported.
         match decoded? {
@@ -122,16 +126,16 @@ fn send_rows(
     Ok(true)
 }
 
-/// The helper's side: the tensor's padding first, then each content row as soon as
-/// its source rows have arrived. Fails if the rows stop before the image's end (the
+/// The helper's side: `tensor` (empty) all grey first, then each content row as soon
+/// as its source rows have arrived. Fails if the rows stop before the image's end (the
 /// decode failed and reports why).
 fn resample_into_tensor(
     batches: &mpsc::Receiver<Vec<u8>>,
     (src_w, src_h): (u32, u32),
     geometry: Letterbox,
+    mut tensor: Vec<f32>,
 ) -> Result<Vec<f32>, ImagingError> {
-    let mut tensor = vec![0.0; geometry.tensor_len()];
-    fill_padding(&geometry, &mut tensor);
+    tensor.resize(geometry.tensor_len(), PAD_VALUE);
     let (content_w, content_h) = (
         geometry.content_width as usize,
         geometry.content_height as usize,
