@@ -118,6 +118,18 @@ void ifc_decoder_free(ifc_decoder *d)
 const char *ifc_decoder_message(const ifc_decoder *d) { return d->err.message; }
 int ifc_decoder_warnings(const ifc_decoder *d) { return d->err.warnings; }
 
+/*
+ * A fresh decompressor for each image. libjpeg keeps the Huffman and quantization
+ * tables of earlier images (for abbreviated streams), so a JPEG that lacks one would
+ * decode with whatever the thread decoded before: the result would depend on another
+ * request's image. Creating one costs a few small allocations. Call under setjmp.
+ */
+static void ifc_decoder_renew(ifc_decoder *d)
+{
+  jpeg_destroy_decompress(&d->cinfo);
+  jpeg_create_decompress(&d->cinfo);
+}
+
 static void ifc_decoder_reset(ifc_decoder *d)
 {
   jpeg_abort_decompress(&d->cinfo);
@@ -141,9 +153,11 @@ int ifc_decoder_start(ifc_decoder *d, const unsigned char *data, size_t len,
   int i, dctsize;
   ifc_decoder_reset(d);
   if (setjmp(d->err.jump)) {
+    /* Safe after a failed create too: libjpeg checks for a missing memory manager. */
     jpeg_abort_decompress(&d->cinfo);
     return -1;
   }
+  ifc_decoder_renew(d);
   jpeg_mem_src(&d->cinfo, data, (unsigned long)len);
   jpeg_read_header(&d->cinfo, TRUE);
   if (d->cinfo.num_components != 3 || d->cinfo.jpeg_color_space != JCS_YCbCr ||
@@ -240,9 +254,11 @@ int ifc_decoder_start_rgb(ifc_decoder *d, const unsigned char *data, size_t len,
 {
   ifc_decoder_reset(d);
   if (setjmp(d->err.jump)) {
+    /* Safe after a failed create too: libjpeg checks for a missing memory manager. */
     jpeg_abort_decompress(&d->cinfo);
     return -1;
   }
+  ifc_decoder_renew(d);
   jpeg_mem_src(&d->cinfo, data, (unsigned long)len);
   jpeg_read_header(&d->cinfo, TRUE);
   if (d->cinfo.num_components != 3 || d->cinfo.jpeg_color_space != JCS_YCbCr ||

@@ -13,7 +13,6 @@
 //! marker, an unknown JFIF revision, an unknown Adobe transform, a bad ICC marker) are
 //! accepted, because many cameras and editors write them.
 
-use std::cell::RefCell;
 use std::io::Cursor;
 
 use image::{DynamicImage, ImageDecoder};
@@ -255,29 +254,14 @@ pub(crate) fn choose_scale(width: usize, height: usize, need_w: u32, need_h: u32
         .unwrap_or(ScalingFactor::ONE)
 }
 
-thread_local! {
-    /// One libjpeg-turbo decompressor per thread: `tj3Init` allocates, and the hot path
-    /// decodes thousands of images per thread.
-    static DECOMPRESSOR: RefCell<Option<Decompressor>> = const { RefCell::new(None) };
-}
-
-/// Runs `f` with this thread's decompressor. After an error the instance is dropped, so
-/// no state from a damaged stream can leak into the next call.
+/// Runs `f` with a fresh decompressor. A reused one would keep the Huffman and
+/// quantization tables of the images it decoded before (libjpeg keeps them for
+/// abbreviated streams), so a JPEG that lacks one would decode with another request's.
+/// `tj3Init` costs a few small allocations against milliseconds of decoding.
 fn with_decompressor<T>(
     f: impl FnOnce(&mut Decompressor) -> turbojpeg::Result<T>,
 ) -> turbojpeg::Result<T> {
-    DECOMPRESSOR.with(|cell| {
-        let mut slot = cell.borrow_mut();
-        let decompressor = match slot.as_mut() {
-            Some(d) => d,
-            None => slot.insert(Decompressor::new()?),
-        };
-        let result = f(decompressor);
-        if result.is_err() {
-            *slot = None;
-        }
-        result
-    })
+    f(&mut Decompressor::new()?)
 }
 
 /// A progressive JPEG with thousands of scans is a known denial-of-service pattern; real

@@ -75,6 +75,58 @@ fn a_cut_header_after_a_good_one_is_refused_not_given_its_sizes() {
     assert!(matches!(err, ImagingError::Corrupt(_)), "{err:?}");
 }
 
+/// `jpeg` without its Huffman tables (DHT segments), as Motion-JPEG frames are stored:
+/// libjpeg decodes such a stream with the standard tables.
+fn without_huffman_tables(jpeg: &[u8]) -> Vec<u8> {
+    let mut out = jpeg[..2].to_vec();
+    let mut at = 2;
+    while jpeg[at + 1] != 0xDA {
+        let len = 2 + usize::from(u16::from_be_bytes([jpeg[at + 2], jpeg[at + 3]]));
+        if jpeg[at + 1] != 0xC4 {
+            out.extend_from_slice(&jpeg[at..at + len]);
+        }
+        at += len;
+    }
+    out.extend_from_slice(&jpeg[at..]);
+    out
+}
+
+#[test]
+fn a_jpeg_without_tables_never_decodes_with_another_image_s() {
+    // libjpeg keeps the tables of earlier images on a decompressor (for abbreviated
+    // streams), so a reused one decoded such a JPEG with whatever the thread had seen.
+    let limits = Limits::default();
+    let png = decode(&fixture("chelsea.png"), &limits).unwrap().image;
+    let standard = imageflow_imaging::encode(
+        &png,
+        &imageflow_imaging::EncodeOptions::new(imageflow_imaging::ImageFormat::Jpeg),
+    )
+    .unwrap();
+    let abbreviated = without_huffman_tables(&standard);
+    assert!(abbreviated.len() < standard.len());
+    let expected = decode(&standard, &limits).unwrap().image;
+    let letterbox = imageflow_imaging::letterbox_encoded(&standard, &limits, 64, 64).unwrap();
+    let resized = resize_encoded(&standard, &limits, &spec()).unwrap().data;
+    for prior in [
+        "photo-1920x1080.jpg",
+        "astronaut.jpg",
+        "coffee.jpg",
+        "rocket.jpg",
+    ] {
+        // Every path, each after the prior image on the same thread.
+        let prior = fixture(prior);
+        decode(&prior, &limits).unwrap();
+        assert!(decode(&abbreviated, &limits).unwrap().image == expected);
+        imageflow_imaging::letterbox_encoded(&prior, &limits, 64, 64).unwrap();
+        assert!(
+            imageflow_imaging::letterbox_encoded(&abbreviated, &limits, 64, 64).unwrap()
+                == letterbox
+        );
+        resize_encoded(&prior, &limits, &spec()).unwrap();
+        assert!(resize_encoded(&abbreviated, &limits, &spec()).unwrap().data == resized);
+    }
+}
+
 #[test]
 fn truncated_png_is_refused() {
     let data = fixture("chelsea.png");
