@@ -254,16 +254,6 @@ pub(crate) fn choose_scale(width: usize, height: usize, need_w: u32, need_h: u32
         .unwrap_or(ScalingFactor::ONE)
 }
 
-/// Runs `f` with a fresh decompressor. A reused one would keep the Huffman and
-/// quantization tables of the images it decoded before (libjpeg keeps them for
-/// abbreviated streams), so a JPEG that lacks one would decode with another request's.
-/// `tj3Init` costs a few small allocations against milliseconds of decoding.
-fn with_decompressor<T>(
-    f: impl FnOnce(&mut Decompressor) -> turbojpeg::Result<T>,
-) -> turbojpeg::Result<T> {
-    f(&mut Decompressor::new()?)
-}
-
 /// A progressive JPEG with thousands of scans is a known denial-of-service pattern; real
 /// encoders write about ten.
 const MAX_JPEG_SCANS: u32 = 500;
@@ -301,17 +291,24 @@ fn decode_jpeg(
     Ok(Image::from_parts(width as u32, height as u32, 3, pixels))
 }
 
-/// Runs `f` with this thread's decompressor set to `scale` and the scan limit, and
-/// reports the outcome as [`check_decompress`] does.
+/// Runs `f` with a fresh decompressor set to `scale` and the scan limit, and reports the
+/// outcome as [`check_decompress`] does.
+///
+/// Fresh, not one kept per thread: libjpeg keeps the Huffman and quantization tables of
+/// the images it decoded before (for abbreviated streams), so a JPEG that lacks one
+/// would decode with another request's. `tj3Init` costs a few small allocations against
+/// milliseconds of decoding.
 pub(crate) fn decompress_scaled(
     scale: ScalingFactor,
     f: impl FnOnce(&mut Decompressor) -> turbojpeg::Result<()>,
 ) -> Result<(), ImagingError> {
-    check_decompress(with_decompressor(|d| {
-        d.set_scaling_factor(scale)?;
-        d.set_scan_limit(MAX_JPEG_SCANS)?;
-        f(d)
-    }))
+    let run = || {
+        let mut decompressor = Decompressor::new()?;
+        decompressor.set_scaling_factor(scale)?;
+        decompressor.set_scan_limit(MAX_JPEG_SCANS)?;
+        f(&mut decompressor)
+    };
+    check_decompress(run())
 }
 
 /// A decompression's outcome as this crate reports it: harmless warnings pass, damage is

@@ -34,8 +34,9 @@ use crate::resize::ResizeQuality;
 use crate::vpass::VerticalPass;
 
 thread_local! {
-    /// One raw decoder and encoder per thread, as for the whole-image codecs
-    /// ([`with_instance`]).
+    /// One raw decoder and encoder per thread ([`with_instance`]). The decoder's
+    /// libjpeg object is recreated for each image (`csrc/jpeg_stream.c`), so no tables
+    /// carry over; the encoder keeps its output buffer between images.
     pub(crate) static DECODER: RefCell<Option<RowDecoder>> = const { RefCell::new(None) };
     static ENCODER: RefCell<Option<RowEncoder>> = const { RefCell::new(None) };
 }
