@@ -118,26 +118,38 @@ void ifc_decoder_free(ifc_decoder *d)
 const char *ifc_decoder_message(const ifc_decoder *d) { return d->err.message; }
 int ifc_decoder_warnings(const ifc_decoder *d) { return d->err.warnings; }
 
-/*
- * A fresh decompressor for each image. libjpeg keeps the Huffman and quantization
- * tables of earlier images (for abbreviated streams), so a JPEG that lacks one would
- * decode with whatever the thread decoded before: the result would depend on another
- * request's image. Creating one costs a few small allocations. Call under setjmp.
- */
-static void ifc_decoder_renew(ifc_decoder *d)
-{
-  jpeg_destroy_decompress(&d->cinfo);
-  jpeg_create_decompress(&d->cinfo);
-}
-
 static void ifc_decoder_reset(ifc_decoder *d)
 {
-  jpeg_abort_decompress(&d->cinfo);
   free(d->band);
   d->band = NULL;
   d->started = 0;
   d->err.message[0] = '\0';
   d->err.warnings = 0;
+}
+
+/*
+ * Reads the header of `data` into a fresh decompressor. Returns 1 when it is a
+ * single-scan 8-bit YCbCr JPEG, else 0 (the decompressor aborted). Call under the
+ * caller's setjmp: libjpeg's errors longjmp to it.
+ *
+ * Fresh, because libjpeg keeps the Huffman and quantization tables of earlier images
+ * (for abbreviated streams), so a JPEG that lacks one would decode with whatever the
+ * thread decoded before: the result would depend on another request's image. Creating
+ * one costs a few small allocations.
+ */
+static int ifc_decoder_read_ycc_header(ifc_decoder *d, const unsigned char *data, size_t len)
+{
+  jpeg_destroy_decompress(&d->cinfo);
+  jpeg_create_decompress(&d->cinfo);
+  jpeg_mem_src(&d->cinfo, data, (unsigned long)len);
+  jpeg_read_header(&d->cinfo, TRUE);
+  if (d->cinfo.num_components != 3 || d->cinfo.jpeg_color_space != JCS_YCbCr ||
+      d->cinfo.data_precision != 8 || d->cinfo.progressive_mode ||
+      jpeg_has_multiple_scans(&d->cinfo)) {
+    jpeg_abort_decompress(&d->cinfo);
+    return 0;
+  }
+  return 1;
 }
 
 /*
@@ -157,13 +169,8 @@ int ifc_decoder_start(ifc_decoder *d, const unsigned char *data, size_t len,
     jpeg_abort_decompress(&d->cinfo);
     return -1;
   }
-  ifc_decoder_renew(d);
-  jpeg_mem_src(&d->cinfo, data, (unsigned long)len);
-  jpeg_read_header(&d->cinfo, TRUE);
-  if (d->cinfo.num_components != 3 || d->cinfo.jpeg_color_space != JCS_YCbCr ||
-      d->cinfo.data_precision != 8 || d->cinfo.progressive_mode ||
-      jpeg_has_multiple_scans(&d->cinfo) || d->cinfo.comp_info[0].h_samp_factor != 2 ||
-      d->cinfo.comp_info[0].v_samp_factor != 2) {
+  if (!ifc_decoder_read_ycc_header(d, data, len)) return 1;
+  if (d->cinfo.comp_info[0].h_samp_factor != 2 || d->cinfo.comp_info[0].v_samp_factor != 2) {
     jpeg_abort_decompress(&d->cinfo);
     return 1;
   }
@@ -258,15 +265,7 @@ int ifc_decoder_start_rgb(ifc_decoder *d, const unsigned char *data, size_t len,
     jpeg_abort_decompress(&d->cinfo);
     return -1;
   }
-  ifc_decoder_renew(d);
-  jpeg_mem_src(&d->cinfo, data, (unsigned long)len);
-  jpeg_read_header(&d->cinfo, TRUE);
-  if (d->cinfo.num_components != 3 || d->cinfo.jpeg_color_space != JCS_YCbCr ||
-      d->cinfo.data_precision != 8 || d->cinfo.progressive_mode ||
-      jpeg_has_multiple_scans(&d->cinfo)) {
-    jpeg_abort_decompress(&d->cinfo);
-    return 1;
-  }
+  if (!ifc_decoder_read_ycc_header(d, data, len)) return 1;
   d->cinfo.out_color_space = JCS_EXT_RGB;
   d->cinfo.do_fancy_upsampling = TRUE;
   d->cinfo.dct_method = JDCT_ISLOW;

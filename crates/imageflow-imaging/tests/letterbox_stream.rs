@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::fixture;
+use common::{damaged_copies, fixture};
 use imageflow_imaging::{
     EncodeOptions, ImageFormat, ImagingError, Limits, decode, encode, letterbox_encoded,
     letterbox_encoded_streamed, letterbox_encoded_whole,
@@ -118,14 +118,7 @@ fn damaged_streams_are_refused_and_the_next_image_is_fine() {
     // Cut at several points of the entropy-coded data, and bytes overwritten in the
     // middle: a typed error like the whole-image path's, never a grey-filled tensor, a
     // panic or a hang.
-    let mut damaged: Vec<Vec<u8>> = [0.2, 0.5, 0.9, 0.999]
-        .iter()
-        .map(|f| data[..(data.len() as f64 * f) as usize].to_vec())
-        .collect();
-    let mut scribbled = data.clone();
-    let mid = scribbled.len() / 2;
-    scribbled[mid..mid + 4096].fill(0x00);
-    damaged.push(scribbled);
+    let damaged = damaged_copies(&data);
     for bad in &damaged {
         let err = letterbox_encoded(bad, &limits, 640, 640).unwrap_err();
         assert!(

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{fixture, resize_spec as spec};
+use common::{damaged_copies, fixture, resize_spec as spec};
 use imageflow_imaging::{
     ImageFormat, ImagingError, Limits, ResizeQuality, ResizeSpec, encode, resize_encoded,
     resize_encoded_streamed, resize_encoded_whole_planes,
@@ -141,14 +141,7 @@ fn damaged_streams_are_refused_and_the_next_image_is_fine() {
         .data;
     // Cut at several points of the entropy-coded data, and bytes overwritten in the
     // middle: a typed error, never a grey-filled picture, a panic or a hang.
-    let mut damaged: Vec<Vec<u8>> = [0.2, 0.5, 0.9, 0.999]
-        .iter()
-        .map(|f| data[..(data.len() as f64 * f) as usize].to_vec())
-        .collect();
-    let mut scribbled = data.clone();
-    let mid = scribbled.len() / 2;
-    scribbled[mid..mid + 4096].fill(0x00);
-    damaged.push(scribbled);
+    let damaged = damaged_copies(&data);
     for bad in &damaged {
         let err = resize_encoded(bad, &limits, &s).unwrap_err();
         assert!(

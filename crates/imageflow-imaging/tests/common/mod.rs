@@ -24,6 +24,20 @@ pub fn resize_spec(
     }
 }
 
+/// `data` cut at several points of its entropy-coded data, and with 4 KB in the middle
+/// overwritten: what the streamed paths must refuse as the whole-image ones do.
+pub fn damaged_copies(data: &[u8]) -> Vec<Vec<u8>> {
+    let mut damaged: Vec<Vec<u8>> = [0.2, 0.5, 0.9, 0.999]
+        .iter()
+        .map(|f| data[..(data.len() as f64 * f) as usize].to_vec())
+        .collect();
+    let mut scribbled = data.to_vec();
+    let mid = scribbled.len() / 2;
+    scribbled[mid..mid + 4096].fill(0x00);
+    damaged.push(scribbled);
+    damaged
+}
+
 pub fn decode_fixture(name: &str) -> Image {
     decode(&fixture(name), &Limits::default())
         .unwrap_or_else(|e| panic!("decoding {name}: {e}"))
