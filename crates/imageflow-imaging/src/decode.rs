@@ -118,6 +118,7 @@ impl Header {
             }
             ImageFormat::Png => {
                 let (w, h) = png_header_size(data)?;
+                check_png_palette(data)?;
                 (w, h, None)
             }
             ImageFormat::Webp => {
@@ -374,6 +375,37 @@ fn png_header_size(data: &[u8]) -> Result<(u32, u32), ImagingError> {
     let width = u32::from_be_bytes([ihdr[8], ihdr[9], ihdr[10], ihdr[11]]);
     let height = u32::from_be_bytes([ihdr[12], ihdr[13], ihdr[14], ihdr[15]]);
     Ok((width, height))
+}
+
+/// Refuses a PLTE chunk that is not whole RGB entries, which the PNG spec calls an
+/// error. The `png` crate checks only its length (3..=768) and then panics expanding
+/// the last, partial entry. Walks the chunk headers up to the first IDAT (where the
+/// palette must be), so it costs a hop per chunk; what it cannot reach (a cut file) is
+/// left to the decoder to report.
+fn check_png_palette(data: &[u8]) -> Result<(), ImagingError> {
+    let mut at = 8;
+    while let Some(head) = data.get(at..at + 8) {
+        let len = u32::from_be_bytes([head[0], head[1], head[2], head[3]]);
+        match &head[4..8] {
+            b"IDAT" | b"IEND" => break,
+            b"PLTE" if len % 3 != 0 => {
+                return Err(ImagingError::Corrupt(format!(
+                    "PNG palette (PLTE) is {len} bytes, not a whole number of 3-byte RGB entries"
+                )));
+            }
+            _ => {}
+        }
+        // Length, type, data, CRC.
+        at = match usize::try_from(len)
+            .ok()
+            .and_then(|n| n.checked_add(12))
+            .and_then(|n| at.checked_add(n))
+        {
+            Some(next) => next,
+            None => break,
+        };
+    }
+    Ok(())
 }
 
 /// Limits for the `image` decoders: the declared size already passed our check, so these

@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{fixture, png_header, push_png_chunk};
+use common::{fixture, palette_png, png_header, push_png_chunk};
 use imageflow_imaging::{
     FilterKind, FilterSpec, ImagingError, Limits, ResizeQuality, ResizeSpec, decode,
     decode_at_least, filter_encoded, probe, resize_encoded,
@@ -139,6 +139,29 @@ fn truncated_png_is_refused() {
         );
         assert!(err.to_string().contains("PNG"), "{err}");
     }
+}
+
+/// The fuzzer's find: a PLTE chunk that is not whole 3-byte entries passed the png
+/// crate's length check (3..=768) and then panicked in its palette expansion, so a
+/// 661-byte upload killed the image worker. The decoder must never see one.
+#[test]
+fn a_palette_of_partial_entries_is_refused() {
+    for len in [4, 5, 512, 766] {
+        let palette: Vec<u8> = (0..len).map(|i| i as u8).collect();
+        for r in all_paths(&palette_png(&palette)) {
+            let err = r.unwrap_err();
+            assert!(matches!(err, ImagingError::Corrupt(_)), "{len}: {err:?}");
+            assert!(
+                err.to_string()
+                    .contains(&format!("PNG palette (PLTE) is {len} bytes")),
+                "{err}"
+            );
+        }
+    }
+    // The same image with whole entries decodes, to entry 0's colour.
+    let decoded = decode(&palette_png(&[10, 20, 30, 40, 50, 60]), &Limits::default()).unwrap();
+    assert_eq!((decoded.image.width(), decoded.image.height()), (8, 8));
+    assert!(decoded.image.pixels().chunks(3).all(|p| p == [10, 20, 30]));
 }
 
 #[test]

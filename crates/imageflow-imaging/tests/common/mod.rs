@@ -150,15 +150,44 @@ pub fn all_gray(img: &Image) -> bool {
 /// A valid PNG (signature + IHDR with a correct CRC) declaring `width` x `height` RGB,
 /// followed by `rest` (e.g. nothing, or a bogus IDAT).
 pub fn png_header(width: u32, height: u32) -> Vec<u8> {
+    png_header_of_type(width, height, 2)
+}
+
+/// The signature and IHDR of an 8-bit PNG of `color_type` (2 RGB, 3 palette).
+fn png_header_of_type(width: u32, height: u32, color_type: u8) -> Vec<u8> {
     let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
-    let mut chunk = b"IHDR".to_vec();
-    chunk.extend_from_slice(&width.to_be_bytes());
-    chunk.extend_from_slice(&height.to_be_bytes());
-    chunk.extend_from_slice(&[8, 2, 0, 0, 0]); // 8-bit, RGB, deflate, adaptive, no interlace
-    out.extend_from_slice(&13u32.to_be_bytes());
-    out.extend_from_slice(&chunk);
-    out.extend_from_slice(&crc32(&chunk).to_be_bytes());
+    let mut ihdr = width.to_be_bytes().to_vec();
+    ihdr.extend_from_slice(&height.to_be_bytes());
+    ihdr.extend_from_slice(&[8, color_type, 0, 0, 0]); // 8-bit, deflate, adaptive, no interlace
+    push_png_chunk(&mut out, b"IHDR", &ihdr);
     out
+}
+
+/// A whole 8x8 palette PNG whose PLTE chunk holds `palette` (with a correct CRC, however
+/// many bytes it is) and whose pixels all use entry 0.
+pub fn palette_png(palette: &[u8]) -> Vec<u8> {
+    let mut png = png_header_of_type(8, 8, 3);
+    push_png_chunk(&mut png, b"PLTE", palette);
+    // Each row: filter type 0, then eight indices 0. One stored (uncompressed) deflate
+    // block keeps the zlib stream readable here.
+    let rows = [0u8; 8 * 9];
+    let mut zlib = vec![0x78, 0x01, 0x01];
+    zlib.extend_from_slice(&(rows.len() as u16).to_le_bytes());
+    zlib.extend_from_slice(&(!(rows.len() as u16)).to_le_bytes());
+    zlib.extend_from_slice(&rows);
+    zlib.extend_from_slice(&adler32(&rows).to_be_bytes());
+    push_png_chunk(&mut png, b"IDAT", &zlib);
+    push_png_chunk(&mut png, b"IEND", &[]);
+    png
+}
+
+fn adler32(data: &[u8]) -> u32 {
+    let (mut a, mut b) = (1u32, 0u32);
+    for &byte in data {
+        a = (a + u32::from(byte)) % 65521;
+        b = (b + a) % 65521;
+    }
+    (b << 16) | a
 }
 
 /// Appends a chunk with a correct CRC.
