@@ -3,4 +3,5 @@
 //! migration added since the last one.
 fn main() {
     println!("cargo:rerun-if-changed=migrations");
+    imageflow_build::pack_relocations();
 }

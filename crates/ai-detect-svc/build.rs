@@ -1,0 +1,3 @@
+fn main() {
+    imageflow_build::pack_relocations();
+}
