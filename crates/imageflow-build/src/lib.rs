@@ -5,8 +5,8 @@
 /// A position-independent Rust binary carries about 48,000 of them, one per
 /// pointer in its vtables and static tables. As 24-byte RELA entries they are
 /// 1.1–1.3 MB that the dynamic loader reads at every start, and those pages
-/// stay resident. Packed they are about 16 KB, and each service idles about
-/// 2 MB smaller (bench/README, issue 18's ninth pass).
+/// stay resident. Packed they are about 16 KB, and resize-svc and filter-svc
+/// idle 1.1–1.2 MB smaller (bench/README, issue 18's ninth pass).
 ///
 /// Only for glibc on Linux: the packed form needs glibc 2.36 or later at run
 /// time, which every image this project ships has (Debian 12, Ubuntu 24.04).

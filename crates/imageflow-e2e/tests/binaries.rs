@@ -1,5 +1,5 @@
 //! How the shipped binaries are linked: their relative relocations packed
-//! (DT_RELR, `imageflow_build::pack_relocations`), which keeps about 2 MB of
+//! (DT_RELR, `imageflow_build::pack_relocations`), which keeps over 1 MB of
 //! relocation entries out of every service's resident memory. A binary crate
 //! that loses its `build.rs` would silently go back to the 24-byte entries.
 
