@@ -384,7 +384,7 @@ fn png_header_size(data: &[u8]) -> Result<(u32, u32), ImagingError> {
 /// left to the decoder to report.
 fn check_png_palette(data: &[u8]) -> Result<(), ImagingError> {
     let mut at = 8;
-    while let Some(head) = data.get(at..at + 8) {
+    while let Some(head) = data.get(at..).and_then(|rest| rest.get(..8)) {
         let len = u32::from_be_bytes([head[0], head[1], head[2], head[3]]);
         match &head[4..8] {
             b"IDAT" | b"IEND" => break,
