@@ -117,8 +117,7 @@ impl Header {
                 (w, hh, Some(h))
             }
             ImageFormat::Png => {
-                let (w, h) = png_header_size(data)?;
-                check_png_palette(data)?;
+                let (w, h) = png_header(data)?;
                 (w, h, None)
             }
             ImageFormat::Webp => {
@@ -359,8 +358,9 @@ fn cmyk_to_rgb(cmyk: &[u8]) -> Vec<u8> {
     rgb
 }
 
-/// Width and height from the PNG IHDR chunk (bytes 16..24), without the PNG decoder.
-fn png_header_size(data: &[u8]) -> Result<(u32, u32), ImagingError> {
+/// Width and height from the PNG IHDR chunk (bytes 16..24), and the palette check below,
+/// without the PNG decoder: everything a PNG header must pass before decoding.
+fn png_header(data: &[u8]) -> Result<(u32, u32), ImagingError> {
     let ihdr = data.get(8..24).ok_or_else(|| {
         ImagingError::Corrupt(format!(
             "PNG is {} bytes, too short to hold the IHDR header",
@@ -374,6 +374,7 @@ fn png_header_size(data: &[u8]) -> Result<(u32, u32), ImagingError> {
     }
     let width = u32::from_be_bytes([ihdr[8], ihdr[9], ihdr[10], ihdr[11]]);
     let height = u32::from_be_bytes([ihdr[12], ihdr[13], ihdr[14], ihdr[15]]);
+    check_png_palette(data)?;
     Ok((width, height))
 }
 
